@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv (Python >= 3.12) and install the pinned dependencies. Fast when nothing changed:
+# a stamp file records the hash of the requirement files and the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=$(scripts/find-python.sh)
+stamp=.venv/.asgard-setup-stamp
+want=$( (cat requirements.txt requirements-dev.txt; "$py" -V; echo "$py") | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/ansible-playbook ]; then
+  echo "setup: .venv is up to date ($("$py" -V))"
+else
+  echo "setup: creating .venv with $py ($("$py" -V))"
+  if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -V 2>&1)" != "$("$py" -V 2>&1)" ]; then
+    echo "setup: .venv uses $(.venv/bin/python -V 2>&1), recreating it"; rm -rf .venv
+  fi
+  [ -x .venv/bin/python ] || "$py" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  echo "setup: installing requirements-dev.txt (ansible-core, kubernetes.core via ansible, molecule, MLflow, ...): a few minutes the first time"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import ansible, kubernetes, mlflow, aiohttp, kubernetes_validate' \
+    || { echo "setup: the install did not complete; see the pip output above" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+# The collection, as ansible sees it: .collections/ansible_collections/asgard/mlflow -> repo root.
+mkdir -p .collections/ansible_collections/asgard
+ln -sfn ../../.. .collections/ansible_collections/asgard/mlflow
+echo "setup: done. ansible-core $(.venv/bin/python -c 'import ansible.release as r; print(r.__version__)'), kubernetes.core $(.venv/bin/python - <<'PY'
+import json, pathlib, ansible_collections.kubernetes.core as k
+print(json.loads((pathlib.Path(k.__path__[0]) / "MANIFEST.json").read_text())["collection_info"]["version"])
+PY
+)"

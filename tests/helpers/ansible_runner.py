@@ -1,0 +1,136 @@
+"""Run real ansible-playbook from tests and read its results (JSON callback).
+
+Usage:
+    from helpers.ansible_runner import run_playbook
+    res = run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, extra_vars={...}, check=True)
+    assert res.rc == 0, res.output
+    assert res.changed == 0
+    res.task("Deploy MLflow")  # list of per-host results of tasks with that name
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class PlaybookResult:
+    rc: int
+    stdout: str
+    stderr: str
+    data: dict = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        """Everything printed, for assertion messages."""
+        return f"rc={self.rc}\n--- stdout\n{self.stdout[-20000:]}\n--- stderr\n{self.stderr[-5000:]}"
+
+    @property
+    def stats(self) -> dict:
+        return (self.data.get("stats") or {}).get("localhost", {})
+
+    @property
+    def changed(self) -> int:
+        return self.stats.get("changed", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.stats.get("failures", 0) + self.stats.get("unreachable", 0)
+
+    def tasks(self) -> list[dict]:
+        out = []
+        for play in self.data.get("plays", []):
+            for task in play.get("tasks", []):
+                out.append(task)
+        return out
+
+    def task(self, name: str) -> list[dict]:
+        """Host results of every task whose name ends with ``name`` (role prefixes are ignored)."""
+        found = []
+        for task in self.tasks():
+            tname = task.get("task", {}).get("name", "")
+            if tname == name or tname.endswith(" : " + name):
+                found.extend(task.get("hosts", {}).values())
+        return found
+
+    def changed_tasks(self) -> list[str]:
+        return [t["task"]["name"] for t in self.tasks() if any(h.get("changed") for h in t.get("hosts", {}).values())]
+
+
+def ansible_env(kubeconfig: str | os.PathLike | None = None, tmpdir: str | None = None, **extra: str) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env.pop("K8S_AUTH_KUBECONFIG", None)
+    if kubeconfig:
+        env["KUBECONFIG"] = str(kubeconfig)
+    if tmpdir:
+        # kubernetes.core caches discovery in $TMPDIR/k8srcp-*.json: one cache per lab instance.
+        env["TMPDIR"] = tmpdir
+    env.update(extra)
+    return env
+
+
+def run_playbook(
+    playbook: str | os.PathLike,
+    *,
+    kubeconfig: str | os.PathLike | None = None,
+    extra_vars: dict | None = None,
+    check: bool = False,
+    diff: bool = False,
+    verbosity: int = 0,
+    tags: str | None = None,
+    json_output: bool = True,
+    timeout: int = 900,
+    tmpdir: str | None = None,
+    env: dict | None = None,
+) -> PlaybookResult:
+    playbook = Path(playbook)
+    if not playbook.is_absolute():
+        playbook = REPO / playbook
+    cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook)]
+    vars_file = None
+    if extra_vars:
+        vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(extra_vars, vars_file)
+        vars_file.close()
+        cmd += ["-e", f"@{vars_file.name}"]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    if tags:
+        cmd += ["--tags", tags]
+    run_env = ansible_env(kubeconfig, tmpdir=tmpdir)
+    if json_output:
+        run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    if env:
+        run_env.update(env)
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        if vars_file:
+            os.unlink(vars_file.name)
+    data = {}
+    if json_output:
+        start = proc.stdout.find("{")
+        if start >= 0:
+            try:
+                data = json.loads(proc.stdout[start:])
+            except json.JSONDecodeError:
+                data = {}
+    return PlaybookResult(proc.returncode, proc.stdout, proc.stderr, data)
