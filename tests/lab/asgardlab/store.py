@@ -37,7 +37,8 @@ import collections
 import copy
 import datetime as _dt
 import uuid
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from . import resources as R
 from .resources import ResourceType
@@ -45,7 +46,7 @@ from .selectors import match_fields, match_labels
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ApiError(Exception):
@@ -111,7 +112,7 @@ HISTORY = 5000  # events retained for watch resumption
 class Watch:
     """Async iterator of (event_type, object) for one watcher."""
 
-    def __init__(self, store: "Store", rt: ResourceType, ns, label_selector, field_selector):
+    def __init__(self, store: Store, rt: ResourceType, ns, label_selector, field_selector):
         self.store = store
         self.rt = rt
         self.ns = ns
@@ -389,7 +390,7 @@ class Store:
             oldest = self._history[0][0] if self._history else self._rv
             if rv < oldest - 1 and rv < self._rv:
                 raise ApiError(410, "Expired", f"too old resource version: {rv} ({oldest - 1})")
-            for hrv, etype, key, obj in self._history:
+            for hrv, etype, _key, obj in self._history:
                 if hrv > rv and w.matches(rt, obj):
                     w.push(etype, copy.deepcopy(obj))
         else:
