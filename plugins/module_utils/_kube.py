@@ -1,0 +1,222 @@
+# Copyright: (c) 2025, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: a small read-only Kubernetes API facade (the boundary tests may fake).
+
+The module builds the ``kubernetes`` ApiClient with kubernetes.core's own code
+(``k8s.client.get_api_client``: same options, same K8S_AUTH_* env vars, same KUBECONFIG
+handling), then wraps it here. Plain GETs go through ``ApiClient.param_serialize`` /
+``call_api`` exactly like the dynamic client's ``request`` (no discovery round trips);
+the portforward WebSocket gets the same URL, auth and impersonation headers, TLS and proxy settings.
+
+This file is also copied next to the background forwarder, so Ansible imports stay inside
+``api_from_module``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+from urllib.parse import urlparse
+
+from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import (
+    PortForwardTunnel,
+    WSRequest,
+    ws_url,
+)
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class KubeError(Exception):
+    """An API request failed. ``status`` is the HTTP status, None when the server was not reached."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+class KubeAPI:
+    """GETs on namespaces, services and pods, and portforward tunnels, over one ``kubernetes`` ApiClient."""
+
+    def __init__(self, api_client, timeout: float = 10.0):
+        self.api_client = api_client
+        self.timeout = timeout
+        self.requests = 0
+
+    # ------------------------------------------------------------ REST
+    def _serialize(self, method: str, path: str, query=None):
+        return self.api_client.param_serialize(
+            method, path, query_params=list(query or []),
+            header_params={"Accept": "application/json", "Content-Type": "application/json"},
+            auth_settings=["BearerToken"])
+
+    def get(self, path: str, query=None) -> dict:
+        method, url, headers, body, post = self._serialize("GET", path, query)
+        self.requests += 1
+        try:
+            resp = self.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
+                                            _request_timeout=self.timeout)
+            data = resp.read()
+        except Exception as exc:  # noqa: BLE001 - urllib3/ApiException/SSL: the API server was not reached
+            status = getattr(exc, "status", None) or None
+            raise KubeError(f"GET {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", status=status) from exc
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        if not 200 <= resp.status <= 299:
+            reason = ""
+            message = text[:300]
+            try:
+                st = json.loads(text)
+                reason = st.get("reason", "")
+                message = st.get("message", message)
+            except ValueError:
+                pass
+            raise KubeError(f"GET {path}: HTTP {resp.status}: {message}", status=resp.status, reason=reason)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise KubeError(f"GET {path}: answer is not JSON", status=resp.status) from exc
+
+    def get_namespace(self, name: str) -> dict:
+        return self.get(f"/api/v1/namespaces/{name}")
+
+    def get_service(self, namespace: str, name: str) -> dict:
+        return self.get(f"/api/v1/namespaces/{namespace}/services/{name}")
+
+    def get_pod(self, namespace: str, name: str) -> dict:
+        return self.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict]:
+        return self.get(f"/api/v1/namespaces/{namespace}/pods", [("labelSelector", label_selector)]).get("items") or []
+
+    # ------------------------------------------------------------ WebSocket
+    def portforward_request(self, namespace: str, pod: str, port: int) -> WSRequest:
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/portforward"
+        _m, url, headers, _b, _p = self._serialize("GET", path, [("ports", str(port))])
+        cfg = self.api_client.configuration
+        sslopt: dict = {}
+        if url.startswith("https://"):
+            if cfg.verify_ssl:
+                sslopt = {"cert_reqs": ssl.CERT_REQUIRED}
+                if cfg.ssl_ca_cert:
+                    sslopt["ca_certs"] = cfg.ssl_ca_cert
+                else:
+                    try:
+                        import certifi
+
+                        sslopt["ca_certs"] = certifi.where()
+                    except ImportError:
+                        pass
+                if cfg.assert_hostname is not None:
+                    sslopt["check_hostname"] = cfg.assert_hostname
+            else:
+                sslopt = {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+            if cfg.cert_file:
+                sslopt["certfile"] = cfg.cert_file
+            if cfg.key_file:
+                sslopt["keyfile"] = cfg.key_file
+            if getattr(cfg, "tls_server_name", None):
+                sslopt["server_hostname"] = cfg.tls_server_name
+        proxy: dict = {}
+        if cfg.proxy:
+            p = urlparse(cfg.proxy)
+            proxy.update(http_proxy_host=p.hostname, http_proxy_port=p.port, proxy_type="http")
+            if p.username:
+                proxy["http_proxy_auth"] = (p.username, p.password or "")
+        if getattr(cfg, "no_proxy", None):
+            proxy["http_no_proxy"] = cfg.no_proxy.split(",")
+        for key, value in (cfg.proxy_headers or {}).items():
+            if key.lower() == "proxy-authorization" and value.startswith("Basic "):
+                import base64
+
+                user, _, pw = base64.b64decode(value.split()[1]).decode().partition(":")
+                proxy["http_proxy_auth"] = (user, pw)
+        return WSRequest(url=ws_url(url), headers=dict(headers), sslopt=sslopt, proxy=proxy)
+
+    def open_portforward(self, namespace: str, pod: str, port: int, timeout: float = 10.0) -> PortForwardTunnel:
+        self.requests += 1
+        return PortForwardTunnel(self.portforward_request(namespace, pod, port), port, timeout=timeout)
+
+    # ------------------------------------------------------------ hand-over to the forwarder
+    def snapshot(self) -> dict:
+        """Connection settings for a process that cannot import kubernetes.core.
+
+        Contains credentials: hand it over through a pipe only, never a file or argv.
+        Certificates are inlined because kubernetes' kubeconfig loader deletes its temp files at exit.
+        Tokens from exec/OIDC plugins are taken as they are now (restart the forward to refresh).
+        """
+        cfg = self.api_client.configuration
+        _m, _u, headers, _b, _p = self._serialize("GET", "/version")
+
+        def pem(path):
+            if not path:
+                return None
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+
+        return {
+            "host": cfg.host, "headers": dict(headers), "verify_ssl": bool(cfg.verify_ssl),
+            "assert_hostname": cfg.assert_hostname, "tls_server_name": getattr(cfg, "tls_server_name", None),
+            "proxy": cfg.proxy, "no_proxy": getattr(cfg, "no_proxy", None), "proxy_headers": cfg.proxy_headers,
+            "ca_pem": pem(cfg.ssl_ca_cert), "cert_pem": pem(cfg.cert_file), "key_pem": pem(cfg.key_file),
+            "timeout": self.timeout,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict) -> KubeAPI:
+        import kubernetes.client
+
+        def memfile(name, text):
+            if not text:
+                return None
+            fd = os.memfd_create(name, 0)
+            os.write(fd, text.encode("utf-8"))
+            return f"/proc/self/fd/{fd}"
+
+        cfg = kubernetes.client.Configuration()
+        cfg.host = snap["host"]
+        cfg.verify_ssl = snap["verify_ssl"]
+        cfg.assert_hostname = snap.get("assert_hostname")
+        if snap.get("tls_server_name"):
+            cfg.tls_server_name = snap["tls_server_name"]
+        cfg.proxy = snap.get("proxy")
+        cfg.no_proxy = snap.get("no_proxy")
+        cfg.proxy_headers = snap.get("proxy_headers")
+        cfg.ssl_ca_cert = memfile("ca", snap.get("ca_pem"))
+        cfg.cert_file = memfile("cert", snap.get("cert_pem"))
+        cfg.key_file = memfile("key", snap.get("key_pem"))
+        client = kubernetes.client.ApiClient(cfg)
+        for k, v in snap["headers"].items():
+            if k.lower() not in ("accept", "content-type", "user-agent"):
+                client.set_default_header(k, v)
+        return cls(client, timeout=snap.get("timeout", 10.0))
+
+
+def api_from_module(module, timeout: float = 10.0) -> KubeAPI:
+    """Build the client with kubernetes.core's code from the module's auth options (and K8S_AUTH_* env)."""
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+
+    k8s = get_api_client(module=module)
+    return KubeAPI(k8s.client.client, timeout=timeout)
+
+
+def validate_auth_params(params: dict) -> list[str]:
+    """Errors kubernetes.core would report without naming the file (it says 'No configuration found')."""
+    errors = []
+    kc = params.get("kubeconfig")
+    if isinstance(kc, str):
+        path = os.path.expanduser(kc)
+        if not os.path.isfile(path):
+            errors.append(f"kubeconfig: {kc} is not a readable file (expected a kubeconfig path or a dict)")
+    for name in ("ca_cert", "client_cert", "client_key"):
+        v = params.get(name)
+        if v and not os.path.isfile(os.path.expanduser(v)):
+            errors.append(f"{name}: {v} is not a readable file")
+    return errors

@@ -1,0 +1,401 @@
+# Copyright: (c) 2025, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: the MLflow probe behind ``asgard.mlflow.mlflow_probe``.
+
+Checks (each a separate result): health, root page, version, and an API call that touches the
+backend store sent with the in-cluster Host header. All HTTP goes through one portforward tunnel
+(reused while the server keeps the connection alive). Transient trouble (Kubernetes API 429/5xx,
+tunnel errors, the pod replaced mid-probe, MLflow 429/502/503/504) is retried with exponential
+backoff inside an overall deadline; the target is re-resolved after a tunnel failure.
+An unhealthy server is a result: ``ProbeInputError`` is raised only for bad input.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass, field
+
+from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError
+from ansible_collections.asgard.mlflow.plugins.module_utils._target import (
+    Resolved,
+    Target,
+    TargetError,
+    resolve,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import (
+    TunnelError,
+    TunnelTimeout,
+    http_request,
+)
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+API_SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+AJAX_SEARCH = "/ajax-api/2.0/mlflow/experiments/search?max_results=1"
+RETRY_HTTP = (429, 502, 503, 504)
+TITLE = re.compile(rb"<title>\s*MLflow\s*</title>", re.I)
+VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([.\-+\w]*)$")
+CHECKS = ("health", "root", "version", "api")
+
+# Stable finding codes (documented in the module's RETURN).
+CODES = {
+    "HEALTH_FAILED": ERROR, "ROOT_NOT_FOUND": ERROR, "ROOT_NO_TITLE": WARNING, "ROOT_FAILED": ERROR,
+    "VERSION_FAILED": WARNING, "INVALID_HOST": ERROR, "API_FAILED": ERROR, "HEALTH_UNDER_PREFIX": INFO,
+    "NO_READY_POD": ERROR, "POD_NOT_FOUND": ERROR, "TUNNEL_ERROR": ERROR, "TIMEOUT": ERROR,
+    "SERVICE_NOT_FOUND": ERROR, "NAMESPACE_NOT_FOUND": ERROR, "PORT_NOT_FOUND": ERROR,
+    "SERVICE_WITHOUT_SELECTOR": ERROR, "KUBE_API_ERROR": ERROR, "POD_REPLACED": INFO, "RETRIED": INFO,
+}
+
+
+class ProbeInputError(Exception):
+    """Bad input (unknown namespace, missing service, ...): the module fails with this message."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
+
+
+def finding(code: str, message: str, evidence: dict | None = None, severity: str | None = None) -> dict:
+    return {"code": code, "severity": severity or CODES.get(code, ERROR), "message": message,
+            "evidence": evidence or {}}
+
+
+@dataclass
+class ProbeOptions:
+    host_header: str | None = None
+    static_prefix: str = "auto"
+    api_check: bool = True
+    timeout: float = 10.0
+    deadline: float = 60.0
+    retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 5.0
+
+    @classmethod
+    def from_params(cls, p: dict) -> ProbeOptions:
+        return cls(host_header=p.get("host_header"), static_prefix=p.get("static_prefix", "auto"),
+                   api_check=p.get("api_check", True), timeout=float(p.get("timeout") or 10),
+                   deadline=float(p.get("deadline") or 60), retries=int(p.get("retries") if p.get("retries") is not None else 3))
+
+
+def validate_probe_params(p: dict) -> list[str]:
+    errors = []
+    sp = p.get("static_prefix")
+    if sp not in (None, "auto", "") and not re.match(r"^/[A-Za-z0-9._~\-/]*[A-Za-z0-9._~\-]$", sp):
+        errors.append(f"static_prefix: {sp!r} is not valid (expected 'auto', '' for none, or a path like '/static')")
+    hh = p.get("host_header")
+    if hh is not None and not re.match(r"^[A-Za-z0-9.\-_\[\]:]+$", hh):
+        errors.append(f"host_header: {hh!r} is not a valid Host header (expected host or host:port)")
+    for name in ("timeout", "deadline"):
+        v = p.get(name)
+        if v is not None and not 0 < float(v) <= 3600:
+            errors.append(f"{name}: {v} is out of range (expected seconds, more than 0 and at most 3600)")
+    r = p.get("retries")
+    if r is not None and not 0 <= int(r) <= 20:
+        errors.append(f"retries: {r} is out of range (expected an integer from 0 to 20)")
+    return errors
+
+
+def prefix_from_pod(resolved: Resolved) -> str | None:
+    """The ``--static-prefix`` the pod's MLflow runs with (args or MLFLOW_STATIC_PREFIX), if any."""
+    args = resolved.container_args
+    for i, a in enumerate(args):
+        for part in a.split():
+            if part.startswith("--static-prefix="):
+                return part.split("=", 1)[1].strip("'\"") or None
+        if a == "--static-prefix" and i + 1 < len(args):
+            return args[i + 1]
+        m = re.search(r"--static-prefix[= ]+['\"]?(/[^\s'\"]*)", a)
+        if m:
+            return m.group(1)
+    return resolved.container_env.get("MLFLOW_STATIC_PREFIX") or None
+
+
+class _Deadline(Exception):
+    pass
+
+
+@dataclass
+class _Session:
+    """HTTP through the tunnel with retries, re-resolution and the deadline."""
+
+    api: object
+    target: Target
+    opts: ProbeOptions
+    sleep: object = time.sleep
+    clock: object = time.monotonic
+    resolved: Resolved | None = None
+    tunnel: object = None
+    events: list = field(default_factory=list)
+    pods_seen: list = field(default_factory=list)
+    tunnels_opened: int = 0
+
+    def __post_init__(self):
+        self.end = self.clock() + self.opts.deadline
+
+    def remaining(self) -> float:
+        return self.end - self.clock()
+
+    def _backoff(self, attempt: int, why: str) -> None:
+        delay = min(self.opts.max_backoff, self.opts.backoff * (2 ** attempt)) * (0.75 + random.random() / 2)
+        self.events.append({"attempt": attempt + 1, "reason": why, "backoff_s": round(delay, 2)})
+        if self.remaining() <= delay:
+            raise _Deadline(why)
+        self.sleep(delay)
+
+    def close(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+
+    def ensure_resolved(self) -> Resolved:
+        attempt = 0
+        while self.resolved is None:
+            try:
+                self.resolved = resolve(self.api, self.target)
+            except TargetError as exc:
+                if exc.bad_input or not exc.transient or attempt >= self.opts.retries:
+                    raise
+                self._backoff(attempt, f"{exc.code}: {exc}")
+                attempt += 1
+                continue
+            if self.resolved.pod not in self.pods_seen:
+                self.pods_seen.append(self.resolved.pod)
+        return self.resolved
+
+    def request(self, path: str, host: str, timeout: float | None = None):
+        """(HTTPResult, None) or (None, finding) for one GET."""
+        attempt = 0
+        while True:
+            left = self.remaining()
+            if left <= 0:
+                return None, finding("TIMEOUT", f"deadline of {self.opts.deadline:g}s reached before GET {path}",
+                                     {"path": path, "deadline_s": self.opts.deadline})
+            per = min(timeout or self.opts.timeout, left)
+            try:
+                res = self.ensure_resolved()
+                if self.tunnel is None:
+                    self.tunnel = self.api.open_portforward(res.namespace, res.pod, res.port, timeout=per)
+                    self.tunnels_opened += 1
+                result = http_request(self.tunnel, "GET", path, host, timeout=per)
+                if not result.keep_alive:
+                    self.close()
+                if result.status in RETRY_HTTP and attempt < self.opts.retries:
+                    self._backoff(attempt, f"GET {path}: HTTP {result.status}")
+                    attempt += 1
+                    continue
+                return result, None
+            except TargetError:
+                self.close()
+                raise
+            except TunnelTimeout as exc:
+                self.close()
+                if attempt >= self.opts.retries:
+                    return None, finding("TIMEOUT", f"GET {path} got no complete answer within {per:.1f}s",
+                                         {"path": path, "pod": self.resolved and self.resolved.pod, "error": str(exc)})
+                why = f"GET {path}: {exc}"
+            except (TunnelError, KubeError) as exc:
+                self.close()
+                status = getattr(exc, "status", None)
+                if attempt >= self.opts.retries or not getattr(exc, "transient", True):
+                    return None, finding("TUNNEL_ERROR", f"GET {path} through the portforward tunnel failed: {exc}",
+                                         {"path": path, "pod": self.resolved and self.resolved.pod,
+                                          "status": status, "error": str(exc)[:500]})
+                why = f"GET {path}: tunnel: {exc}"
+                # pod gone / replaced / kubelet error: pick the pod again
+                self.resolved = None
+            try:
+                self._backoff(attempt, why)
+            except _Deadline:
+                return None, finding("TIMEOUT", f"deadline of {self.opts.deadline:g}s reached while retrying "
+                                     f"GET {path}", {"path": path, "last_error": why})
+            attempt += 1
+
+
+def _check(result, path: str, ok: bool, **extra) -> dict:
+    out = {"path": path, "status": result.status if result else None,
+           "latency_ms": result.latency_ms if result else None,
+           "bytes": len(result.body) if result else 0, "ok": ok}
+    out.update(extra)
+    return out
+
+
+def _skipped(path: str | None, why: str) -> dict:
+    return {"path": path, "status": None, "latency_ms": None, "bytes": 0, "ok": None, "skipped": why}
+
+
+def run_probe(api, target: Target, opts: ProbeOptions, sleep=time.sleep, clock=time.monotonic) -> dict:
+    """Probe MLflow behind ``target``; returns the module result (without ``changed``)."""
+    s = _Session(api, target, opts, sleep=sleep, clock=clock)
+    findings: list[dict] = []
+    checks: dict = {}
+    out = {"healthy": False, "pod": None, "target": target.as_dict(), "checks": checks, "mlflow_version": None,
+           "server_header": None, "health_path": None, "static_prefix": None, "findings": findings}
+    t0 = clock()
+    try:
+        try:
+            res = s.ensure_resolved()
+        except _Deadline as exc:
+            findings.append(finding("TIMEOUT", f"deadline reached while resolving {target.describe()}",
+                                    {"last_error": str(exc)}))
+            return _finish(out, s, t0, clock)
+        except TargetError as exc:
+            findings.append(finding(exc.code, str(exc), exc.evidence))
+            if exc.bad_input:
+                raise ProbeInputError(str(exc), _finish(out, s, t0, clock)) from exc
+            return _finish(out, s, t0, clock)
+        local_host = f"localhost:{res.port}"
+        _probe_checks(s, opts, target, res, local_host, out, findings)
+    except TargetError as exc:  # re-resolution during a check failed
+        findings.append(finding(exc.code, str(exc), exc.evidence))
+    finally:
+        s.close()
+    return _finish(out, s, t0, clock)
+
+
+def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved, local_host: str,
+                  out: dict, findings: list) -> None:
+    checks = out["checks"]
+    # ---- health (detect the static prefix)
+    spec_prefix = prefix_from_pod(res)
+    if opts.static_prefix == "auto":
+        candidates = [""] + [p for p in dict.fromkeys([spec_prefix, "/static"]) if p]
+    elif opts.static_prefix == "":
+        candidates = [""]
+    else:
+        candidates = [opts.static_prefix.rstrip("/"), ""]
+    tried = []
+    health = None
+    prefix = None
+    for cand in candidates:
+        path = f"{cand}/health"
+        r, f = s.request(path, local_host)
+        if f:
+            findings.append(f)
+            checks["health"] = _check(None, path, False, tried=tried + [{"path": path, "error": f["message"]}])
+            for name in ("root", "version", "api"):
+                checks[name] = _skipped(None, "health check could not reach the server")
+            return
+        tried.append({"path": path, "status": r.status})
+        health, prefix = r, cand
+        if r.status != 404:
+            break
+    hpath = f"{prefix}/health"
+    h_ok = health.status == 200
+    checks["health"] = _check(health, hpath, h_ok, body=health.text[:200].strip(), tried=tried)
+    out["server_header"] = health.header("server")
+    if h_ok:
+        out["health_path"] = hpath
+        out["static_prefix"] = prefix
+        if prefix:
+            findings.append(finding("HEALTH_UNDER_PREFIX", f"health is served under the static prefix: {hpath}",
+                                    {"static_prefix": prefix, "tried": tried}))
+    else:
+        findings.append(finding("HEALTH_FAILED", f"no health endpoint answered 200 (tried "
+                                f"{', '.join(t['path'] + ' ' + str(t['status']) for t in tried)})",
+                                {"tried": tried, "status": health.status, "body": health.text[:300]}))
+        prefix = spec_prefix if opts.static_prefix == "auto" else (opts.static_prefix or "")
+        prefix = (prefix or "").rstrip("/")
+        out["static_prefix"] = prefix or None
+    pfx = prefix or ""
+
+    # ---- root page: what a user opens
+    r, f = s.request("/", local_host)
+    if f:
+        findings.append(f)
+        checks["root"] = _check(None, "/", False, title_found=False)
+    else:
+        title = bool(TITLE.search(r.body))
+        checks["root"] = _check(r, "/", r.status == 200 and title, title_found=title)
+        if r.status == 404:
+            ev = {"status": 404, "path": "/"}
+            if pfx:
+                r2, _f2 = s.request(f"{pfx}/", local_host)
+                if r2 is not None:
+                    ev.update(ui_path=f"{pfx}/", ui_status=r2.status, ui_title_found=bool(TITLE.search(r2.body)))
+            findings.append(finding("ROOT_NOT_FOUND", "GET / answers 404" + (
+                f": the UI is served under the static prefix {pfx}/" if pfx else ""), ev))
+        elif r.status == 200 and not title:
+            findings.append(finding("ROOT_NO_TITLE", "GET / answers 200 without <title>MLflow</title>",
+                                    {"content_type": r.header("content-type"), "head": r.text[:200]}))
+        elif r.status != 200:
+            findings.append(finding("ROOT_FAILED", f"GET / answers {r.status}", {"status": r.status,
+                                                                                  "body": r.text[:300]}))
+        out["server_header"] = out["server_header"] or r.header("server")
+
+    # ---- version
+    vpaths = ["/version"] + ([f"{pfx}/version"] if pfx else [])
+    vres, vpath, vf = None, vpaths[0], None
+    for vp in vpaths:
+        vres, vf = s.request(vp, local_host)
+        vpath = vp
+        if vf or vres.status != 404:
+            break
+    if vf:
+        findings.append(vf)
+        checks["version"] = _check(None, vpath, False)
+    else:
+        text = vres.text.strip()
+        v_ok = vres.status == 200 and bool(VERSION_RE.match(text))
+        checks["version"] = _check(vres, vpath, v_ok, version=text if v_ok else None)
+        if v_ok:
+            out["mlflow_version"] = text
+        else:
+            findings.append(finding("VERSION_FAILED", f"GET {vpath} answers {vres.status}",
+                                    {"status": vres.status, "body": text[:200], "tried": vpaths}))
+
+    # ---- API through the backend store, with the in-cluster Host header
+    if not opts.api_check:
+        checks["api"] = _skipped(None, "api_check is false")
+        return
+    host = opts.host_header or _default_host(target, res)
+    api_paths = [f"{pfx}{API_SEARCH}", f"{pfx}{AJAX_SEARCH}"]
+    ares, apath, af = None, api_paths[0], None
+    for ap in api_paths:
+        ares, af = s.request(ap, host)
+        apath = ap
+        if af or ares.status != 404:
+            break
+    if af:
+        findings.append(af)
+        checks["api"] = _check(None, apath, False, host_header=host)
+        return
+    ok = ares.status == 200
+    checks["api"] = _check(ares, apath, ok, host_header=host)
+    if ares.status == 403 and "invalid host header" in ares.text.lower():
+        findings.append(finding("INVALID_HOST", f"MLflow rejects Host {host!r} with 403 'Invalid Host header': "
+                                "set --allowed-hosts / MLFLOW_SERVER_ALLOWED_HOSTS to include it",
+                                {"host_header": host, "status": 403, "path": apath, "body": ares.text[:200]}))
+    elif not ok:
+        findings.append(finding("API_FAILED", f"GET {apath} answers {ares.status}",
+                                {"host_header": host, "status": ares.status, "body": ares.text[:300]}))
+
+
+def _default_host(target: Target, res: Resolved) -> str:
+    svc = target.service or "mlflow-service"
+    port = res.service_port or res.port
+    return f"{svc}.{target.namespace}.svc.cluster.local:{port}"
+
+
+def _finish(out: dict, s: _Session, t0: float, clock) -> dict:
+    if s.resolved is not None:
+        out["pod"] = s.resolved.pod
+        out["resolved"] = s.resolved.as_dict()
+    if len(s.pods_seen) > 1:
+        out["findings"].append(finding("POD_REPLACED", f"the pod changed during the probe: {' -> '.join(s.pods_seen)}",
+                                       {"pods": list(s.pods_seen)}))
+    if s.events:
+        out["findings"].append(finding("RETRIED", f"{len(s.events)} transient failure(s) retried",
+                                       {"retries": s.events}))
+    for name in CHECKS:
+        out["checks"].setdefault(name, _skipped(None, "not reached"))
+    checks = out["checks"]
+    out["healthy"] = (bool(checks["health"].get("ok")) and bool(checks["root"].get("ok"))
+                      and (checks["api"].get("ok") is not False)
+                      and not any(f["severity"] == ERROR for f in out["findings"]))
+    out["pods_seen"] = list(s.pods_seen)
+    out["tunnels_opened"] = s.tunnels_opened
+    out["api_requests"] = getattr(s.api, "requests", None)
+    out["elapsed_ms"] = round((clock() - t0) * 1000.0, 1)
+    return out

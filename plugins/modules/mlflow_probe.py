@@ -1,0 +1,279 @@
+#!/usr/bin/python
+# Copyright: (c) 2025, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: mlflow_probe
+short_description: Check an MLflow tracking server through a Kubernetes port-forward tunnel
+version_added: 0.1.0
+author:
+  - asgard platform team
+description:
+  - Opens the API server's C(pods/portforward) WebSocket to a Ready MLflow pod, in process (no
+    C(kubectl), no local listening port), and speaks HTTP/1.1 through it.
+  - "Runs separate checks: health (C(/health), or C({prefix}/health) where MLflow >= 3.7 serves a
+    static prefix, detected automatically), the root page (status and C(<title>MLflow</title>)),
+    C(/version), and optionally an API call that reads the backend store
+    (C(/api/2.0/mlflow/experiments/search)) sent with the in-cluster Host header so that a
+    403 C(Invalid Host header) is caught."
+  - Transient failures (Kubernetes API 429/5xx, tunnel errors, the pod replaced during the probe,
+    MLflow 429/502/503/504) are retried with exponential backoff inside O(deadline); after a tunnel
+    failure the target is resolved again.
+  - An unhealthy server is a result (RV(healthy) false with RV(findings)), not a failure. The task fails
+    only on bad input (invalid options, unknown namespace, missing Service) or when O(fail_on_unhealthy) is set.
+  - Runs on the controller (or wherever the task runs) and honours C(KUBECONFIG) and C(K8S_AUTH_*) like
+    kubernetes.core.
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+  - asgard.mlflow.probe_target
+options:
+  host_header:
+    description:
+      - Host header for the API check.
+      - Default is the in-cluster Service DNS name with the Service port,
+        for example V(mlflow-service.asgard.svc.cluster.local:5000), which MLflow >= 3.5 rejects unless
+        it is in its allowed hosts.
+      - The other checks send V(localhost:PORT), as a C(kubectl port-forward) user's browser does.
+    type: str
+    version_added: 0.1.0
+  static_prefix:
+    description:
+      - V(auto) tries C(/health), then C({prefix}/health) with the C(--static-prefix) found in the pod's
+        command, args or C(MLFLOW_STATIC_PREFIX), then C(/static/health).
+      - An empty string means no prefix; a path such as V(/static) tries C(/static/health) first.
+    type: str
+    default: auto
+    version_added: 0.1.0
+  api_check:
+    description:
+      - Also call C(experiments/search) (touches the backend store) with O(host_header).
+    type: bool
+    default: true
+    version_added: 0.1.0
+  timeout:
+    description:
+      - Seconds allowed for each check (tunnel set-up plus the HTTP exchange).
+    type: float
+    default: 10
+    version_added: 0.1.0
+  deadline:
+    description:
+      - Seconds allowed for the whole probe, retries included.
+    type: float
+    default: 60
+    version_added: 0.1.0
+  retries:
+    description:
+      - Retries per request for transient failures (0 to 20), with exponential backoff from 0.5 s.
+    type: int
+    default: 3
+    version_added: 0.1.0
+  fail_on_unhealthy:
+    description:
+      - Fail the task when RV(healthy) is false.
+    type: bool
+    default: false
+    version_added: 0.1.0
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same checks in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing.
+notes:
+  - Needs C(get) on services, pods (and namespaces, to report an unknown namespace) and C(create) on
+    C(pods/portforward) in the namespace.
+requirements:
+  - kubernetes >= 24.2.0
+  - websocket-client
+"""
+
+EXAMPLES = r"""
+- name: Probe MLflow behind svc/mlflow-service in asgard
+  asgard.mlflow.mlflow_probe:
+  register: probe
+
+- name: Show what is wrong
+  ansible.builtin.debug:
+    msg: "{{ probe.findings | map(attribute='code') | list }}"
+  when: not probe.healthy
+
+- name: Probe a pod directly with a custom Host header and fail if unhealthy
+  asgard.mlflow.mlflow_probe:
+    namespace: ml
+    label_selectors: [app=mlflow]
+    remote_port: 5000
+    host_header: mlflow.example.com
+    fail_on_unhealthy: true
+    kubeconfig: ~/.kube/config
+"""
+
+RETURN = r"""
+healthy:
+  description: True when health and the root page answer 200 (with the MLflow title), the API check passes (if enabled) and no finding has severity C(error).
+  returned: always
+  type: bool
+  sample: false
+pod:
+  description: The pod the checks went to (the last one, if it was replaced during the probe).
+  returned: always
+  type: str
+  sample: mlflow-deployment-7d9c6b5f4-x2x9q
+pods_seen:
+  description: Every pod used, in order (more than one when the pod was replaced mid-probe).
+  returned: always
+  type: list
+  elements: str
+  sample: [mlflow-deployment-7d9c6b5f4-x2x9q]
+resolved:
+  description: The resolved target (pod, uid, container port, Service port, pod IP).
+  returned: when a pod was resolved
+  type: dict
+  sample: {pod: mlflow-deployment-7d9c6b5f4-x2x9q, uid: 0b7c..., port: 5000, service_port: 5000, pod_ip: 10.250.0.7}
+target:
+  description: The target options as given.
+  returned: always
+  type: dict
+  sample: {namespace: asgard, service: mlflow-service, pod: null, label_selectors: [], remote_port: null}
+checks:
+  description:
+    - One entry per check, V(health), V(root), V(version), V(api). Each has C(path), C(status) (HTTP status or null),
+      C(latency_ms), C(bytes) (body size), C(ok) (null when skipped) and C(skipped) (why) when not run.
+    - C(root) has C(title_found); C(version) has C(version); C(api) has C(host_header); C(health) has C(tried).
+  returned: always
+  type: dict
+  sample:
+    health: {path: /health, status: 200, latency_ms: 4.1, bytes: 2, ok: true, body: OK, tried: [{path: /health, status: 200}]}
+    root: {path: /, status: 200, latency_ms: 7.9, bytes: 1432, ok: true, title_found: true}
+    version: {path: /version, status: 200, latency_ms: 2.2, bytes: 6, ok: true, version: 3.17.2}
+    api: {path: /api/2.0/mlflow/experiments/search?max_results=1, status: 403, latency_ms: 3.0, bytes: 66, ok: false,
+          host_header: mlflow-service.asgard.svc.cluster.local:5000}
+mlflow_version:
+  description: Version reported by C(/version) (or C({prefix}/version)).
+  returned: always
+  type: str
+  sample: 3.17.2
+server_header:
+  description: The HTTP C(Server) header (for example C(uvicorn) or C(gunicorn)).
+  returned: always
+  type: str
+  sample: uvicorn
+health_path:
+  description: The health path that answered 200 (null when none did). Use it for probes.
+  returned: always
+  type: str
+  sample: /static/health
+static_prefix:
+  description: The static prefix detected (or given), null when none.
+  returned: always
+  type: str
+  sample: /static
+findings:
+  description:
+    - Machine-readable findings, each with C(code), C(severity) (error, warning, info), C(message) and C(evidence).
+    - "Stable codes: HEALTH_FAILED, ROOT_NOT_FOUND, ROOT_NO_TITLE, ROOT_FAILED, VERSION_FAILED, INVALID_HOST, API_FAILED,
+      HEALTH_UNDER_PREFIX, NO_READY_POD, POD_NOT_FOUND, POD_REPLACED, TUNNEL_ERROR, TIMEOUT, SERVICE_NOT_FOUND,
+      NAMESPACE_NOT_FOUND, PORT_NOT_FOUND, SERVICE_WITHOUT_SELECTOR, KUBE_API_ERROR, RETRIED."
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - code: INVALID_HOST
+      severity: error
+      message: "MLflow rejects Host 'mlflow-service.asgard.svc.cluster.local:5000' with 403 'Invalid Host header'"
+      evidence: {host_header: mlflow-service.asgard.svc.cluster.local:5000, status: 403}
+tunnels_opened:
+  description: Portforward WebSockets opened (one per connection; reused while MLflow keeps the connection alive).
+  returned: always
+  type: int
+  sample: 1
+api_requests:
+  description: Requests sent to the Kubernetes API server (REST and WebSocket).
+  returned: always
+  type: int
+  sample: 3
+elapsed_ms:
+  description: Wall time of the probe.
+  returned: always
+  type: float
+  sample: 48.2
+"""
+
+import copy  # noqa: E402
+import traceback  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+try:
+    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+except ImportError:  # kubernetes.core missing: reported in main()
+    AUTH_ARG_SPEC = {}
+    AnsibleK8SModule = None
+    K8S_CORE_IMP_ERR = traceback.format_exc()
+
+from ansible_collections.asgard.mlflow.plugins.module_utils._kube import (  # noqa: E402
+    KubeError,
+    api_from_module,
+    validate_auth_params,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._probe import (  # noqa: E402
+    ProbeInputError,
+    ProbeOptions,
+    run_probe,
+    validate_probe_params,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._target import (  # noqa: E402
+    TARGET_ARG_SPEC,
+    Target,
+    validate_target_params,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import TunnelError  # noqa: E402
+
+
+def argspec() -> dict:
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(copy.deepcopy(TARGET_ARG_SPEC))
+    spec.update(
+        host_header={"type": "str"},
+        static_prefix={"type": "str", "default": "auto"},
+        api_check={"type": "bool", "default": True},
+        timeout={"type": "float", "default": 10},
+        deadline={"type": "float", "default": 60},
+        retries={"type": "int", "default": 3},
+        fail_on_unhealthy={"type": "bool", "default": False},
+    )
+    return spec
+
+
+def main() -> None:
+    if AnsibleK8SModule is None:
+        AnsibleModule(argument_spec={}, supports_check_mode=True).fail_json(
+            msg="the kubernetes.core collection is required", exception=K8S_CORE_IMP_ERR)
+    module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argspec(), supports_check_mode=True,
+                              mutually_exclusive=[("pod", "label_selectors")], check_pyyaml=False)
+    params = module.params
+    errors = validate_auth_params(params) + validate_target_params(params) + validate_probe_params(params)
+    if errors:
+        module.fail_json(msg="; ".join(errors), errors=errors)
+    try:
+        api = api_from_module(module, timeout=min(float(params["timeout"]), 30.0))
+        result = run_probe(api, Target.from_params(params), ProbeOptions.from_params(params))
+    except ProbeInputError as exc:
+        module.fail_json(msg=str(exc), changed=False, **exc.result)
+    except (KubeError, TunnelError, OSError, ValueError) as exc:
+        module.fail_json(msg=f"mlflow_probe: {exc}", exception=traceback.format_exc())
+    except Exception as exc:  # noqa: BLE001 - kubernetes config errors (CoreException, ConfigException)
+        module.fail_json(msg=f"mlflow_probe: could not build the Kubernetes client: {exc}",
+                         exception=traceback.format_exc())
+    if params["fail_on_unhealthy"] and not result["healthy"]:
+        codes = ", ".join(f["code"] for f in result["findings"] if f["severity"] == "error")
+        module.fail_json(msg=f"MLflow is unhealthy: {codes}", changed=False, **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

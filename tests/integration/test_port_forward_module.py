@@ -1,0 +1,158 @@
+"""asgard.mlflow.port_forward through real ansible-playbook against the lab with a real MLflow pod."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from test_probe_module import create_namespace, deploy_mlflow, run_module, wait_ready
+
+pytestmark = pytest.mark.lab
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 20) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def get_eventually(url: str, timeout: float = 90) -> float:
+    """Seconds until GET url answered 200."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            if get(url)[0] == 200:
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{url} never answered 200")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def target(lab):
+    ns = create_namespace(lab)
+    deploy_mlflow(lab, ns, "fwd", service="mlflow-service")
+    wait_ready(lab, ns, "fwd")
+    yield ns
+    lab.request("DELETE", f"/api/v1/namespaces/{ns}")
+
+
+@pytest.fixture
+def xdg(tmp_path):
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    yield env
+    # whatever a failed test left running: stop it by the pids in its state files
+    import json
+
+    for f in (tmp_path / "state").rglob("*.json"):
+        try:
+            os.kill(json.loads(f.read_text())["pid"], 15)
+        except (OSError, KeyError, ValueError):
+            pass
+
+
+def fwd(lab, tmp_path, env, check=False, **args):
+    return run_module(lab, tmp_path, "asgard.mlflow.port_forward", args, check=check, env=env)
+
+
+def test_start_idempotent_survives_rollout_and_stop(lab, target, tmp_path, xdg):
+    port = free_port()
+    args = {"namespace": target, "local_port": port}
+    c = fwd(lab, tmp_path, xdg, check=True, **args)
+    assert c["changed"] is True and c["would_start"] is True and c["pid"] is None
+    r = fwd(lab, tmp_path, xdg, **args)
+    assert r["changed"] is True and r["pid"] and r["url"] == f"http://127.0.0.1:{port}"
+    assert os.path.exists(r["log"]) and r["log"].startswith(xdg["XDG_STATE_HOME"])
+    first = get_eventually(f"{r['url']}/health")
+    print(f"\nport_forward: first /health through the forward after {first:.2f}s")
+    assert get(f"{r['url']}/")[1].find(b"<title>MLflow</title>") >= 0
+
+    again = fwd(lab, tmp_path, xdg, **args)
+    assert again["changed"] is False and again["pid"] == r["pid"]
+
+    old = wait_ready(lab, target, "fwd")
+    patch = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": str(time.time())}}}}}
+    resp = lab.request("PATCH", f"/apis/apps/v1/namespaces/{target}/deployments/fwd", json=patch,
+                       headers={"Content-Type": "application/strategic-merge-patch+json"})
+    assert resp.status_code == 200, resp.text
+    end = time.monotonic() + 180
+    while time.monotonic() < end:
+        r2 = lab.request("GET", f"/api/v1/namespaces/{target}/pods/{old}")
+        if r2.status_code == 404:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("old pod never went away")
+    get_eventually(f"{r['url']}/health", timeout=120)
+    log = open(r["log"]).read()
+    new_pods = {line.split(" -> ")[1].split(":")[0] for line in log.splitlines() if " -> " in line and "closed" in line}
+    assert old in new_pods and len(new_pods) >= 2, log
+
+    stop = fwd(lab, tmp_path, xdg, state="absent", **args)
+    assert stop["changed"] is True and [s["pid"] for s in stop["stopped"]] == [r["pid"]]
+    with pytest.raises(OSError):
+        get(f"{r['url']}/health", timeout=3)
+    assert fwd(lab, tmp_path, xdg, state="absent", **args)["changed"] is False
+
+
+def test_foreign_process_reported_not_killed(lab, target, tmp_path, xdg):
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        r = fwd(lab, tmp_path, xdg, namespace=target, local_port=port, cleanup=True)
+        assert r["failed"] is True
+        assert f"PID {p.pid}" in r["msg"] and "http.server" in r["msg"]
+        assert r["holder"]["pid"] == p.pid
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_stale_kubectl_port_forward_is_cleaned(lab, target, tmp_path, xdg):
+    port = free_port()
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport socket, sys, time\n"
+                    f"s = socket.create_server(('127.0.0.1', {port}))\nprint('up', flush=True)\ntime.sleep(600)\n")
+    fake.chmod(0o755)
+    k = subprocess.Popen([str(fake), "port-forward", "-n", target, "svc/mlflow-service", f"{port}:5000"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert k.stdout.readline().strip() == "up"
+        refused = fwd(lab, tmp_path, xdg, namespace=target, local_port=port)
+        assert refused["failed"] is True and "kubectl port-forward" in refused["msg"] and str(k.pid) in refused["msg"]
+        r = fwd(lab, tmp_path, xdg, namespace=target, local_port=port, cleanup=True)
+        assert r["changed"] is True and [s["pid"] for s in r["stopped"]] == [k.pid]
+        assert k.wait(timeout=10) is not None
+        get_eventually(f"{r['url']}/health")
+        fwd(lab, tmp_path, xdg, namespace=target, local_port=port, state="absent")
+    finally:
+        if k.poll() is None:
+            k.kill()
+            k.wait()
+
+
+def test_non_loopback_bind_refused(lab, target, tmp_path, xdg):
+    r = fwd(lab, tmp_path, xdg, namespace=target, address="0.0.0.0", local_port=free_port())
+    assert r["failed"] is True and "allow_non_loopback" in r["msg"]

@@ -1,0 +1,35 @@
+"""ansible-doc renders both modules completely (doc fragments from kubernetes.core and this collection resolve)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[4]
+
+
+@pytest.mark.parametrize("module", ["mlflow_probe", "port_forward"])
+def test_ansible_doc_renders(module):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "--json",
+                          f"asgard.mlflow.{module}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)[f"asgard.mlflow.{module}"]
+    options = doc["doc"]["options"]
+    for opt in ("namespace", "service", "pod", "label_selectors", "remote_port", "kubeconfig", "context", "api_key"):
+        assert opt in options, opt
+    assert options["namespace"]["default"] == "asgard"
+    assert doc["doc"]["version_added"] == "0.1.0"
+    assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
+    assert doc["return"], "RETURN documented"
+    for key, ret in doc["return"].items():
+        assert {"description", "returned", "type"} <= set(ret), key
+    if module == "mlflow_probe":
+        assert {"healthy", "checks", "findings", "health_path", "mlflow_version", "server_header"} <= set(doc["return"])
+    else:
+        assert options["local_port"]["default"] == 5000 and options["address"]["default"] == "127.0.0.1"
