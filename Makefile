@@ -10,7 +10,7 @@ LAB := $(BIN)/python -m asgardlab --state-dir $(CURDIR)/.lab
 PYTEST := $(BIN)/python -m pytest
 
 .PHONY: help setup test lint sanity unit lab-tests integration molecule lab-up lab-down lab-status \
-        runtimes demo bench build clean
+        runtimes demo bench build clean test-compat docs-lint galaxy-importer
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,15 @@ demo: setup runtimes ## the main job: lab up, seed incident deployed, verify hea
 
 bench: setup runtimes ## benchmarks (not part of make test); writes .bench/results.json
 	@scripts/bench.sh
+
+test-compat: setup ## unit tests on the oldest admitted ansible-core too (VERSIONS="2.16 2.18")
+	@scripts/test-compat.sh $(VERSIONS)
+
+docs-lint: setup ## antsibull-docs lint + ansible-doc renders every plugin and role
+	@scripts/docs-lint.sh
+
+galaxy-importer: setup ## galaxy-importer on the built tarball (offline config)
+	@scripts/galaxy-importer.sh
 
 build: setup ## ansible-galaxy collection build into .build/
 	@mkdir -p .build && $(BIN)/ansible-galaxy collection build --force --output-path .build .

@@ -24,6 +24,8 @@ fi
 # The collection, as ansible sees it: .collections/ansible_collections/asgard/mlflow -> repo root.
 mkdir -p .collections/ansible_collections/asgard
 ln -sfn ../../.. .collections/ansible_collections/asgard/mlflow
+# awx.awx (for examples/awx, the AWX objects as code) is no longer in the ansible package.
+scripts/awx-collection.sh
 echo "setup: done. ansible-core $(.venv/bin/python -c 'import ansible.release as r; print(r.__version__)'), kubernetes.core $(.venv/bin/python - <<'PY'
 import json, pathlib, ansible_collections.kubernetes.core as k
 print(json.loads((pathlib.Path(k.__path__[0]) / "MANIFEST.json").read_text())["collection_info"]["version"])
