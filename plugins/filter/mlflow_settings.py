@@ -1,0 +1,77 @@
+# Copyright: (c) 2026, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters over plugins/module_utils/mlflow_settings.py: read MLflow server settings, check and patch them.
+
+Documentation of each filter: mlflow_server_settings.yml, mlflow_compliance.yml (ansible-doc -t filter).
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    from ansible_collections.asgard.mlflow.plugins.module_utils import mlflow_settings as _ms
+except ImportError:  # pragma: no cover - when loaded outside a collection tree
+    from ..module_utils import mlflow_settings as _ms  # type: ignore[no-redef]
+
+
+def _plain(value):
+    """Ansible containers (lazy/tagged) -> plain dicts/lists/str, so module_utils sees ordinary data."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _configmaps(configmaps):
+    if configmaps is None:
+        return []
+    if isinstance(configmaps, dict) and "resources" in configmaps:  # a k8s_info result
+        configmaps = configmaps["resources"]
+    if not isinstance(configmaps, list | tuple):
+        raise AnsibleFilterError(
+            f"configmaps: expected a list of ConfigMap objects (k8s_info resources), got {type(configmaps).__name__}"
+        )
+    return _plain(list(configmaps))
+
+
+def _deployment(deployment):
+    if isinstance(deployment, dict) and "resources" in deployment and "spec" not in deployment:
+        resources = deployment.get("resources") or []
+        if len(resources) != 1:
+            raise AnsibleFilterError(
+                f"deployment: the k8s_info result holds {len(resources)} objects; expected exactly one Deployment"
+            )
+        deployment = resources[0]
+    return _plain(deployment)
+
+
+def mlflow_server_settings(deployment, configmaps=None, mlflow_version=None, container=None):
+    """Effective `mlflow server` settings of a Deployment, with where each one is set."""
+    try:
+        return _ms.server_settings(_deployment(deployment), _configmaps(configmaps), mlflow_version, container)
+    except _ms.MlflowSettingsError as exc:
+        raise AnsibleFilterError(f"asgard.mlflow.mlflow_server_settings: {exc}") from exc
+
+
+def mlflow_compliance(deployment, targets=None, configmaps=None):
+    """Compare a Deployment with target settings; the minimal JSON patch that makes it comply."""
+    if targets is not None and not isinstance(targets, dict):
+        raise AnsibleFilterError(f"targets: expected a dict of target settings, got {type(targets).__name__}")
+    try:
+        return _ms.compliance(_deployment(deployment), _plain(targets or {}), _configmaps(configmaps))
+    except _ms.MlflowSettingsError as exc:
+        raise AnsibleFilterError(f"asgard.mlflow.mlflow_compliance: {exc}") from exc
+
+
+class FilterModule:
+    """asgard.mlflow MLflow server-settings filters."""
+
+    def filters(self):
+        return {
+            "mlflow_server_settings": mlflow_server_settings,
+            "mlflow_compliance": mlflow_compliance,
+        }
