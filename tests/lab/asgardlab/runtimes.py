@@ -1,0 +1,182 @@
+"""Container images -> local runtimes for the lab's kubelet.
+
+The lab has no container engine: an image name is looked up in ``IMAGES`` below and the container's
+command runs on the host, in the pod's network and mount namespaces, with the runtime's ``bin`` directory
+first on ``PATH``.
+
+| image (tag)                                             | runtime                                   |
+|---------------------------------------------------------|-------------------------------------------|
+| ghcr.io/mlflow/mlflow:v3.17.2, :3.17.2, :latest         | virtualenv with mlflow==3.17.2            |
+| ghcr.io/mlflow/mlflow:v2.22.5, :2.22.5                  | virtualenv with mlflow==2.22.5, sqlalchemy<2.1 |
+| burakince/mlflow:3.17.2 / :2.22.5 (and :latest = 3.17.2) | same virtualenvs                         |
+| busybox:*, python:3.11*, debian:*                       | the host's /bin and Debian's /usr/bin/python3 |
+
+Any other image fails like an image that cannot be pulled (ErrImagePull, then ImagePullBackOff).
+
+MLflow runtimes are virtualenvs made with Debian's ``/usr/bin/python3 -m venv`` (world-readable, so pods
+running as a non-root uid can use them) under ``$ASGARD_LAB_CACHE`` (default
+``/var/cache/asgard-mlflow-lab``)``/runtimes/mlflow-<version>/``; a runtime is complete when
+``.asgard-complete`` exists. They are installed on first use (the pod stays ContainerCreating meanwhile)
+or ahead of time with ``python -m asgardlab.runtimes install [VERSION ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+log = logging.getLogger("asgardlab.runtimes")
+
+HOST_PYTHON = "/usr/bin/python3"
+DEFAULT_CACHE = "/var/cache/asgard-mlflow-lab"
+COMPLETE_MARKER = ".asgard-complete"
+
+# version -> extra pip requirements
+MLFLOW_VERSIONS: dict[str, tuple[str, ...]] = {
+    "3.17.2": (),
+    "2.22.5": ("sqlalchemy<2.1",),
+}
+
+# repository -> {tag: mlflow version}
+IMAGES: dict[str, dict[str, str]] = {
+    "ghcr.io/mlflow/mlflow": {"v3.17.2": "3.17.2", "3.17.2": "3.17.2", "latest": "3.17.2", "v2.22.5": "2.22.5", "2.22.5": "2.22.5"},
+    "burakince/mlflow": {"3.17.2": "3.17.2", "latest": "3.17.2", "2.22.5": "2.22.5"},
+}
+# repositories whose every tag maps to the host's tools (shell, coreutils, Debian python3)
+HOST_IMAGES = ("busybox", "python", "debian", "alpine")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    image: str
+    kind: str  # "mlflow" or "host"
+    version: str | None = None
+
+    @property
+    def path(self) -> pathlib.Path | None:
+        if self.kind != "mlflow":
+            return None
+        return cache_dir() / "runtimes" / f"mlflow-{self.version}"
+
+    @property
+    def bin_dirs(self) -> list[str]:
+        p = self.path
+        return [str(p / "bin")] if p else []
+
+    @property
+    def image_id(self) -> str:
+        return f"asgardlab://{self.kind}/{self.version or 'host'}"
+
+    def installed(self) -> bool:
+        p = self.path
+        return p is None or (p / COMPLETE_MARKER).exists()
+
+
+class UnknownImage(Exception):
+    pass
+
+
+def cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("ASGARD_LAB_CACHE") or DEFAULT_CACHE)
+
+
+def split_image(image: str) -> tuple[str, str]:
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = ref.rsplit(":", 1)
+    else:
+        repo, tag = ref, "latest"
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/"):
+        if repo.startswith(prefix):
+            repo = repo[len(prefix):]
+    return repo, tag
+
+
+def resolve(image: str) -> Runtime:
+    """The runtime for ``image``; raises UnknownImage for an image the table does not list."""
+    if not image or not isinstance(image, str):
+        raise UnknownImage("image must be a non-empty string")
+    repo, tag = split_image(image)
+    if repo in IMAGES:
+        ver = IMAGES[repo].get(tag)
+        if ver:
+            return Runtime(image, "mlflow", ver)
+        raise UnknownImage(f'{repo}:{tag}: not found (the lab knows tags {", ".join(sorted(IMAGES[repo]))})')
+    if repo.rsplit("/", 1)[-1] in HOST_IMAGES and "/" not in repo:
+        return Runtime(image, "host")
+    raise UnknownImage(f"{repo}:{tag}: not found (pull access denied, repository does not exist in the lab's image table)")
+
+
+def _install_sync(version: str, echo=print) -> pathlib.Path:
+    if version not in MLFLOW_VERSIONS:
+        raise ValueError(f"unknown MLflow runtime version {version!r}; known: {', '.join(MLFLOW_VERSIONS)}")
+    target = cache_dir() / "runtimes" / f"mlflow-{version}"
+    if (target / COMPLETE_MARKER).exists():
+        echo(f"runtime mlflow-{version} already installed at {target}")
+        return target
+    if not os.path.exists(HOST_PYTHON):
+        raise RuntimeError(f"{HOST_PYTHON} is missing: install Debian's python3 and python3-venv")
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(target.parent, 0o755)
+    echo(f"creating virtualenv {target}")
+    subprocess.run([HOST_PYTHON, "-m", "venv", str(target)], check=True)
+    reqs = [f"mlflow=={version}", *MLFLOW_VERSIONS[version]]
+    echo(f"pip install {' '.join(reqs)} into {target}")
+    subprocess.run([str(target / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", *reqs], check=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+    (target / COMPLETE_MARKER).write_text(version + "\n")
+    echo(f"runtime mlflow-{version} complete")
+    return target
+
+
+_locks: dict[str, asyncio.Lock] = {}
+
+
+async def ensure_installed(rt: Runtime) -> None:
+    """Install ``rt`` if needed, without blocking the event loop (progress goes to the lab log)."""
+    if rt.installed():
+        return
+    lock = _locks.setdefault(rt.version or "", asyncio.Lock())
+    async with lock:
+        if rt.installed():
+            return
+        log.info("installing MLflow runtime %s for image %s (first use)", rt.version, rt.image)
+        await asyncio.to_thread(_install_sync, rt.version, log.info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m asgardlab.runtimes", description="Manage the lab's MLflow runtimes.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    inst = sub.add_parser("install", help="install MLflow runtimes (default: all)")
+    inst.add_argument("versions", nargs="*", help=f"versions to install (known: {', '.join(MLFLOW_VERSIONS)})")
+    sub.add_parser("list", help="show the image table and what is installed")
+    args = ap.parse_args(argv)
+    if args.cmd == "install":
+        for v in args.versions or list(MLFLOW_VERSIONS):
+            try:
+                _install_sync(v)
+            except (ValueError, RuntimeError, subprocess.CalledProcessError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        return 0
+    for repo, tags in IMAGES.items():
+        for tag, ver in tags.items():
+            rt = Runtime(f"{repo}:{tag}", "mlflow", ver)
+            print(f"{repo}:{tag} -> mlflow {ver} at {rt.path} ({'installed' if rt.installed() else 'not installed'})")
+    for repo in HOST_IMAGES:
+        print(f"{repo}:* -> host /bin and {HOST_PYTHON}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
