@@ -29,7 +29,7 @@ sanity: setup ## ansible-test sanity on the built collection
 	@scripts/sanity.sh
 
 unit: setup ## unit tests (no lab)
-	$(PYTEST) tests/unit
+	$(PYTEST) tests/unit tests/repo
 
 runtimes: setup ## install the lab's MLflow runtimes (first use only)
 	$(BIN)/python -m asgardlab.runtimes install

@@ -15,7 +15,7 @@ step() {
 step ruff ruff check .
 step ansible-lint ansible-lint --profile production
 step sanity scripts/sanity.sh
-step unit python -m pytest tests/unit -q
+step unit python -m pytest tests/unit tests/repo -q
 step runtimes python -m asgardlab.runtimes install
 step lab+integration python -m pytest tests/lab_tests tests/integration -q
 if [ -d molecule ] && ls molecule/*/molecule.yml >/dev/null 2>&1; then

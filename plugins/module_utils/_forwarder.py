@@ -263,7 +263,8 @@ def spawn(runtime: str, fid: str, config: dict, python: str | None = None, wait:
 
     err = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen([python or sys.executable, "-c", BOOT, runtime, MARKER, fid],
+        # A detached daemon that outlives the module: run_command would wait for it.
+        proc = subprocess.Popen([python or sys.executable, "-c", BOOT, runtime, MARKER, fid],  # pylint: disable=ansible-bad-function
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                 cwd="/", start_new_session=True, close_fds=True)
     finally:
@@ -278,7 +279,7 @@ def spawn(runtime: str, fid: str, config: dict, python: str | None = None, wait:
 
     end = time.monotonic() + wait
     while not line.endswith(b"\n") and time.monotonic() < end:
-        r, _, _ = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
+        r, _w, _x = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
         if not r:
             break
         chunk = os.read(proc.stdout.fileno(), 4096)

@@ -136,7 +136,7 @@ class KubeAPI:
             if key.lower() == "proxy-authorization" and value.startswith("Basic "):
                 import base64
 
-                user, _, pw = base64.b64decode(value.split()[1]).decode().partition(":")
+                user, _sep, pw = base64.b64decode(value.split()[1]).decode().partition(":")
                 proxy["http_proxy_auth"] = (user, pw)
         return WSRequest(url=ws_url(url), headers=dict(headers), sslopt=sslopt, proxy=proxy)
 

@@ -320,8 +320,8 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
             findings.append(finding("ROOT_NO_TITLE", "GET / answers 200 without <title>MLflow</title>",
                                     {"content_type": r.header("content-type"), "head": r.text[:200]}))
         elif r.status != 200:
-            findings.append(finding("ROOT_FAILED", f"GET / answers {r.status}", {"status": r.status,
-                                                                                  "body": r.text[:300]}))
+            findings.append(finding("ROOT_FAILED", f"GET / answers {r.status}",
+                                    {"status": r.status, "body": r.text[:300]}))
         out["server_header"] = out["server_header"] or r.header("server")
 
     # ---- version

@@ -295,7 +295,7 @@ def http_request(stream, method: str, path: str, host: str, headers: dict | None
     truncated = len(data) > max_body
     latency = (time.monotonic() - start) * 1000.0
     keep = not truncated and not resp.will_close and resp.isclosed()
-    return HTTPResult(status=resp.status, reason=resp.reason, headers={k: v for k, v in resp.getheaders()},
+    return HTTPResult(status=resp.status, reason=resp.reason, headers=dict(resp.getheaders()),
                       body=data[:max_body], latency_ms=round(latency, 2), keep_alive=keep, truncated=truncated)
 
 
@@ -311,7 +311,7 @@ def relay(local: socket.socket, tunnel: PortForwardTunnel, idle_timeout: float =
         if tunnel.pending():
             ready = [tunnel]
         else:
-            ready, _, _ = select.select([local, tunnel], [], [], 5.0)
+            ready, _w, _x = select.select([local, tunnel], [], [], 5.0)
         if not ready:
             if time.monotonic() - last > idle_timeout:
                 return up, down

@@ -9,7 +9,7 @@ module: mlflow_probe
 short_description: Check an MLflow tracking server through a Kubernetes port-forward tunnel
 version_added: 0.1.0
 author:
-  - asgard platform team
+  - Asgard Platform Team (@asgard-platform)
 description:
   - Opens the API server's C(pods/portforward) WebSocket to a Ready MLflow pod, in process (no
     C(kubectl), no local listening port), and speaks HTTP/1.1 through it.
@@ -149,7 +149,7 @@ checks:
     health: {path: /health, status: 200, latency_ms: 4.1, bytes: 2, ok: true, body: OK, tried: [{path: /health, status: 200}]}
     root: {path: /, status: 200, latency_ms: 7.9, bytes: 1432, ok: true, title_found: true}
     version: {path: /version, status: 200, latency_ms: 2.2, bytes: 6, ok: true, version: 3.17.2}
-    api: {path: /api/2.0/mlflow/experiments/search?max_results=1, status: 403, latency_ms: 3.0, bytes: 66, ok: false,
+    api: {path: '/api/2.0/mlflow/experiments/search?max_results=1', status: 403, latency_ms: 3.0, bytes: 66, ok: false,
           host_header: mlflow-service.asgard.svc.cluster.local:5000}
 mlflow_version:
   description: Version reported by C(/version) (or C({prefix}/version)).
@@ -207,6 +207,7 @@ import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+K8S_CORE_IMP_ERR = None
 try:
     from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule

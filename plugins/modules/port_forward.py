@@ -9,7 +9,7 @@ module: port_forward
 short_description: Keep a managed, persistent port-forward to an MLflow Service or pod
 version_added: 0.1.0
 author:
-  - asgard platform team
+  - Asgard Platform Team (@asgard-platform)
 description:
   - With O(state=present), starts a background forwarder that listens on O(address):O(local_port) and keeps
     running after the playbook ends. Every new connection is tunnelled through the API server's
@@ -144,7 +144,10 @@ stopped:
   returned: always
   type: list
   elements: dict
-  sample: [{pid: 3120, cmdline: [kubectl, port-forward, svc/mlflow-service, "5000:5000"], reason: "kubectl port-forward holding the local port (cleanup: true)"}]
+  sample:
+    - pid: 3120
+      cmdline: [kubectl, port-forward, svc/mlflow-service, "5000:5000"]
+      reason: "kubectl port-forward holding the local port (cleanup: true)"
 stale_removed:
   description: State entries removed because their forwarder process was gone.
   returned: always
@@ -168,6 +171,7 @@ import traceback  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+K8S_CORE_IMP_ERR = None
 try:
     from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule

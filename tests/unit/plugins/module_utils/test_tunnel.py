@@ -119,7 +119,7 @@ def test_tunnel_large_body_is_intact(pf):
     srv = socket.create_server(("127.0.0.1", 0))
 
     def serve():
-        c, _ = srv.accept()
+        c, _addr = srv.accept()
         buf = b""
         while b"\r\n\r\n" not in buf:
             buf += c.recv(4096)
@@ -197,6 +197,7 @@ def test_relay_local_socket_through_tunnel(pf, mlflow):
     client, server_side = socket.socketpair()
     tunnel = api.open_portforward("asgard", "p", 5000, timeout=5)
     counts = {}
+
     def run():
         counts["r"] = relay(server_side, tunnel)
         server_side.close()  # as the forwarder does after relay() returns

@@ -82,7 +82,7 @@ class PortForwardServer:
     def _accept(self):
         while not self._closing:
             try:
-                conn, _ = self.sock.accept()
+                conn, _addr = self.sock.accept()
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()

@@ -134,31 +134,31 @@ def required_from_tasks() -> dict[Perm, set[str]]:
 
     for where, module, args in _k8s_tasks():
         if module == "k8s_info":  # name -> GET one, else LIST
-            group, plural, _ = _res(where, _kind_of(where, args, templates))
+            group, plural, _kind = _res(where, _kind_of(where, args, templates))
             add(group, plural, ["get"] if args.get("name") else ["list"], where)
         elif module == "k8s":  # GET, then POST (absent) or strategic-merge PATCH; absent: DELETE; wait: GETs
-            group, plural, _ = _res(where, _kind_of(where, args, templates))
+            group, plural, _kind = _res(where, _kind_of(where, args, templates))
             state = args.get("state", "present")
             verbs = {"present": ["get", "create", "patch"], "absent": ["get", "delete"], "patched": ["get", "patch"]}
             if state not in verbs:
                 pytest.fail(f"{where}: kubernetes.core.k8s state {state!r} is not modelled in test_rbac.py")
             add(group, plural, verbs[state], where)
         elif module == "k8s_json_patch":
-            group, plural, _ = _res(where, _kind_of(where, args, templates))
+            group, plural, _kind = _res(where, _kind_of(where, args, templates))
             add(group, plural, ["get", "patch"], where)
         elif module == "k8s_scale":  # GET the object, PATCH <plural>/scale
-            group, plural, _ = _res(where, _kind_of(where, args, templates))
+            group, plural, _kind = _res(where, _kind_of(where, args, templates))
             add(group, plural, ["get"], where)
             add(group, f"{plural}/scale", ["patch"], where)
         elif module == "k8s_rollback":  # GET the Deployment, LIST its ReplicaSets, JSON-PATCH the Deployment
-            group, plural, _ = _res(where, _kind_of(where, args, templates))
+            group, plural, _kind = _res(where, _kind_of(where, args, templates))
             add(group, plural, ["get", "patch"], where)
             add("apps", "replicasets", ["list"], where)
         elif module == "k8s_log":  # Pod: GET pods/log; other kinds: GET it, LIST pods, GET pods/log
             kind = _kind_of(where, args, templates, default="Pod")
             if kind != "Pod" or args.get("label_selectors"):
                 if kind != "Pod":
-                    group, plural, _ = _res(where, kind)
+                    group, plural, _kind = _res(where, kind)
                     add(group, plural, ["get"], where)
                 add("", "pods", ["list"], where)
             if args.get("all_containers"):
@@ -258,7 +258,7 @@ def test_role_grants_exactly_what_the_code_uses():
     assert not missing, "deploy/rbac/role.yaml lacks permissions the code uses:\n" + "\n".join(missing)
     assert not extra, "deploy/rbac/role.yaml grants permissions nothing uses:\n" + "\n".join(extra)
     # namespaces: only get (by name) at cluster scope; creating one stays with the cluster admin
-    ns_verbs = {v for (_, r, v) in need if r == "namespaces"}
+    ns_verbs = {v for (_g, r, v) in need if r == "namespaces"}
     assert ns_verbs <= {"get", "create", "patch"}, ns_verbs
     assert ("", "namespaces", "get") in _granted("ClusterRole")
 

@@ -1,0 +1,154 @@
+"""Bad variables fail the deploy role in preflight, with a message that names the variable and the expected
+form, before any Kubernetes API call (the kubeconfig points at a local socket that records connections)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.ansible_runner import run_playbook
+
+CASES: dict[str, tuple[dict, list[str]]] = {
+    "bad_image": ({"mlflow_deploy_image": "Not A/valid image"}, ["mlflow_deploy_image", "valid image reference"]),
+    "no_version": ({"mlflow_deploy_image": "ghcr.io/mlflow/mlflow:latest"}, ["mlflow_deploy_mlflow_version", "X.Y.Z"]),
+    "workers_0": ({"mlflow_deploy_workers": 0}, ["mlflow_deploy_workers=0", "integer >= 1"]),
+    "timeout_0": ({"mlflow_deploy_gunicorn_timeout": 0}, ["mlflow_deploy_gunicorn_timeout=0", "integer >= 1"]),
+    "keep_alive_0": ({"mlflow_deploy_keep_alive": 0}, ["mlflow_deploy_keep_alive", "integer >= 1"]),
+    "port_out_of_range": ({"mlflow_deploy_container_port": 70000}, ["mlflow_deploy_container_port=70000", "1-65535"]),
+    "service_port_0": ({"mlflow_deploy_service_port": 0}, ["mlflow_deploy_service_port=0", "1-65535"]),
+    "prefix_no_slash": ({"mlflow_deploy_static_prefix": "static"}, ["mlflow_deploy_static_prefix", 'starts with "/"']),
+    "prefix_trailing_slash": ({"mlflow_deploy_static_prefix": "/static/"}, ["mlflow_deploy_static_prefix", 'does not end with "/"']),
+    "secret_and_inline": (
+        {"mlflow_deploy_backend_store_secret": {"name": "pg", "key": "uri"},
+         "mlflow_deploy_backend_store_uri": "postgresql://u:TopSecretPw@pg/db"},
+        ["mlflow_deploy_backend_store_secret.name", "inline credentials", "only one"],
+    ),
+    "bad_uri_hidden": ({"mlflow_deploy_backend_store_uri": "postgresql://u:TopSecretPw@pg/db with space"},
+                       ["mlflow_deploy_backend_store_uri", "value hidden"]),
+    "host_with_scheme": ({"mlflow_deploy_allowed_hosts_extra": ["http://mlflow.example.com/"]},
+                         ["mlflow_deploy_allowed_hosts_extra", "without scheme"]),
+    "host_with_comma": ({"mlflow_deploy_allowed_hosts_extra": ["a.example.com,b.example.com"]},
+                        ["mlflow_deploy_allowed_hosts_extra", "comma"]),
+    "bad_namespace": ({"mlflow_deploy_namespace": "Asgard_NS"}, ["mlflow_deploy_namespace", "DNS-1123 label"]),
+    "uvicorn_on_mlflow2": ({"mlflow_deploy_image": "ghcr.io/mlflow/mlflow:v2.22.5", "mlflow_deploy_server": "uvicorn"},
+                           ["mlflow_deploy_server", "MLflow >= 3.3 only"]),
+    "unknown_server": ({"mlflow_deploy_server": "waitress"}, ["mlflow_deploy_server", "uvicorn", "gunicorn"]),
+    "sqlite_two_replicas": ({"mlflow_deploy_replicas": 2}, ["mlflow_deploy_replicas", "SQLite"]),
+    "ingress_without_hosts": ({"mlflow_deploy_ingress_enabled": True}, ["mlflow_deploy_ingress_hosts", "non-empty list"]),
+    "bad_service_name": ({"mlflow_deploy_service_name": "1mlflow"}, ["mlflow_deploy_service_name", "DNS-1035"]),
+    "bad_probe": ({"mlflow_deploy_startup_probe": {"periodSeconds": 0, "timeoutSeconds": 5, "failureThreshold": 3}},
+                  ["mlflow_deploy_startup_probe", "positive"]),
+    "workers_not_int": ({"mlflow_deploy_workers": "many"}, ["mlflow_deploy_workers"]),
+}
+
+
+class RecordingSocket:
+    """A TCP listener standing in for the API server: it counts connections and closes each at once."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._count = 0
+        self._seen = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._count += 1
+            conn.close()
+
+    def connections(self) -> int:
+        """Connections since the previous call."""
+        new = self._count - self._seen
+        self._seen = self._count
+        return new
+
+    def kubeconfig(self, path: Path) -> Path:
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "rec",
+            "clusters": [{"name": "rec", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
+            "contexts": [{"name": "rec", "context": {"cluster": "rec", "user": "rec"}}],
+            "users": [{"name": "rec", "user": {"token": "t"}}],
+        }))
+        return path
+
+
+@pytest.fixture(scope="module")
+def api():
+    rec = RecordingSocket()
+    yield rec
+    rec.sock.close()
+
+
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory, api) -> dict[str, str]:
+    """One ansible-playbook run, one play per bad variable set; each play records the role's failure message."""
+    tmp = tmp_path_factory.mktemp("deploy-preflight")
+    plays = []
+    for name, (variables, _) in CASES.items():
+        plays.append({
+            "name": f"preflight {name}",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "vars": variables,
+            "tasks": [{
+                "block": [
+                    {"ansible.builtin.include_role": {"name": "asgard.mlflow.deploy"}},
+                    {"ansible.builtin.copy": {"content": "NOT FAILED", "dest": str(tmp / f"{name}.txt"), "mode": "0600"}},
+                ],
+                "rescue": [
+                    {"ansible.builtin.copy": {"content": "{{ ansible_failed_result | to_json }}", "dest": str(tmp / f"{name}.txt"), "mode": "0600"}},
+                ],
+            }],
+        })
+    playbook = tmp / "preflight.yml"
+    playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
+    res = run_playbook(playbook, kubeconfig=api.kubeconfig(tmp / "kubeconfig"), json_output=False, timeout=300)
+    assert res.rc == 0, res.output
+    assert api.connections() == 0, "preflight failures must come before any API call"
+    out = {}
+    for name in CASES:
+        text = (tmp / f"{name}.txt").read_text()
+        assert text != "NOT FAILED", f"{name}: the role did not fail"
+        out[name] = text
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_preflight_message_names_the_variable(failures, case):
+    result = json.loads(failures[case])
+    msg = result.get("msg") or ""
+    if isinstance(msg, list):
+        msg = " ".join(msg)
+    for part in CASES[case][1]:
+        assert part in msg, f"{part!r} not in {msg!r}"
+    assert "TopSecretPw" not in failures[case]
+
+
+def test_real_playbook_fails_before_any_api_call(tmp_path, api):
+    res = run_playbook("playbooks/deploy.yml", kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
+                       extra_vars={"mlflow_deploy_workers": 0}, json_output=False, timeout=300)
+    assert res.rc != 0
+    assert "mlflow_deploy_workers=0 is invalid; expected an integer >= 1" in res.stdout, res.output
+    assert api.connections() == 0
+
+
+def test_valid_input_reaches_the_api(tmp_path, api):
+    """Control for the two tests above: with good input the role does call the API (and fails there)."""
+    res = run_playbook("playbooks/deploy.yml", kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
+                       json_output=False, timeout=300)
+    assert res.rc != 0
+    assert "Namespace | read" in res.stdout, res.output
+    assert api.connections() >= 1
