@@ -38,11 +38,16 @@ HOST_PYTHON = "/usr/bin/python3"
 DEFAULT_CACHE = "/var/cache/asgard-mlflow-lab"
 COMPLETE_MARKER = ".asgard-complete"
 
-# version -> extra pip requirements
+# version -> extra pip requirements. psycopg2-binary: the PostgreSQL driver, as in the community
+# burakince/mlflow image (the official ghcr.io image does not ship it; on a real cluster use an image that does).
 MLFLOW_VERSIONS: dict[str, tuple[str, ...]] = {
-    "3.17.2": (),
-    "2.22.5": ("sqlalchemy<2.1",),
+    "3.17.2": ("psycopg2-binary==2.9.11",),
+    "2.22.5": ("sqlalchemy<2.1", "psycopg2-binary==2.9.11"),
 }
+
+
+def _marker_text(version: str) -> str:
+    return "\n".join([version, *MLFLOW_VERSIONS.get(version, ())]) + "\n"
 
 # repository -> {tag: mlflow version}
 IMAGES: dict[str, dict[str, str]] = {
@@ -76,7 +81,10 @@ class Runtime:
 
     def installed(self) -> bool:
         p = self.path
-        return p is None or (p / COMPLETE_MARKER).exists()
+        if p is None:
+            return True
+        marker = p / COMPLETE_MARKER
+        return marker.exists() and marker.read_text() == _marker_text(self.version)
 
 
 class UnknownImage(Exception):
@@ -119,22 +127,30 @@ def _install_sync(version: str, echo=print) -> pathlib.Path:
     if version not in MLFLOW_VERSIONS:
         raise ValueError(f"unknown MLflow runtime version {version!r}; known: {', '.join(MLFLOW_VERSIONS)}")
     target = cache_dir() / "runtimes" / f"mlflow-{version}"
-    if (target / COMPLETE_MARKER).exists():
+    marker = target / COMPLETE_MARKER
+    if marker.exists() and marker.read_text() == _marker_text(version):
         echo(f"runtime mlflow-{version} already installed at {target}")
         return target
     if not os.path.exists(HOST_PYTHON):
         raise RuntimeError(f"{HOST_PYTHON} is missing: install Debian's python3 and python3-venv")
+    reqs = [f"mlflow=={version}", *MLFLOW_VERSIONS[version]]
+    if marker.exists() and (target / "bin" / "pip").exists():
+        # complete for an older requirement set: add what is missing in place
+        echo(f"updating runtime mlflow-{version}: pip install {' '.join(reqs)}")
+        subprocess.run([str(target / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", *reqs], check=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
+        marker.write_text(_marker_text(version))
+        return target
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(target.parent, 0o755)
     echo(f"creating virtualenv {target}")
     subprocess.run([HOST_PYTHON, "-m", "venv", str(target)], check=True)
-    reqs = [f"mlflow=={version}", *MLFLOW_VERSIONS[version]]
     echo(f"pip install {' '.join(reqs)} into {target}")
     subprocess.run([str(target / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", *reqs], check=True)
     subprocess.run(["chmod", "-R", "a+rX", str(target)], check=True)
-    (target / COMPLETE_MARKER).write_text(version + "\n")
+    marker.write_text(_marker_text(version))
     echo(f"runtime mlflow-{version} complete")
     return target
 
