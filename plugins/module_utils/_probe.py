@@ -24,6 +24,10 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._target import (
     TargetError,
     resolve,
 )
+from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import (
+    TRANSACTION_CODES,
+    run_transaction,
+)
 from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import (
     TunnelError,
     TunnelTimeout,
@@ -46,6 +50,7 @@ CODES = {
     "SERVICE_NOT_FOUND": ERROR, "NAMESPACE_NOT_FOUND": ERROR, "PORT_NOT_FOUND": ERROR,
     "SERVICE_WITHOUT_SELECTOR": ERROR, "KUBE_API_ERROR": ERROR, "POD_REPLACED": INFO, "RETRIED": INFO,
 }
+CODES.update(TRANSACTION_CODES)  # deep check (transaction: true), see _transaction.py
 
 
 class ProbeInputError(Exception):
@@ -71,6 +76,8 @@ class ProbeOptions:
     retries: int = 3
     backoff: float = 0.5
     max_backoff: float = 5.0
+    transaction: object = None  # _transaction.TransactionOptions when the deep check runs
+    transaction_skip: str | None = None  # why the deep check is skipped (check mode)
 
     @classmethod
     def from_params(cls, p: dict) -> ProbeOptions:
@@ -247,6 +254,7 @@ def run_probe(api, target: Target, opts: ProbeOptions, sleep=time.sleep, clock=t
             return _finish(out, s, t0, clock)
         local_host = f"localhost:{res.port}"
         _probe_checks(s, opts, target, res, local_host, out, findings)
+        _transaction_check(s, opts, target, res, out, findings)
     except TargetError as exc:  # re-resolution during a check failed
         findings.append(finding(exc.code, str(exc), exc.evidence))
     finally:
@@ -370,6 +378,27 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
     elif not ok:
         findings.append(finding("API_FAILED", f"GET {apath} answers {ares.status}",
                                 {"host_header": host, "status": ares.status, "body": ares.text[:300]}))
+
+
+# ---------------------------------------------------------------- deep check (transaction: true)
+
+
+def _transaction_check(s: _Session, opts: ProbeOptions, target: Target, res: Resolved, out: dict,
+                       findings: list) -> None:
+    if opts.transaction is None:
+        return
+    why = opts.transaction_skip
+    if not why and not out["checks"].get("health", {}).get("ok"):
+        why = "the health check failed"
+    if not why and any(f["code"] == "INVALID_HOST" for f in findings):
+        why = "MLflow rejects the Host header (INVALID_HOST)"
+    if why:
+        out["transaction"] = {"ok": None, "skipped": why}
+        findings.append(finding("TRANSACTION_SKIPPED", f"deep check skipped: {why}", {"reason": why}))
+        return
+    host = opts.host_header or _default_host(target, res)
+    out["transaction"], found = run_transaction(s, host, out.get("static_prefix") or "", opts.transaction)
+    findings.extend(found)
 
 
 def _default_host(target: Target, res: Resolved) -> str:

@@ -76,10 +76,75 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  transaction:
+    description:
+      - Deep check. After the read-only checks, run one synthetic MLflow transaction through the same tunnel and
+        with O(host_header) (default the in-cluster Service name) - get or create the experiment
+        O(transaction_experiment), create a run, log a param and a metric, upload an artifact of
+        O(transaction_artifact_size) bytes through the artifact proxy (C(--serve-artifacts)), list it, download
+        it and compare bytes, read the run back, mark it finished, then delete synthetic runs beyond
+        O(transaction_keep_runs).
+      - Routes are prefixed with the static prefix where MLflow serves them there.
+      - Each step is timed in RV(transaction) (C(steps)); failures give the findings C(WRITE_FAILED),
+        C(ARTIFACT_UPLOAD_FAILED), C(ARTIFACT_DOWNLOAD_FAILED), C(ARTIFACT_MISMATCH), C(WORKER_KILLED_DURING_REQUEST)
+        (a 5xx or broken connection while the pod log shows a gunicorn C(WORKER TIMEOUT) or C(SIGKILL) since
+        the transaction started), C(SLOW_UPLOAD), C(TRANSACTION_AUTH_FAILED), C(TRANSACTION_READ_FAILED).
+      - It writes to the tracking server, so it is skipped in check mode unless O(transaction_in_check_mode).
+    type: bool
+    default: false
+    version_added: 0.1.0
+  transaction_experiment:
+    description:
+      - Experiment used by the deep check (created when missing, restored when deleted).
+    type: str
+    default: asgard-synthetic-healthcheck
+    version_added: 0.1.0
+  transaction_artifact_size:
+    description:
+      - Size in bytes of the random artifact uploaded and downloaded back (1 to 536870912).
+    type: int
+    default: 65536
+    version_added: 0.1.0
+  transaction_keep_runs:
+    description:
+      - Synthetic runs (tag C(asgard.synthetic=true)) to keep, newest first; older ones are deleted with their
+        proxied artifacts. V(0) deletes the run the deep check created.
+    type: int
+    default: 0
+    version_added: 0.1.0
+  transaction_username:
+    description:
+      - User for HTTP basic auth (servers started with C(--app-name basic-auth)). Needs O(transaction_password).
+    type: str
+    version_added: 0.1.0
+  transaction_password:
+    description:
+      - Password for HTTP basic auth. Never logged.
+    type: str
+    version_added: 0.1.0
+  transaction_min_upload_rate:
+    description:
+      - Upload throughput in KiB/s below which the finding C(SLOW_UPLOAD) (warning) is reported. V(0) disables it.
+    type: float
+    default: 64
+    version_added: 0.1.0
+  transaction_upload_rate_limit:
+    description:
+      - Send the artifact body at most this fast, in KiB/s, to behave like a slow client. V(0) sends at full speed.
+    type: float
+    default: 0
+    version_added: 0.1.0
+  transaction_in_check_mode:
+    description:
+      - Run the deep check in check mode too (it writes a run and an artifact, then deletes them).
+    type: bool
+    default: false
+    version_added: 0.1.0
 attributes:
   check_mode:
     support: full
-    description: Read-only; runs the same checks in check mode.
+    description: Runs the same read-only checks in check mode; the deep check (O(transaction)) is skipped unless
+      O(transaction_in_check_mode).
   diff_mode:
     support: none
     description: Changes nothing.
@@ -109,6 +174,15 @@ EXAMPLES = r"""
     host_header: mlflow.example.com
     fail_on_unhealthy: true
     kubeconfig: ~/.kube/config
+
+- name: Deep check - a synthetic run with a 1 MiB artifact, behind basic auth
+  asgard.mlflow.mlflow_probe:
+    namespace: asgard
+    transaction: true
+    transaction_artifact_size: 1048576
+    transaction_username: "{{ mlflow_admin_user }}"
+    transaction_password: "{{ mlflow_admin_password }}"
+  register: deep
 """
 
 RETURN = r"""
@@ -177,6 +251,9 @@ findings:
     - "Stable codes: HEALTH_FAILED, ROOT_NOT_FOUND, ROOT_NO_TITLE, ROOT_FAILED, VERSION_FAILED, INVALID_HOST, API_FAILED,
       HEALTH_UNDER_PREFIX, NO_READY_POD, POD_NOT_FOUND, POD_REPLACED, TUNNEL_ERROR, TIMEOUT, SERVICE_NOT_FOUND,
       NAMESPACE_NOT_FOUND, PORT_NOT_FOUND, SERVICE_WITHOUT_SELECTOR, KUBE_API_ERROR, RETRIED."
+    - "Deep check (O(transaction)): WRITE_FAILED, ARTIFACT_UPLOAD_FAILED, ARTIFACT_DOWNLOAD_FAILED, ARTIFACT_MISMATCH,
+      WORKER_KILLED_DURING_REQUEST, TRANSACTION_AUTH_FAILED, TRANSACTION_READ_FAILED (errors), SLOW_UPLOAD,
+      TRANSACTION_CLEANUP_FAILED (warnings), TRANSACTION_SKIPPED (info)."
   returned: always
   type: list
   elements: dict
@@ -185,6 +262,23 @@ findings:
       severity: error
       message: "MLflow rejects Host 'mlflow-service.asgard.svc.cluster.local:5000' with 403 'Invalid Host header'"
       evidence: {host_header: mlflow-service.asgard.svc.cluster.local:5000, status: 403}
+transaction:
+  description:
+    - The deep check (O(transaction=true)). C(ok) (null when skipped), C(skipped) (why), C(experiment),
+      C(experiment_id), C(run_id), C(api_base), C(host_header), C(auth), C(failed_step),
+      C(artifact) (C(path), C(bytes), C(sha256), C(latency_ms), C(rate_kib_s)), C(deleted_runs), C(kept_runs),
+      C(elapsed_ms), C(api_requests) (Kubernetes API requests the deep check cost) and C(steps), each with
+      C(name), C(method), C(path), C(status), C(latency_ms), C(bytes_sent), C(bytes_received), C(ok), C(error).
+  returned: when O(transaction) is true
+  type: dict
+  sample:
+    ok: true
+    experiment: asgard-synthetic-healthcheck
+    failed_step: null
+    api_requests: 1
+    elapsed_ms: 180.2
+    artifact: {path: 1/0c1f.../artifacts/asgard-synthetic.bin, bytes: 65536, rate_kib_s: 4200.1}
+    steps: [{name: get_experiment, method: GET, status: 200, latency_ms: 6.2, ok: true}]
 tunnels_opened:
   description: Portforward WebSockets opened (one per connection; reused while MLflow keeps the connection alive).
   returned: always
@@ -232,6 +326,10 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._target import (  # 
     Target,
     validate_target_params,
 )
+from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import (  # noqa: E402
+    TransactionOptions,
+    validate_transaction_params,
+)
 from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import TunnelError  # noqa: E402
 
 
@@ -246,6 +344,16 @@ def argspec() -> dict:
         deadline={"type": "float", "default": 60},
         retries={"type": "int", "default": 3},
         fail_on_unhealthy={"type": "bool", "default": False},
+        # deep check
+        transaction={"type": "bool", "default": False},
+        transaction_experiment={"type": "str", "default": "asgard-synthetic-healthcheck"},
+        transaction_artifact_size={"type": "int", "default": 65536},
+        transaction_keep_runs={"type": "int", "default": 0},
+        transaction_username={"type": "str"},
+        transaction_password={"type": "str", "no_log": True},
+        transaction_min_upload_rate={"type": "float", "default": 64},
+        transaction_upload_rate_limit={"type": "float", "default": 0},
+        transaction_in_check_mode={"type": "bool", "default": False},
     )
     return spec
 
@@ -258,11 +366,18 @@ def main() -> None:
                               mutually_exclusive=[("pod", "label_selectors")], check_pyyaml=False)
     params = module.params
     errors = validate_auth_params(params) + validate_target_params(params) + validate_probe_params(params)
+    if params["transaction"]:
+        errors += validate_transaction_params(params)
     if errors:
         module.fail_json(msg="; ".join(errors), errors=errors)
     try:
         api = api_from_module(module, timeout=min(float(params["timeout"]), 30.0))
-        result = run_probe(api, Target.from_params(params), ProbeOptions.from_params(params))
+        opts = ProbeOptions.from_params(params)
+        if params["transaction"]:
+            opts.transaction = TransactionOptions.from_params(params)
+            if module.check_mode and not params["transaction_in_check_mode"]:
+                opts.transaction_skip = "check mode (the deep check writes; set transaction_in_check_mode to run it)"
+        result = run_probe(api, Target.from_params(params), opts)
     except ProbeInputError as exc:
         module.fail_json(msg=str(exc), changed=False, **exc.result)
     except (KubeError, TunnelError, OSError, ValueError) as exc:
