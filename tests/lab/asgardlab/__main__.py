@@ -1,4 +1,7 @@
-"""``python -m asgardlab {serve,up,down,status}``: run the local Kubernetes lab.
+"""``python -m asgardlab {serve,up,down,status,token}``: run the local Kubernetes lab.
+
+``token --user NAME`` / ``token --service-account NS/NAME`` mints a token for another identity (RBAC applies
+to it, see rbac.py) and writes a kubeconfig for it, printing its path.
 
 State lives in ``--state-dir`` (default ``.lab``): kubeconfig, lab.pid, lab.log, requests.log, pki/.
 """
@@ -15,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -205,6 +209,61 @@ def cmd_status(args) -> int:
     return 3
 
 
+def cmd_token(args) -> int:
+    """Mint a token for another identity (a User, or a ServiceAccount through the TokenRequest API) and write a
+    kubeconfig for it (same cluster and CA as the admin's); print the kubeconfig path (or the token)."""
+    import json
+
+    state = Path(args.state_dir).resolve()
+    info = _server_url(state)
+    if info is None or not _ready(state):
+        print(f"asgardlab: the lab is not running (no answer from {state / 'kubeconfig'}); start it with `up`", file=sys.stderr)
+        return 1
+    server, admin_token, ca = info
+    if bool(args.user) == bool(args.service_account):
+        print("asgardlab token: give exactly one of --user NAME or --service-account NAMESPACE/NAME", file=sys.stderr)
+        return 2
+    if args.service_account:
+        ns, _, name = args.service_account.partition("/")
+        if not ns or not name or "/" in name:
+            print(f"asgardlab token: --service-account must be NAMESPACE/NAME, got {args.service_account!r}", file=sys.stderr)
+            return 2
+        path = f"/api/v1/namespaces/{ns}/serviceaccounts/{name}/token"
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": int(args.ttl or 3600)}}
+        ident = f"system:serviceaccount:{ns}:{name}"
+    else:
+        path = "/lab/tokens"
+        body = {"user": args.user, "groups": args.group or [], "expirationSeconds": args.ttl}
+        ident = args.user
+    req = urllib.request.Request(server + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=ca), timeout=10) as r:
+            answer = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        print(f"asgardlab token: the lab refused: HTTP {e.code}: {e.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    token = answer["status"]["token"] if args.service_account else answer["token"]
+    if args.print_token:
+        print(token)
+        return 0
+    cfg = yaml.safe_load((state / "kubeconfig").read_text())
+    user_name = "asgard-lab-" + ident.replace(":", "-")
+    cfg["users"] = [{"name": user_name, "user": {"token": token}}]
+    cfg["contexts"] = [{"name": user_name, "context": {"cluster": cfg["clusters"][0]["name"], "user": user_name,
+                                                      **({"namespace": ns} if args.service_account else {})}}]
+    cfg["current-context"] = user_name
+    out = Path(args.kubeconfig) if args.kubeconfig else state / "identities" / f"{ident.replace(':', '_').replace('/', '_')}.kubeconfig"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.replace(out)
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m asgardlab", description="The asgard.mlflow local Kubernetes lab.")
     p.add_argument("--state-dir", default=".lab", help="where kubeconfig, pid, logs and PKI live (default: .lab)")
@@ -219,8 +278,16 @@ def main(argv: list[str] | None = None) -> int:
             sp.add_argument("--port", type=int, default=None, help="port (default 6443 if free, else a free one)")
         if name in ("up", "down"):
             sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    tp = sub.add_parser("token", help="mint a token for another identity and write a kubeconfig for it")
+    tp.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    tp.add_argument("--user", help="a User identity (RBAC applies; the lab admin's token is not affected)")
+    tp.add_argument("--group", action="append", help="a group of --user (repeatable)")
+    tp.add_argument("--service-account", metavar="NS/NAME", help="a ServiceAccount (TokenRequest API; it must exist)")
+    tp.add_argument("--ttl", type=int, default=None, help="token lifetime in seconds (default: users forever, service accounts 3600)")
+    tp.add_argument("--kubeconfig", help="where to write the kubeconfig (default <state-dir>/identities/<identity>.kubeconfig)")
+    tp.add_argument("--print-token", action="store_true", help="print the token instead of writing a kubeconfig")
     args = p.parse_args(argv)
-    return {"serve": cmd_serve, "up": cmd_up, "down": cmd_down, "status": cmd_status}[args.cmd](args)
+    return {"serve": cmd_serve, "up": cmd_up, "down": cmd_down, "status": cmd_status, "token": cmd_token}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -837,6 +837,9 @@ async def build_app(lab: Lab, requests_log) -> web.Application:
     app = web.Application(middlewares=make_middlewares(lab, requests_log), client_max_size=64 * 1024 * 1024)
     app["lab"] = lab
     lab.watches = set()
+    from . import rbac  # RBAC for every identity but the lab admin, + token minting (rbac.py)
+
+    rbac.install(app, lab)
     api = Api(lab)
     cluster = None
     try:
