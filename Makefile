@@ -41,7 +41,7 @@ integration: setup runtimes ## collection against the lab (starts the lab)
 	$(PYTEST) tests/integration
 
 molecule: setup runtimes ## molecule scenarios against the lab
-	cd $(CURDIR) && $(BIN)/molecule test --all
+	cd $(CURDIR) && $(BIN)/molecule test --all --exclude kind
 
 lab-up: setup ## start the local Kubernetes lab (idempotent); kubeconfig in .lab/kubeconfig
 	@$(LAB) up

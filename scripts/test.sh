@@ -19,7 +19,7 @@ step unit python -m pytest tests/unit tests/repo -q
 step runtimes python -m asgardlab.runtimes install
 step lab+integration python -m pytest tests/lab_tests tests/integration -q
 if [ -d molecule ] && ls molecule/*/molecule.yml >/dev/null 2>&1; then
-  step molecule molecule test --all
+  step molecule molecule test --all --exclude kind
 fi
 echo
 echo "==== summary"

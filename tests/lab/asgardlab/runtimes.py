@@ -38,10 +38,10 @@ HOST_PYTHON = "/usr/bin/python3"
 DEFAULT_CACHE = "/var/cache/asgard-mlflow-lab"
 COMPLETE_MARKER = ".asgard-complete"
 
-# version -> extra pip requirements. mlflow[auth]: `--app-name basic-auth` (Flask-WTF). psycopg2-binary: the PostgreSQL driver, as in the community
+# version -> extra pip requirements. mlflow[auth]: `--app-name basic-auth` (Flask-WTF). psycopg2-binary (and psycopg 3, which SQLAlchemy 2.1 picks for postgresql://): the PostgreSQL driver, as in the community
 # burakince/mlflow image (the official ghcr.io image does not ship it; on a real cluster use an image that does).
 MLFLOW_VERSIONS: dict[str, tuple[str, ...]] = {
-    "3.17.2": ("psycopg2-binary==2.9.11", "mlflow[auth]==3.17.2"),
+    "3.17.2": ("psycopg2-binary==2.9.11", "psycopg[binary]", "mlflow[auth]==3.17.2"),
     "2.22.5": ("sqlalchemy<2.1", "psycopg2-binary==2.9.11", "mlflow[auth]==2.22.5"),
 }
 
