@@ -507,7 +507,9 @@ def ensure(params: dict, api_factory, check_mode: bool) -> dict:
         res = resolve(api, target)
         result["pod"] = res.pod
     except TargetError as exc:
-        if exc.bad_input:
+        # bad input, or an API server this configuration cannot use (wrong CA, 401/403): fail now rather than
+        # start a forwarder whose every connection would fail
+        if exc.bad_input or (exc.code == "KUBE_API_ERROR" and not exc.transient):
             raise ForwardError(str(exc), code=exc.code, evidence=exc.evidence) from exc
         result["warnings"] = [f"{exc.code}: {exc} (the forward starts anyway and resolves a pod per connection)"]
     result["changed"] = True

@@ -40,7 +40,21 @@ class KubeError(Exception):
 
     @property
     def transient(self) -> bool:
+        if self.reason == "TLSError":  # a wrong CA or certificate does not heal by retrying
+            return False
         return self.status is None or self.status == 429 or self.status >= 500
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a TLS handshake/verification failure."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)
+        exc = exc if isinstance(exc, BaseException) else None
+        seen += 1
+    return False
 
 
 class KubeAPI:
@@ -67,7 +81,8 @@ class KubeAPI:
             data = resp.read()
         except Exception as exc:  # noqa: BLE001 - urllib3/ApiException/SSL: the API server was not reached
             status = getattr(exc, "status", None) or None
-            raise KubeError(f"GET {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", status=status) from exc
+            raise KubeError(f"GET {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", status=status,
+                            reason="TLSError" if _is_tls_error(exc) else "") from exc
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         if not 200 <= resp.status <= 299:
             reason = ""
