@@ -55,7 +55,7 @@ def test_registered_results_prefixed():
 
 
 def test_docs_table_lists_every_variable():
-    defaults, _ = _load()
+    defaults, _specs = _load()
     doc = (ROLE.parents[1] / "docs" / "deploy.md").read_text()
     missing = [k for k in defaults if f"| `{k}` |" not in doc]
     assert not missing, f"docs/deploy.md lacks rows for {missing}"

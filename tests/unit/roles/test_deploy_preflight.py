@@ -63,7 +63,7 @@ class RecordingSocket:
     def _serve(self) -> None:
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn, _addr = self.sock.accept()
             except OSError:
                 return
             self._count += 1
@@ -97,7 +97,7 @@ def failures(tmp_path_factory, api) -> dict[str, str]:
     """One ansible-playbook run, one play per bad variable set; each play records the role's failure message."""
     tmp = tmp_path_factory.mktemp("deploy-preflight")
     plays = []
-    for name, (variables, _) in CASES.items():
+    for name, (variables, _expected) in CASES.items():
         plays.append({
             "name": f"preflight {name}",
             "hosts": "localhost",

@@ -217,7 +217,7 @@ def test_full_transaction_sequence_and_cleanup(env):
 
 def test_keep_last_n_runs(env):
     kube, fake = env()
-    results = [deep(kube, keep_runs=2)["transaction"] for _ in range(4)]
+    results = [deep(kube, keep_runs=2)["transaction"] for _i in range(4)]
     assert sorted(fake.active()) == sorted([results[-1]["run_id"], results[-2]["run_id"]])
     assert results[-1]["kept_runs"][0] == results[-1]["run_id"]
     assert results[2]["deleted_runs"] == [results[0]["run_id"]]
