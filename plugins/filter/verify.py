@@ -56,6 +56,12 @@ def verify_probe(probe):
     return V.probe_result(probe)
 
 
+# step 4b: the deep check (mlflow_probe transaction: true)
+@_wrap
+def verify_transaction(probe, skipped_reason=""):
+    return V.transaction_result(probe, skipped_reason=skipped_reason or "")
+
+
 @_wrap
 def verify_settings(settings, **kw):
     return V.settings_findings(settings, **kw)
@@ -122,4 +128,4 @@ class FilterModule:
             verify_pod_status, verify_log_scan, verify_service, verify_probe, verify_settings,
             verify_normalize_settings, verify_plan, verify_report, verify_report_text, verify_report_markdown,
             verify_unattended, verify_redact, verify_configmap_refs, verify_log_targets, verify_migration_job,
-            verify_match_labels)}
+            verify_match_labels, verify_transaction)}

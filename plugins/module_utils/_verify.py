@@ -29,6 +29,7 @@ STEP_TITLES = {
     "service": "3. Service connectivity",
     "settings": "1b. Server settings",
     "probe": "4. Health endpoint (mlflow_probe)",
+    "transaction": "4b. Deep check (synthetic MLflow transaction)",
     "cleanup": "5. Port-forward clean-up",
     "port_forward": "6. Port-forward to the dashboard",
 }
@@ -701,6 +702,154 @@ def _settings_summary(s: dict) -> str:
     return ", ".join(parts)
 
 
+# ------------------------------------------------------------ step 4b: deep check (mlflow_probe transaction)
+# The findings of mlflow_probe's deep check (transaction: true) that belong to step 4b; the probe's other
+# findings (health, root, ...) are step 4's and are not repeated here.
+TRANSACTION_FINDINGS = {
+    "WRITE_FAILED": "critical", "ARTIFACT_UPLOAD_FAILED": "critical", "ARTIFACT_DOWNLOAD_FAILED": "critical",
+    "ARTIFACT_MISMATCH": "critical", "WORKER_KILLED_DURING_REQUEST": "critical", "SLOW_UPLOAD": "warning",
+    "TRANSACTION_AUTH_FAILED": "critical", "TRANSACTION_READ_FAILED": "critical",
+    "TRANSACTION_CLEANUP_FAILED": "warning", "TRANSACTION_SKIPPED": "info",
+}
+# finding codes of a request that failed because its worker was killed (explained by WORKER_KILLED_DURING_REQUEST)
+_KILLED_REQUEST_CODES = {"WRITE_FAILED", "ARTIFACT_UPLOAD_FAILED", "ARTIFACT_DOWNLOAD_FAILED",
+                         "TRANSACTION_READ_FAILED"}
+# step 4 findings that only mean "authentication required" when the status is 401 (basic-auth servers)
+_AUTH_BLIND_CODES = {"ROOT_FAILED", "VERSION_FAILED", "API_FAILED"}
+TRANSACTION_REMEDIATION = {
+    # code: (action, patch targets, next step for a human)
+    "WORKER_KILLED_DURING_REQUEST": ("patch", ["timeout"], "gunicorn killed the worker serving the deep check's "
+                                     "request: raise gunicorn --timeout above the longest upload/download (or run "
+                                     "uvicorn), then re-run verify.yml with verify_transaction=true"),
+    "WRITE_FAILED": ("report", [], "the backend store refuses writes: check the database (read-only file or volume, "
+                     "permissions, disk full, database user grants) and the server log"),
+    "ARTIFACT_UPLOAD_FAILED": ("report", [], "the artifact proxy refuses uploads: check --serve-artifacts, "
+                               "--artifacts-destination (writable volume, object-store credentials) and the log"),
+    "ARTIFACT_DOWNLOAD_FAILED": ("report", [], "the artifact proxy fails downloads: check --artifacts-destination "
+                                 "and the server log"),
+    "ARTIFACT_MISMATCH": ("report", [], "the artifact came back different: check the artifact store and any "
+                          "proxy between clients and MLflow (body size limits, rewriting)"),
+    "TRANSACTION_AUTH_FAILED": ("report", [], "MLflow refused the deep check: set verify_transaction_username / "
+                                "verify_transaction_password to a user allowed to create experiments and runs"),
+    "TRANSACTION_READ_FAILED": ("report", [], "the run written by the deep check could not be read back: check the "
+                                "backend store and the server log"),
+    "TRANSACTION_CLEANUP_FAILED": ("report", [], "delete the synthetic runs of the deep check's experiment by hand "
+                                   "(they are tagged asgard.synthetic)"),
+    "SLOW_UPLOAD": ("report", [], "artifact uploads are slow: check the network path, CPU limits of the server "
+                    "and the artifact store's throughput"),
+    "TRANSACTION_ERROR": ("report", [], "the deep check could not run: see its message"),
+}
+
+
+def transaction_result(probe, *, skipped_reason: str = "") -> dict:
+    """Step 4b: an ``mlflow_probe`` result with ``transaction: true`` -> a step result.
+
+    ``skipped_reason``: why the role did not run it (check mode); the step is then ``skipped``.
+    Only the deep check's own findings are kept (the read-only checks are step 4's).
+    """
+    if skipped_reason or probe is None or probe == {} or (isinstance(probe, dict) and probe.get("skipped")):
+        why = skipped_reason or "not run"
+        res = step_result("transaction", [finding("TRANSACTION_SKIPPED", "info", "transaction",
+                                                  f"deep check skipped: {why}", {"reason": why})],
+                          f"skipped: {why}", {"skipped": True, "reason": why})
+        res["status"] = "skipped"
+        return res
+    if not isinstance(probe, dict):
+        raise VerifyError("transaction: expected the registered result of asgard.mlflow.mlflow_probe "
+                          "with transaction: true")
+    txn = probe.get("transaction") if isinstance(probe.get("transaction"), dict) else {}
+    findings = []
+    for f in probe.get("findings") or []:
+        code = f.get("code")
+        if code not in TRANSACTION_FINDINGS:
+            continue
+        ev = f.get("evidence") if isinstance(f.get("evidence"), dict) else {"detail": f.get("evidence")}
+        findings.append(finding(code, TRANSACTION_FINDINGS[code], "transaction", f.get("message") or code,
+                                {k: _redact_deep(v) for k, v in ev.items()}))
+    if not txn and not findings:
+        findings.append(finding("TRANSACTION_ERROR", "critical", "transaction",
+                                f"the deep check did not run: {probe.get('msg', 'no transaction in the result')}", {}))
+    steps = [{k: st.get(k) for k in ("name", "status", "latency_ms", "ok") if k in st}
+             for st in txn.get("steps") or [] if isinstance(st, dict)]
+    art = txn.get("artifact") if isinstance(txn.get("artifact"), dict) else {}
+    details = {
+        "ok": txn.get("ok"),
+        "skipped": bool(txn.get("skipped")),
+        "reason": txn.get("skipped") or "",
+        "experiment": txn.get("experiment"),
+        "failed_step": txn.get("failed_step"),
+        "elapsed_ms": txn.get("elapsed_ms"),
+        "api_requests": txn.get("api_requests"),
+        "artifact_bytes": art.get("bytes"),
+        "upload_rate_kib_s": art.get("rate_kib_s"),
+        "steps": steps,
+    }
+    if txn.get("skipped"):
+        summary = f"skipped: {txn['skipped']}"
+    elif txn.get("ok"):
+        summary = f"passed: {len(steps)} requests in {_fmt_ms(txn.get('elapsed_ms'))}"
+        if isinstance(art.get("bytes"), int):
+            summary += f", artifact {art['bytes']} bytes"
+            if isinstance(art.get("rate_kib_s"), int | float):
+                summary += f" at {art['rate_kib_s']:.0f} KiB/s"
+    else:
+        summary = f"FAILED at {txn.get('failed_step') or '?'} after {_fmt_ms(txn.get('elapsed_ms'))}"
+    res = step_result("transaction", findings, summary, details)
+    if txn.get("skipped") and res["status"] == "ok":
+        res["status"] = "skipped"
+    return res
+
+
+def _redact_deep(value):
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redact_deep(v) for v in value[:20]]
+    if isinstance(value, dict):
+        return {k: _redact_deep(v) for k, v in value.items()}
+    return value
+
+
+def transaction_plan_adjust(f: dict, findings: list[dict], settings: dict, action: str, tgts: list, hint: str,
+                            enabled) -> tuple[str, list, str, bool]:
+    """plan() hook for step 4b. Returns (action, targets, hint, skip).
+
+    - WORKER_KILLED_DURING_REQUEST on a server that is not gunicorn: report (no gunicorn timeout to raise).
+    - a failed request of the deep check whose worker was killed (same step) is explained by
+      WORKER_KILLED_DURING_REQUEST: not reported separately while that finding is being patched.
+    """
+    code = f.get("code")
+    server = settings.get("server")
+    if code in _AUTH_BLIND_CODES and (f.get("evidence") or {}).get("status") == 401:
+        # a basic-auth server (--app-name basic-auth): step 4's read-only checks send no credentials;
+        # a 401 is not a broken server, and a restart would not change it
+        return "report", [], ("the server requires authentication (--app-name basic-auth): step 4 checks without "
+                              "credentials; run the deep check (verify_transaction with "
+                              "verify_transaction_username/password) to test it as a user"), False
+    if code == "WORKER_KILLED_DURING_REQUEST" and server not in (None, "gunicorn"):
+        return "report", [], (f"the worker serving the deep check was killed on {server}: read the server log "
+                              "(memory limits, OOM)"), False
+    if code in _KILLED_REQUEST_CODES and "patch" in (enabled or ()) and server in (None, "gunicorn"):
+        step = (f.get("evidence") or {}).get("step")
+        for k in findings:
+            if k.get("code") == "WORKER_KILLED_DURING_REQUEST" and (k.get("evidence") or {}).get("step") == step:
+                return action, tgts, hint, True
+    return action, tgts, hint, False
+
+
+def transaction_measure(steps) -> dict | None:
+    """The deep check's numbers for the before/after table (None when step 4b did not run)."""
+    st = next((x for x in _step_list(steps) if x.get("step") == "transaction"), None)
+    if not st:
+        return None
+    d = st.get("details") or {}
+    if d.get("skipped"):
+        return {"text": "skipped"}
+    if d.get("ok"):
+        return {"text": f"passed ({_fmt_ms(d.get('elapsed_ms'))})", "elapsed_ms": d.get("elapsed_ms")}
+    return {"text": f"FAILED at {d.get('failed_step') or '?'}", "elapsed_ms": d.get("elapsed_ms")}
+
+
 # --------------------------------------------------------------------------------------------- the plan
 REMEDIATION_TABLE = {
     # code: (action, patch targets, next step for a human when not fixed automatically)
@@ -749,6 +898,7 @@ REMEDIATION_TABLE = {
     "RESTARTS": ("report", [], "read the previous container log: kubectl logs --previous"),
     "ROLLOUT_INCOMPLETE": ("report", [], "wait for the rollout: kubectl rollout status"),
 }
+REMEDIATION_TABLE.update(TRANSACTION_REMEDIATION)
 _RESTART_BLOCKERS = {"IMAGE_PULL_FAILED", "CONTAINER_CONFIG_ERROR", "POD_PENDING", "OOM_KILLED",
                      "DEPLOYMENT_NOT_FOUND", "SCALED_TO_ZERO", "NO_PODS", "SERVICE_NOT_FOUND",
                      "SERVICE_SELECTOR_MISMATCH", "TARGET_PORT_MISMATCH", "SERVICE_PORT_MISSING", "TUNNEL_ERROR",
@@ -804,6 +954,10 @@ def plan(steps, settings=None, *, max_restarts: int = 1, restarts_done: int = 0,
             continue
         if code in ("WORKER_TIMEOUT", "WORKER_KILLED") and s.get("server") not in (None, "gunicorn"):
             action, tgts = "report", []
+        # step 4b (deep check): see transaction_plan_adjust()
+        action, tgts, hint, skip = transaction_plan_adjust(f, findings, s, action, tgts, hint, enabled)
+        if skip:
+            continue
         if action == "patch" and "patch" in enabled:
             for t in tgts:
                 if t not in targets:
@@ -905,6 +1059,7 @@ def measurements(steps, settings=None) -> dict:
         "health_status": health.get("status"),
         "health_latency_ms": health.get("latency_ms"),
         "healthy": not any(f.get("severity") == "critical" for f in all_findings(steps)),
+        "transaction": transaction_measure(steps),  # step 4b; None when it did not run
     }
 
 
@@ -977,6 +1132,12 @@ def before_after(before: dict, after: dict) -> list[dict]:
          "fixed" if not before.get("healthy") and after.get("healthy") else
          ("unchanged" if before.get("healthy") == after.get("healthy") else "worse")),
     ]
+    tb, ta = before.get("transaction"), after.get("transaction")
+    if tb or ta:  # step 4b ran: one row before "Status"
+        txt_b, txt_a = (tb or {}).get("text", "not run"), (ta or {}).get("text", "not run")
+        rows.insert(len(rows) - 1, ("Deep check (4b)", txt_b, txt_a,
+                                    "fixed" if txt_b.startswith("FAILED") and txt_a.startswith("passed") else
+                                    ("unchanged" if txt_b == txt_a else "measured")))
     return [{"metric": r[0], "before": r[1], "after": r[2], "change": r[3]} for r in rows]
 
 
