@@ -416,9 +416,9 @@ def log_scan(logs, patterns=None, *, max_samples: int = 3) -> dict:
     compiled = _compile_patterns(patterns)
     max_samples = _int(max_samples, "max_samples", 0)
     sources = _log_sources(logs)
-    counts = {meta["code"]: 0 for meta, _ in compiled}
-    samples: dict[str, list[str]] = {meta["code"]: [] for meta, _ in compiled}
-    where: dict[str, set] = {meta["code"]: set() for meta, _ in compiled}
+    counts = {meta["code"]: 0 for meta, _rx in compiled}
+    samples: dict[str, list[str]] = {meta["code"]: [] for meta, _rx in compiled}
+    where: dict[str, set] = {meta["code"]: set() for meta, _rx in compiled}
     lines_scanned = 0
     for src in sources:
         label = f"{src['pod']}/{src['container']}" + (" (previous)" if src["previous"] else "")
@@ -431,7 +431,7 @@ def log_scan(logs, patterns=None, *, max_samples: int = 3) -> dict:
                     if len(samples[meta["code"]]) < max_samples:
                         samples[meta["code"]].append(redact(line.strip(), 300))
     findings = []
-    for meta, _ in compiled:
+    for meta, _rx in compiled:
         n = counts[meta["code"]]
         if n:
             findings.append(finding(meta["code"], meta["severity"], "logs", f"{meta['message']}: {n} line(s)",
@@ -1107,8 +1107,8 @@ def before_after(before: dict, after: dict) -> list[dict]:
                 f"restarts {c.get('restarts', 0)})")
 
     rows = [
-        ("Worker timeout", timeout(before), timeout(after), _change(before.get("gunicorn_timeout"),
-                                                                     after.get("gunicorn_timeout"))),
+        ("Worker timeout", timeout(before), timeout(after),
+         _change(before.get("gunicorn_timeout"), after.get("gunicorn_timeout"))),
         ("Worker count", _fmt_workers(before), _fmt_workers(after),
          "made consistent" if before.get("workers") == after.get("workers")
          and before.get("workers_in_opts") not in (None, before.get("workers"))
@@ -1156,7 +1156,7 @@ def build_report(before, after=None, *, plan_result=None, remediated=None, setti
     healthy = not critical
     next_steps = []
     for f in critical + [f for f in remaining if f.get("severity") == "warning"]:
-        action, _, hint = REMEDIATION_TABLE.get(f["code"], ("report", [], "see the finding's evidence"))
+        action, _targets, hint = REMEDIATION_TABLE.get(f["code"], ("report", [], "see the finding's evidence"))
         if action != "report" and after:
             # it showed only after this run's remediation (e.g. once the pod answered): the next run heals it
             hint = f"re-run verify.yml (it remediates this by {action}); or by hand: {hint}"
@@ -1228,9 +1228,8 @@ def render_text(report: dict) -> list[str]:
         for a in report["plan"]["actions"]:
             out.append(f"  - {a['action']}: {a['description']} (for {', '.join(a.get('reason', []))})")
     out.append("Before vs After:")
-    out.extend("  " + line for line in _table(["Metric", "Before", "After", "Change"],
-                                             [[r["metric"], r["before"], r["after"], r["change"]]
-                                              for r in report["before_after"]]))
+    rows = [[r["metric"], r["before"], r["after"], r["change"]] for r in report["before_after"]]
+    out.extend("  " + line for line in _table(["Metric", "Before", "After", "Change"], rows))
     if report.get("remaining"):
         out.append("Remaining findings:")
         for f in report["remaining"]:
