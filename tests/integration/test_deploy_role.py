@@ -19,7 +19,7 @@ PLAYBOOK = "playbooks/deploy.yml"
 
 
 def deploy(lab, ns: str, check: bool = False, diff: bool = False, **variables):
-    extra = {"mlflow_deploy_namespace": ns, "mlflow_deploy_workers": 1, "mlflow_deploy_wait_timeout": 240, **variables}
+    extra = {"deploy_namespace": ns, "deploy_workers": 1, "deploy_wait_timeout": 240, **variables}
     return run_playbook(PLAYBOOK, kubeconfig=lab.kubeconfig, env=lab.env(), extra_vars=extra, check=check, diff=diff,
                         timeout=900)
 
@@ -46,7 +46,7 @@ def deployment(lab, ns: str) -> dict:
 def result_fact(res) -> dict:
     hosts = res.task("Result | what was deployed")
     assert hosts, res.output
-    return hosts[0]["ansible_facts"]["mlflow_deploy_result"]
+    return hosts[0]["ansible_facts"]["deploy_result"]
 
 
 def http(ip: str, path: str, host: str | None = None, **kw) -> requests.Response:
@@ -91,7 +91,7 @@ def test_default_deploy_idempotent_and_check_mode(lab, lab_namespace):
     generation = deployment(lab, ns)["metadata"]["generation"]
 
     # check mode with a change: reported, shown as a diff, not applied
-    check = deploy(lab, ns, check=True, diff=True, mlflow_deploy_workers=2)
+    check = deploy(lab, ns, check=True, diff=True, deploy_workers=2)
     assert check.rc == 0, check.output
     assert "Deployment | apply and wait for the rollout" in " ".join(check.changed_tasks())
     after = deployment(lab, ns)
@@ -115,7 +115,7 @@ def test_check_mode_on_a_missing_namespace_creates_nothing(lab, lab_namespace):
 
 def test_gunicorn_with_static_prefix(lab, lab_namespace):
     ns = lab_namespace
-    res = deploy(lab, ns, mlflow_deploy_server="gunicorn", mlflow_deploy_static_prefix="/mlflow")
+    res = deploy(lab, ns, deploy_server="gunicorn", deploy_static_prefix="/mlflow")
     assert res.rc == 0, res.output
     fact = result_fact(res)
     assert fact["server"] == "gunicorn" and fact["health_path"] == "/mlflow/health"
@@ -128,7 +128,7 @@ def test_gunicorn_with_static_prefix(lab, lab_namespace):
     assert r.status_code == 200, r.text[:200]
     # gunicorn serves the Flask app: FastAPI-only routes such as OTLP traces are absent
     assert requests.post(f"http://{ip}:5000/mlflow/v1/traces", timeout=15).status_code in (404, 405)
-    again = deploy(lab, ns, mlflow_deploy_server="gunicorn", mlflow_deploy_static_prefix="/mlflow")
+    again = deploy(lab, ns, deploy_server="gunicorn", deploy_static_prefix="/mlflow")
     assert again.rc == 0 and again.changed == 0, again.changed_tasks()
 
 
@@ -140,9 +140,9 @@ def test_upgrade_runs_migration_and_failed_migration_keeps_old_version(lab, lab_
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store"},
         "data": {"dsn": base64.b64encode(uri.encode()).decode()}})
     assert r.status_code == 201, r.text
-    store = {"mlflow_deploy_backend_store_secret": {"name": "store", "key": "dsn"}, "mlflow_deploy_backend_store_uri": ""}
+    store = {"deploy_backend_store_secret": {"name": "store", "key": "dsn"}, "deploy_backend_store_uri": ""}
 
-    old = deploy(lab, ns, mlflow_deploy_image="ghcr.io/mlflow/mlflow:v2.22.5", **store)
+    old = deploy(lab, ns, deploy_image="ghcr.io/mlflow/mlflow:v2.22.5", **store)
     assert old.rc == 0, old.output
     assert result_fact(old)["server"] == "gunicorn"
     ip = ready_pod_ip(lab, ns)
@@ -164,7 +164,7 @@ def test_upgrade_runs_migration_and_failed_migration_keeps_old_version(lab, lab_
     assert again.rc == 0 and again.changed == 0, again.changed_tasks()
 
     # a migration that cannot work (3.17.2 schema, 2.22.5 alembic): the role fails, 3.17.2 keeps serving
-    bad = deploy(lab, ns, mlflow_deploy_image="ghcr.io/mlflow/mlflow:v2.22.5", **store)
+    bad = deploy(lab, ns, deploy_image="ghcr.io/mlflow/mlflow:v2.22.5", **store)
     assert bad.rc != 0
     assert "mlflow db upgrade for MLflow 3.17.2 -> 2.22.5 failed" in bad.stdout, bad.output
     assert "still runs ghcr.io/mlflow/mlflow:v3.17.2" in bad.stdout
@@ -182,8 +182,8 @@ def test_inline_credentials_only_in_a_secret_never_logged(lab, lab_namespace):
     ns = lab_namespace
     password = "Very-S3cret-Pw"
     uri = f"postgresql://mlflow:{password}@127.0.0.1:5432/mlflow"
-    res = deploy(lab, ns, diff=True, mlflow_deploy_backend_store_uri=uri, mlflow_deploy_pvc_enabled=False,
-                 mlflow_deploy_wait_timeout=20)
+    res = deploy(lab, ns, diff=True, deploy_backend_store_uri=uri, deploy_pvc_enabled=False,
+                 deploy_wait_timeout=20)
     assert password not in res.stdout and password not in res.stderr
     assert "Secret" in res.stdout and "(content redacted)" in res.stdout, res.output
     secret = get(lab, f"/api/v1/namespaces/{ns}/secrets/mlflow-backend-store")

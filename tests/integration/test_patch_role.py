@@ -138,7 +138,7 @@ def wait_http_ok(lab, ns, path, timeout=180, exclude=()):
 
 
 def patch(lab, ns, check=False, diff=False, **extra):
-    extra_vars = {"mlflow_patch_namespace": ns, "mlflow_patch_wait_timeout": 240, "mlflow_patch_wait_sleep": 2}
+    extra_vars = {"patch_namespace": ns, "patch_wait_timeout": 240, "patch_wait_sleep": 2}
     extra_vars.update(extra)
     return run_playbook(
         "playbooks/patch.yml",
@@ -220,7 +220,7 @@ def test_seed_before_is_patched_to_after_and_stays_idempotent(lab, lab_namespace
     assert c["startupProbe"]["httpGet"]["path"] == "/health"
     assert dep["spec"]["template"]["spec"]["enableServiceLinks"] is False
     assert dep["spec"]["template"]["metadata"]["annotations"]["asgard.mlflow/patch"].startswith("timeout=300;workers=4")
-    result = res.task("Report what was enforced")[0]["ansible_facts"]["mlflow_patch_result"]
+    result = res.task("Report what was enforced")[0]["ansible_facts"]["patch_result"]
     assert result["changed"] is True and result["health_path"] == "/health"
 
     _pod, ip = wait_http_ok(lab, ns, "/health", exclude=(old_pod,))
@@ -252,7 +252,7 @@ def test_patch_that_cannot_become_ready_is_rolled_back(lab, lab_namespace):
     old_pod, _ip = wait_http_ok(lab, ns, "/static/health")
     before = get_deployment(lab, ns)["spec"]["template"]
     # a worker class gunicorn cannot load: the new pod never becomes ready
-    res = patch(lab, ns, mlflow_patch_gunicorn_worker_class="nosuchworker", mlflow_patch_wait_timeout=60)
+    res = patch(lab, ns, patch_gunicorn_worker_class="nosuchworker", patch_wait_timeout=60)
     assert res.rc != 0, res.output
     failed = [h for t in res.tasks() for h in t["hosts"].values() if h.get("failed") and not h.get("ignored")]
     msg = failed[-1]["msg"]
@@ -286,9 +286,9 @@ def test_bad_input_fails_clearly_and_changes_nothing(lab, lab_namespace):
     res = patch(lab, ns)
     assert res.rc != 0
     assert "is managed by Helm" in res.stdout and "set these in the chart values instead" in res.stdout, res.output
-    assert "mlflow_patch_allow_helm_managed=true" in res.stdout
+    assert "patch_allow_helm_managed=true" in res.stdout
     assert writes_since(lab, mark, ns) == []
-    res = patch(lab, ns, mlflow_patch_allow_helm_managed=True, mlflow_patch_wait=False)
+    res = patch(lab, ns, patch_allow_helm_managed=True, patch_wait=False)
     assert res.rc == 0, res.output
     assert "WARNING: Deployment" in res.stdout and "helm upgrade" in res.stdout
     assert get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"] == [AFTER]
@@ -308,9 +308,9 @@ def test_bad_input_fails_clearly_and_changes_nothing(lab, lab_namespace):
     assert writes_since(lab, mark, ns) == []
     # bad variables are refused before any API call (no kubernetes.core task ran; the lab is shared, so the
     # requests log cannot tell)
-    res = patch(lab, ns, mlflow_patch_static_prefix="static")
+    res = patch(lab, ns, patch_static_prefix="static")
     assert res.rc != 0
     failed = [h for t in res.tasks() for h in t["hosts"].values() if h.get("failed")]
-    assert failed and failed[0]["msg"].startswith('mlflow_patch_static_prefix="static" is invalid'), res.output
+    assert failed and failed[0]["msg"].startswith('patch_static_prefix="static" is invalid'), res.output
     ran = [h.get("action", "") for t in res.tasks() for h in t["hosts"].values()]
     assert ran and not [a for a in ran if a.startswith("kubernetes.core.")], ran

@@ -124,21 +124,21 @@ def deployed(lab, postgres, secure_ns, tmp_path_factory):
     log = tmp / "ansible.log"
     env = lab.env(ANSIBLE_LOG_PATH=str(log))
     report = tmp / "report.json"
-    common = {"mlflow_deploy_workers": 1}
+    common = {"deploy_workers": 1}
     runs = {
         "deploy": run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=env, verbosity=3, diff=True,
-                               json_output=False, extra_vars={**common, "mlflow_deploy_namespace": secure_ns,
-                                                              "mlflow_deploy_backend_store_uri": uri,
-                                                              "mlflow_deploy_wait_timeout": 300}),
+                               json_output=False, extra_vars={**common, "deploy_namespace": secure_ns,
+                                                              "deploy_backend_store_uri": uri,
+                                                              "deploy_wait_timeout": 300}),
     }
     runs["patch"] = run_playbook("playbooks/patch.yml", kubeconfig=lab.kubeconfig, env=env, verbosity=3, diff=True,
-                                 json_output=False, extra_vars={"mlflow_patch_namespace": secure_ns,
-                                                                "mlflow_patch_workers": 1})
+                                 json_output=False, extra_vars={"patch_namespace": secure_ns,
+                                                                "patch_workers": 1})
     runs["verify"] = run_playbook("playbooks/verify.yml", kubeconfig=lab.kubeconfig, env=env, verbosity=3, diff=True,
                                   json_output=False, extra_vars={"verify_namespace": secure_ns, "verify_min_workers": 1,
                                                                  "verify_port_forward": False,
                                                                  "verify_report_path": str(report),
-                                                                 "verify_patch_vars": {"mlflow_patch_workers": 1}})
+                                                                 "verify_patch_vars": {"patch_workers": 1}})
     return {"runs": runs, "log": log, "report": report, "uri": uri, "ns": secure_ns}
 
 
@@ -236,7 +236,7 @@ def test_wrong_ca_fails_clearly_and_changes_nothing(lab, tmp_path):
     kc = _other_ca_kubeconfig(lab, tmp_path / "wrong-ca.kubeconfig")
     ns = f"t-tls-{uuid.uuid4().hex[:8]}"
     res = run_playbook("playbooks/deploy.yml", kubeconfig=kc, env=lab.env(KUBECONFIG=str(kc)),
-                       extra_vars={"mlflow_deploy_namespace": ns, "mlflow_deploy_workers": 1})
+                       extra_vars={"deploy_namespace": ns, "deploy_workers": 1})
     assert res.rc != 0, res.output
     assert "CERTIFICATE_VERIFY_FAILED" in res.stdout + res.stderr, res.output
     assert lab.request("GET", f"/api/v1/namespaces/{ns}").status_code == 404
@@ -353,14 +353,14 @@ def test_playbooks_pass_with_the_least_privilege_role(lab, automation, tmp_path)
     env = lab.env(KUBECONFIG=str(kc))
     mark = lab.log_mark()
     dep = run_playbook("playbooks/deploy.yml", kubeconfig=kc, env=env, extra_vars={
-        "mlflow_deploy_namespace": ns, "mlflow_deploy_create_namespace": False, "mlflow_deploy_workers": 1,
-        "mlflow_deploy_wait_timeout": 300})
+        "deploy_namespace": ns, "deploy_create_namespace": False, "deploy_workers": 1,
+        "deploy_wait_timeout": 300})
     assert dep.rc == 0, dep.output
     port = _free_port()
     ver = run_playbook("playbooks/verify.yml", kubeconfig=kc, env=env, extra_vars={
         "verify_namespace": ns, "verify_min_workers": 1, "verify_port_forward": True,
         "verify_port_forward_local_port": port, "verify_report_path": str(tmp_path / "report.json"),
-        "verify_patch_vars": {"mlflow_patch_workers": 1}})
+        "verify_patch_vars": {"patch_workers": 1}})
     try:
         assert ver.rc == 0, ver.output
         assert _listeners(port) == {"0100007F"}  # the forward verify left: 127.0.0.1 only

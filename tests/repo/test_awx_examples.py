@@ -121,7 +121,7 @@ def test_extra_vars_exist_in_the_playbooks_they_target(tasks):
     for item in jt["loop"]:
         if isinstance(item["extra_vars"], dict):
             problems[item["name"]] = _undeclared(item["name"], item["extra_vars"])
-    assert jt["loop"][0]["extra_vars"] == {"mlflow_deploy_create_namespace": False}, "see deploy/rbac/"
+    assert jt["loop"][0]["extra_vars"] == {"deploy_create_namespace": False}, "see deploy/rbac/"
     problems = {k: v for k, v in problems.items() if v}
     assert not problems, f"the AWX objects pass variables the playbooks do not declare: {problems}"
 

@@ -79,7 +79,7 @@ def _k8s_tasks():
 
 
 def _template_kinds() -> dict[str, str]:
-    """'{{ _mlflow_deploy_manifests.<key> }}' / '{{ _mlflow_deploy_secret_manifest }}' -> kind, from the templates."""
+    """'{{ _deploy_manifests.<key> }}' / '{{ _deploy_secret_manifest }}' -> kind, from the templates."""
     out = {}
     for role in ROOT.glob("roles/*"):
         for tasks in role.glob("tasks/*.yml"):
@@ -266,8 +266,8 @@ def test_role_grants_exactly_what_the_code_uses():
 def test_names_match_the_role_defaults():
     deploy = yaml.safe_load((ROOT / "roles" / "deploy" / "defaults" / "main.yml").read_text())
     (sa,) = [d for d in _docs("*.yaml") if d["kind"] == "ServiceAccount"]
-    assert sa["metadata"]["namespace"] == deploy["mlflow_deploy_namespace"]
+    assert sa["metadata"]["namespace"] == deploy["deploy_namespace"]
     (role,) = [d for d in _docs("*.yaml") if d["kind"] == "Role"]
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames":
-                      [deploy["mlflow_deploy_backend_store_secret_create_name"]], "verbs": ["get", "patch"]}]
+                      [deploy["deploy_backend_store_secret_create_name"]], "verbs": ["get", "patch"]}]

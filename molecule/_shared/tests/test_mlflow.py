@@ -1,7 +1,7 @@
 """Testinfra verifier shared by every scenario: the running MLflow server's real state.
 
 Runs on the controller with testinfra's local backend (the molecule host has ansible_connection=local). The
-expected state comes from the scenario's inventory variables (mlflow_deploy_*). Pod processes are found
+expected state comes from the scenario's inventory variables (deploy_*). Pod processes are found
 - in the lab (molecule_target=lab): on this host, as the lab runs containers as host processes tagged with
   ASGARDLAB_CONTAINER_ID=<lab>-<containerID>; read with ps and /proc;
 - on a real cluster (molecule_target=cluster, molecule/kind): with `kubectl exec` reading the container's /proc.
@@ -23,16 +23,16 @@ INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 testinfra_hosts = AnsibleRunner(INVENTORY).get_hosts("all")
 VARS = AnsibleRunner(INVENTORY).get_variables(testinfra_hosts[0])
 
-NS = VARS["mlflow_deploy_namespace"]
-NAME = VARS.get("mlflow_deploy_name", "mlflow-deployment")
-WORKERS = int(VARS["mlflow_deploy_workers"])
-SERVER = VARS.get("mlflow_deploy_server") or "uvicorn"
-PREFIX = (VARS.get("mlflow_deploy_static_prefix") or "").rstrip("/")
+NS = VARS["deploy_namespace"]
+NAME = VARS.get("deploy_name", "mlflow-deployment")
+WORKERS = int(VARS["deploy_workers"])
+SERVER = VARS.get("deploy_server") or "uvicorn"
+PREFIX = (VARS.get("deploy_static_prefix") or "").rstrip("/")
 STEPS = VARS.get("molecule_steps", ["deploy", "verify"])
 TARGET = VARS.get("molecule_target", "lab")
-RUN_AS = int(VARS.get("mlflow_deploy_run_as_user", 1000))
+RUN_AS = int(VARS.get("deploy_run_as_user", 1000))
 POSTGRES = bool(VARS.get("molecule_postgres", False))
-DATA = VARS.get("mlflow_deploy_data_mount_path", "/mlflow")
+DATA = VARS.get("deploy_data_mount_path", "/mlflow")
 PORT = int(VARS.get("molecule_forward_port", 5000))  # MOLECULE_FORWARD_PORT, default 5000
 FORWARD = f"http://127.0.0.1:{PORT}"
 

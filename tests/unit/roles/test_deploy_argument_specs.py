@@ -26,7 +26,7 @@ def test_every_option_documented_with_type_and_matching_default():
     defaults, specs = _load()
     types = {"bool": bool, "int": int, "str": str, "list": list, "dict": dict}
     for name, spec in specs.items():
-        assert name.startswith("mlflow_deploy_"), name
+        assert name.startswith("deploy_"), name
         assert spec.get("type") in {*types, "raw"}, name
         assert isinstance(spec.get("description"), str) and len(spec["description"]) > 15, name
         if defaults[name] is None:
@@ -43,7 +43,7 @@ def test_every_option_documented_with_type_and_matching_default():
 
 def test_internal_vars_prefixed():
     internal = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
-    assert internal and all(k.startswith("_mlflow_deploy_") for k in internal), [k for k in internal if not k.startswith("_mlflow_deploy_")]
+    assert internal and all(k.startswith("_deploy_") for k in internal), [k for k in internal if not k.startswith("_deploy_")]
 
 
 def test_registered_results_prefixed():
@@ -51,7 +51,7 @@ def test_registered_results_prefixed():
 
     for f in (ROLE / "tasks").glob("*.yml"):
         for reg in re.findall(r"^\s*register:\s*(\S+)", f.read_text(), re.M):
-            assert reg.startswith("__mlflow_deploy_"), f"{f.name}: {reg}"
+            assert reg.startswith("__deploy_"), f"{f.name}: {reg}"
 
 
 def test_docs_table_lists_every_variable():

@@ -14,36 +14,36 @@ import yaml
 from helpers.ansible_runner import run_playbook
 
 CASES: dict[str, tuple[dict, list[str]]] = {
-    "bad_image": ({"mlflow_deploy_image": "Not A/valid image"}, ["mlflow_deploy_image", "valid image reference"]),
-    "no_version": ({"mlflow_deploy_image": "ghcr.io/mlflow/mlflow:latest"}, ["mlflow_deploy_mlflow_version", "X.Y.Z"]),
-    "workers_0": ({"mlflow_deploy_workers": 0}, ["mlflow_deploy_workers=0", "integer >= 1"]),
-    "timeout_0": ({"mlflow_deploy_gunicorn_timeout": 0}, ["mlflow_deploy_gunicorn_timeout=0", "integer >= 1"]),
-    "keep_alive_0": ({"mlflow_deploy_keep_alive": 0}, ["mlflow_deploy_keep_alive", "integer >= 1"]),
-    "port_out_of_range": ({"mlflow_deploy_container_port": 70000}, ["mlflow_deploy_container_port=70000", "1-65535"]),
-    "service_port_0": ({"mlflow_deploy_service_port": 0}, ["mlflow_deploy_service_port=0", "1-65535"]),
-    "prefix_no_slash": ({"mlflow_deploy_static_prefix": "static"}, ["mlflow_deploy_static_prefix", 'starts with "/"']),
-    "prefix_trailing_slash": ({"mlflow_deploy_static_prefix": "/static/"}, ["mlflow_deploy_static_prefix", 'does not end with "/"']),
+    "bad_image": ({"deploy_image": "Not A/valid image"}, ["deploy_image", "valid image reference"]),
+    "no_version": ({"deploy_image": "ghcr.io/mlflow/mlflow:latest"}, ["deploy_mlflow_version", "X.Y.Z"]),
+    "workers_0": ({"deploy_workers": 0}, ["deploy_workers=0", "integer >= 1"]),
+    "timeout_0": ({"deploy_gunicorn_timeout": 0}, ["deploy_gunicorn_timeout=0", "integer >= 1"]),
+    "keep_alive_0": ({"deploy_keep_alive": 0}, ["deploy_keep_alive", "integer >= 1"]),
+    "port_out_of_range": ({"deploy_container_port": 70000}, ["deploy_container_port=70000", "1-65535"]),
+    "service_port_0": ({"deploy_service_port": 0}, ["deploy_service_port=0", "1-65535"]),
+    "prefix_no_slash": ({"deploy_static_prefix": "static"}, ["deploy_static_prefix", 'starts with "/"']),
+    "prefix_trailing_slash": ({"deploy_static_prefix": "/static/"}, ["deploy_static_prefix", 'does not end with "/"']),
     "secret_and_inline": (
-        {"mlflow_deploy_backend_store_secret": {"name": "pg", "key": "uri"},
-         "mlflow_deploy_backend_store_uri": "postgresql://u:TopSecretPw@pg/db"},
-        ["mlflow_deploy_backend_store_secret.name", "inline credentials", "only one"],
+        {"deploy_backend_store_secret": {"name": "pg", "key": "uri"},
+         "deploy_backend_store_uri": "postgresql://u:TopSecretPw@pg/db"},
+        ["deploy_backend_store_secret.name", "inline credentials", "only one"],
     ),
-    "bad_uri_hidden": ({"mlflow_deploy_backend_store_uri": "postgresql://u:TopSecretPw@pg/db with space"},
-                       ["mlflow_deploy_backend_store_uri", "value hidden"]),
-    "host_with_scheme": ({"mlflow_deploy_allowed_hosts_extra": ["http://mlflow.example.com/"]},
-                         ["mlflow_deploy_allowed_hosts_extra", "without scheme"]),
-    "host_with_comma": ({"mlflow_deploy_allowed_hosts_extra": ["a.example.com,b.example.com"]},
-                        ["mlflow_deploy_allowed_hosts_extra", "comma"]),
-    "bad_namespace": ({"mlflow_deploy_namespace": "Asgard_NS"}, ["mlflow_deploy_namespace", "DNS-1123 label"]),
-    "uvicorn_on_mlflow2": ({"mlflow_deploy_image": "ghcr.io/mlflow/mlflow:v2.22.5", "mlflow_deploy_server": "uvicorn"},
-                           ["mlflow_deploy_server", "MLflow >= 3.3 only"]),
-    "unknown_server": ({"mlflow_deploy_server": "waitress"}, ["mlflow_deploy_server", "uvicorn", "gunicorn"]),
-    "sqlite_two_replicas": ({"mlflow_deploy_replicas": 2}, ["mlflow_deploy_replicas", "SQLite"]),
-    "ingress_without_hosts": ({"mlflow_deploy_ingress_enabled": True}, ["mlflow_deploy_ingress_hosts", "non-empty list"]),
-    "bad_service_name": ({"mlflow_deploy_service_name": "1mlflow"}, ["mlflow_deploy_service_name", "DNS-1035"]),
-    "bad_probe": ({"mlflow_deploy_startup_probe": {"periodSeconds": 0, "timeoutSeconds": 5, "failureThreshold": 3}},
-                  ["mlflow_deploy_startup_probe", "positive"]),
-    "workers_not_int": ({"mlflow_deploy_workers": "many"}, ["mlflow_deploy_workers"]),
+    "bad_uri_hidden": ({"deploy_backend_store_uri": "postgresql://u:TopSecretPw@pg/db with space"},
+                       ["deploy_backend_store_uri", "value hidden"]),
+    "host_with_scheme": ({"deploy_allowed_hosts_extra": ["http://mlflow.example.com/"]},
+                         ["deploy_allowed_hosts_extra", "without scheme"]),
+    "host_with_comma": ({"deploy_allowed_hosts_extra": ["a.example.com,b.example.com"]},
+                        ["deploy_allowed_hosts_extra", "comma"]),
+    "bad_namespace": ({"deploy_namespace": "Asgard_NS"}, ["deploy_namespace", "DNS-1123 label"]),
+    "uvicorn_on_mlflow2": ({"deploy_image": "ghcr.io/mlflow/mlflow:v2.22.5", "deploy_server": "uvicorn"},
+                           ["deploy_server", "MLflow >= 3.3 only"]),
+    "unknown_server": ({"deploy_server": "waitress"}, ["deploy_server", "uvicorn", "gunicorn"]),
+    "sqlite_two_replicas": ({"deploy_replicas": 2}, ["deploy_replicas", "SQLite"]),
+    "ingress_without_hosts": ({"deploy_ingress_enabled": True}, ["deploy_ingress_hosts", "non-empty list"]),
+    "bad_service_name": ({"deploy_service_name": "1mlflow"}, ["deploy_service_name", "DNS-1035"]),
+    "bad_probe": ({"deploy_startup_probe": {"periodSeconds": 0, "timeoutSeconds": 5, "failureThreshold": 3}},
+                  ["deploy_startup_probe", "positive"]),
+    "workers_not_int": ({"deploy_workers": "many"}, ["deploy_workers"]),
 }
 
 
@@ -139,9 +139,9 @@ def test_preflight_message_names_the_variable(failures, case):
 
 def test_real_playbook_fails_before_any_api_call(tmp_path, api):
     res = run_playbook("playbooks/deploy.yml", kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
-                       extra_vars={"mlflow_deploy_workers": 0}, json_output=False, timeout=300)
+                       extra_vars={"deploy_workers": 0}, json_output=False, timeout=300)
     assert res.rc != 0
-    assert "mlflow_deploy_workers=0 is invalid; expected an integer >= 1" in res.stdout, res.output
+    assert "deploy_workers=0 is invalid; expected an integer >= 1" in res.stdout, res.output
     assert api.connections() == 0
 
 

@@ -1,0 +1,297 @@
+"""Bad input, table-driven (issue 8, "Bad input"): each case runs a real playbook (a role through its playbook, or a
+module in a one-task play) against the lab and must fail BEFORE changing anything, with a message naming the
+field or the cause and what was expected.
+
+"Nothing changed" is asserted twice: the resourceVersions of every object in the target namespace are the same
+after the run, and the lab's request log shows no write (POST/PUT/PATCH/DELETE) touching the namespaces the case
+names. Cases that name a namespace that does not exist also assert it still does not exist.
+
+Role variables are written with the prefixes below so that a rename of the roles' variables
+(``deploy_`` -> ``deploy_``, ``patch_`` -> ``patch_``) is a plain search-and-replace.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.ansible_runner import run_playbook  # noqa: E402
+
+pytestmark = pytest.mark.lab
+
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+MISSING_NS = f"fm-missing-{uuid.uuid4().hex[:8]}"  # a namespace that never exists
+# the kinds whose resourceVersions are compared (everything the roles could create or change)
+KINDS = {
+    "deployments": "/apis/apps/v1/namespaces/{ns}/deployments",
+    "services": "/api/v1/namespaces/{ns}/services",
+    "configmaps": "/api/v1/namespaces/{ns}/configmaps",
+    "secrets": "/api/v1/namespaces/{ns}/secrets",
+    "serviceaccounts": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "persistentvolumeclaims": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "jobs": "/apis/batch/v1/namespaces/{ns}/jobs",
+}
+
+
+@dataclass
+class Case:
+    id: str
+    target: str  # "deploy" | "patch" | "verify" (playbooks/<target>.yml) or a module FQCN
+    args: dict
+    expect: list[str]  # substrings the failure message must contain (field/cause and expected form)
+    kubeconfig: str = "admin"  # admin | directory | invalid_yaml | wrong_token | forbidden
+    via_env: bool = True  # pass the kubeconfig as KUBECONFIG (else as the role variable / module option)
+    extra: dict = field(default_factory=dict)
+
+
+# `{ns}` is the shared namespace holding the Deployment the cases must not touch, `{missing}` a namespace that
+# does not exist, `{kc}` the path of the case's kubeconfig.
+D = "deploy_"  # role variable prefixes (see the module docstring)
+P = "patch_"
+CASES = [
+    # ---------------------------------------------------------------- deploy role: types and ranges
+    Case("deploy-workers-not-a-number", "deploy", {f"{D}namespace": "{ns}", f"{D}workers": "four"},
+         [f"{D}workers", "int"]),
+    Case("deploy-workers-0", "deploy", {f"{D}namespace": "{ns}", f"{D}workers": 0},
+         [f"{D}workers=0", "expected an integer >= 1"]),
+    Case("deploy-container-port-0", "deploy", {f"{D}namespace": "{ns}", f"{D}container_port": 0},
+         [f"{D}container_port=0", "1-65535"]),
+    Case("deploy-service-port-70000", "deploy", {f"{D}namespace": "{ns}", f"{D}service_port": 70000},
+         [f"{D}service_port=70000", "1-65535"]),
+    Case("deploy-wait-timeout-negative", "deploy", {f"{D}namespace": "{ns}", f"{D}wait_timeout": -1},
+         [f"{D}wait_timeout=-1", "expected an integer >= 1"]),
+    Case("deploy-server-not-a-choice", "deploy", {f"{D}namespace": "{ns}", f"{D}server": "waitress"},
+         [f"{D}server", "uvicorn", "gunicorn"]),
+    Case("deploy-probe-unknown-key", "deploy",
+         {f"{D}namespace": "{ns}", f"{D}liveness_probe": {"periodSeconds": 20, "timeout": 10, "failureThreshold": 6}},
+         [f"{D}liveness_probe", "periodSeconds, timeoutSeconds and failureThreshold"]),
+    Case("deploy-static-prefix-without-slash", "deploy", {f"{D}namespace": "{ns}", f"{D}static_prefix": "mlflow"},
+         [f"{D}static_prefix=\"mlflow\"", 'starts with "/"']),
+    Case("deploy-allowed-host-with-space", "deploy",
+         {f"{D}namespace": "{ns}", f"{D}allowed_hosts_extra": ["mlflow example.com"]},
+         [f"{D}allowed_hosts_extra", "mlflow example.com", "space"]),
+    Case("deploy-image-malformed", "deploy", {f"{D}namespace": "{ns}", f"{D}image": "ghcr.io/MLflow/mlflow:v3 17"},
+         [f"{D}image", "not a valid image reference", "ghcr.io/mlflow/mlflow:v3.17.2"]),
+    Case("deploy-namespace-malformed", "deploy", {f"{D}namespace": "Bad_Namespace"},
+         [f"{D}namespace", "Bad_Namespace", "not a valid namespace name"]),
+    Case("deploy-sqlite-two-replicas", "deploy", {f"{D}namespace": "{ns}", f"{D}replicas": 2},
+         [f"{D}replicas <= 1 (is 2)", "SQLite"]),
+    # ---------------------------------------------------------------- deploy role: cluster access
+    Case("deploy-missing-namespace", "deploy", {f"{D}namespace": "{missing}", f"{D}create_namespace": False},
+         ["namespace {missing} does not exist", f"{D}create_namespace"]),
+    Case("deploy-kubeconfig-is-a-directory", "deploy", {f"{D}namespace": "{ns}", f"{D}kubeconfig": "{kc}"},
+         ["{kc}"], kubeconfig="directory", via_env=False),
+    Case("deploy-kubeconfig-invalid-yaml", "deploy", {f"{D}namespace": "{ns}"},
+         ["kubeconfig"], kubeconfig="invalid_yaml"),
+    Case("deploy-invalid-token-401", "deploy", {f"{D}namespace": "{ns}"},
+         ["401", "Unauthorized"], kubeconfig="wrong_token"),
+    Case("deploy-rbac-forbidden-403", "deploy", {f"{D}namespace": "{ns}"},
+         ["403", "forbidden"], kubeconfig="forbidden"),
+    # ---------------------------------------------------------------- patch role
+    Case("patch-workers-0", "patch", {f"{P}namespace": "{ns}", f"{P}workers": 0},
+         [f"{P}workers=0", "expected an integer >= 1"]),
+    Case("patch-gunicorn-timeout-negative", "patch", {f"{P}namespace": "{ns}", f"{P}gunicorn_timeout": -1},
+         [f"{P}gunicorn_timeout=-1", "expected an integer >= 1"]),
+    Case("patch-port-70000", "patch", {f"{P}namespace": "{ns}", f"{P}port": 70000},
+         [f"{P}port=70000", "1-65535"]),
+    Case("patch-static-prefix-without-slash", "patch", {f"{P}namespace": "{ns}", f"{P}static_prefix": "static"},
+         [f"{P}static_prefix=\"static\"", "starts with '/'"]),
+    Case("patch-allowed-host-with-space", "patch",
+         {f"{P}namespace": "{ns}", f"{P}allowed_hosts_extra": ["mlflow .example.com"]},
+         [f"{P}allowed_hosts_extra", "without commas or spaces"]),
+    Case("patch-mode-not-a-choice", "patch", {f"{P}namespace": "{ns}", f"{P}workers_mode": "more"},
+         [f"{P}workers_mode", "exact", "at_least"]),
+    Case("patch-unknown-deployment", "patch", {f"{P}namespace": "{ns}", f"{P}name": "no-such-deployment"},
+         ["no-such-deployment", "not found"]),
+    Case("patch-missing-namespace", "patch", {f"{P}namespace": "{missing}"},
+         ["{missing}"]),
+    Case("patch-invalid-token-401", "patch", {f"{P}namespace": "{ns}"},
+         ["401", "Unauthorized"], kubeconfig="wrong_token"),
+    Case("patch-rbac-forbidden-403", "patch", {f"{P}namespace": "{ns}"},
+         ["403", "forbidden"], kubeconfig="forbidden"),
+    # ---------------------------------------------------------------- modules
+    Case("probe-unknown-option", "asgard.mlflow.mlflow_probe", {"namespace": "{ns}", "bogus_option": 1},
+         ["Unsupported parameters", "bogus_option"]),
+    Case("probe-timeout-negative", "asgard.mlflow.mlflow_probe", {"namespace": "{ns}", "timeout": -1},
+         ["timeout"]),
+    Case("probe-remote-port-70000", "asgard.mlflow.mlflow_probe", {"namespace": "{ns}", "remote_port": 70000},
+         ["remote_port", "1", "65535"]),
+    Case("probe-missing-namespace", "asgard.mlflow.mlflow_probe", {"namespace": "{missing}", "fail_on_unhealthy": True},
+         ["namespace '{missing}' does not exist"]),
+    Case("probe-kubeconfig-invalid-yaml", "asgard.mlflow.mlflow_probe", {"namespace": "{ns}", "kubeconfig": "{kc}"},
+         ["kubeconfig"], kubeconfig="invalid_yaml", via_env=False),
+    Case("probe-invalid-token-401", "asgard.mlflow.mlflow_probe", {"namespace": "{ns}", "fail_on_unhealthy": True},
+         ["401"], kubeconfig="wrong_token"),
+    Case("port-forward-non-loopback-bind", "asgard.mlflow.port_forward",
+         {"namespace": "{ns}", "address": "0.0.0.0", "local_port": "{free_port}"},
+         ["0.0.0.0", "loopback", "allow_non_loopback"]),
+    Case("port-forward-local-port-70000", "asgard.mlflow.port_forward", {"namespace": "{ns}", "local_port": 70000},
+         ["local_port", "65535"]),
+    # ---------------------------------------------------------------- verify role
+    Case("verify-probe-timeout-negative", "verify", {"verify_namespace": "{ns}", "verify_probe_timeout": -1,
+                                                     "verify_port_forward": False},
+         ["verify_probe_timeout > 0"]),
+    Case("verify-missing-namespace", "verify", {"verify_namespace": "{missing}", "verify_port_forward": False,
+                                                "verify_remediate": True},
+         ["{missing}"]),
+]
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+def _seed_objects() -> list[dict]:
+    """A Deployment (0 replicas: no pod needed) that every valid run of the patch role would change, a Service and a
+    ConfigMap: the objects whose resourceVersions must not move."""
+    labels = {"app": "mlflow"}
+    container = {"name": "mlflow", "image": "ghcr.io/mlflow/mlflow:v3.17.2", "command": ["mlflow", "server"],
+                 "args": ["--host=0.0.0.0", "--workers=1", "--static-prefix=/static",
+                          "--backend-store-uri=sqlite:////mlflow/mlflow.db"],
+                 "env": [{"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"}],
+                 "ports": [{"name": "http", "containerPort": 5000}]}
+    return [
+        ("/apis/apps/v1/namespaces/{ns}/deployments",
+         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mlflow-deployment", "labels": labels},
+          "spec": {"replicas": 0, "selector": {"matchLabels": labels},
+                   "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}}),
+        ("/api/v1/namespaces/{ns}/services",
+         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mlflow-service"},
+          "spec": {"selector": labels, "ports": [{"name": "http", "port": 5000, "targetPort": "http"}]}}),
+        ("/api/v1/namespaces/{ns}/configmaps",
+         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "untouched"}, "data": {"k": "v"}}),
+    ]
+
+
+@pytest.fixture(scope="module")
+def target_ns(lab):
+    ns = f"fm-bad-{uuid.uuid4().hex[:8]}"
+    r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    assert r.status_code == 201, r.text
+    for path, obj in _seed_objects():
+        r = lab.request("POST", path.format(ns=ns), json=obj)
+        assert r.status_code == 201, r.text
+    yield ns
+    lab.request("DELETE", f"/api/v1/namespaces/{ns}")
+
+
+@pytest.fixture(scope="module")
+def kubeconfigs(lab, tmp_path_factory) -> dict[str, Path]:
+    """Broken kubeconfigs. We run as root, so "unreadable" is a directory or invalid YAML, not a chmod 000 file."""
+    d = tmp_path_factory.mktemp("kubeconfigs")
+    cfg = yaml.safe_load(lab.kubeconfig.read_text())
+    out = {"admin": lab.kubeconfig, "directory": d / "kubeconfig-is-a-dir"}
+    out["directory"].mkdir()
+    out["invalid_yaml"] = d / "invalid.yaml"
+    out["invalid_yaml"].write_text("apiVersion: v1\nclusters: [\n  - {cluster: : :\n")
+    wrong = json.loads(json.dumps(cfg))
+    wrong["users"][0]["user"]["token"] = "expired-or-invalid-" + uuid.uuid4().hex
+    out["wrong_token"] = d / "wrong-token.yaml"
+    out["wrong_token"].write_text(yaml.safe_dump(wrong))
+    # a real identity without any RoleBinding: the lab's RBAC answers 403 for everything but discovery
+    r = lab.request("POST", "/lab/tokens", json={"user": "fm-nobody", "expirationSeconds": 3600})
+    assert r.status_code in (200, 201), f"the lab cannot mint tokens (RBAC missing?): {r.status_code} {r.text}"
+    forbidden = json.loads(json.dumps(cfg))
+    forbidden["users"][0]["user"]["token"] = r.json()["token"]
+    out["forbidden"] = d / "forbidden.yaml"
+    out["forbidden"].write_text(yaml.safe_dump(forbidden))
+    yield out
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def snapshot(lab, ns: str) -> dict[str, str]:
+    out = {}
+    for kind, path in KINDS.items():
+        r = lab.request("GET", path.format(ns=ns))
+        assert r.status_code == 200, r.text
+        for item in r.json().get("items", []):
+            out[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill(value, subs: dict):
+    if isinstance(value, str):
+        for k, v in subs.items():
+            value = value.replace("{" + k + "}", str(v))
+        return value
+    if isinstance(value, list):
+        return [fill(v, subs) for v in value]
+    if isinstance(value, dict):
+        return {k: fill(v, subs) for k, v in value.items()}
+    return value
+
+
+def failure_text(res) -> str:
+    """The messages of the failed tasks (what a user reads), with the raw output as a fallback."""
+    msgs = []
+    for task in res.tasks():
+        for host in task.get("hosts", {}).values():
+            if host.get("failed"):
+                msgs.append(str(host.get("msg", "")))
+                for k in ("argument_errors", "stderr", "exception"):
+                    if host.get(k):
+                        msgs.append(str(host[k])[:3000])
+                for item in host.get("results", []) or []:  # loop items: the failed one's own message
+                    if isinstance(item, dict) and item.get("msg") not in (None, "All assertions passed"):
+                        msgs.append(str(item["msg"]))
+                for f in host.get("findings", []) or []:  # mlflow_probe: the findings printed with the failure
+                    msgs.append(f"{f.get('code')}: {f.get('message')}")
+    return "\n".join(msgs) or (res.stdout[-4000:] + res.stderr[-4000:])
+
+
+def run_case(lab, case: Case, subs: dict, kc: Path, tmp_path: Path):
+    args = fill(case.args, subs)
+    if isinstance(args.get("local_port"), str):
+        args["local_port"] = int(args["local_port"])
+    env = lab.env(KUBECONFIG=str(kc if case.via_env else lab.kubeconfig))
+    if case.target in ("deploy", "patch", "verify"):
+        return run_playbook(f"playbooks/{case.target}.yml", extra_vars=args, env=env, timeout=300)
+    pb = tmp_path / "play.yml"
+    pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                               "tasks": [{"name": case.id, case.target: args}]}]))
+    return run_playbook(pb, env=env, timeout=300)
+
+
+# --------------------------------------------------------------------------------------------------- test
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_fails_before_changing_anything(lab, target_ns, kubeconfigs, tmp_path, case: Case):
+    kc = kubeconfigs[case.kubeconfig]
+    subs = {"ns": target_ns, "missing": MISSING_NS, "kc": kc, "free_port": free_port()}
+    before = snapshot(lab, target_ns)
+    mark = lab.log_mark()
+
+    res = run_case(lab, case, subs, kc, tmp_path)
+
+    assert res.rc != 0, f"{case.id}: bad input was accepted\n{res.output}"
+    assert res.changed == 0, f"{case.id}: changed {res.changed_tasks()}"
+    msg = failure_text(res)
+    print(f"\n[{case.id}] {msg[:400]}")
+    for needle in case.expect:
+        needle = fill(needle, subs)
+        assert needle.lower() in msg.lower(), f"{case.id}: message lacks {needle!r}:\n{msg}\n{res.output[-3000:]}"
+    # nothing changed: no write on the namespaces the case names, and identical resourceVersions
+    names = (target_ns, MISSING_NS)
+    writes = [f"{r['method']} {r['path']} -> {r['status']}" for r in lab.requests_since(mark)
+              if r["method"] in WRITES and any(f"/namespaces/{n}" in r["path"] or r["path"].endswith("/namespaces")
+                                               and n in json.dumps(r) for n in names)]
+    assert writes == [], f"{case.id}: writes during a bad-input run: {writes}"
+    assert snapshot(lab, target_ns) == before
+    r = lab.request("GET", f"/api/v1/namespaces/{MISSING_NS}")
+    assert r.status_code == 404, f"{case.id}: namespace {MISSING_NS} was created"
+    if case.target.endswith("port_forward"):
+        with socket.socket() as s:
+            s.settimeout(1)
+            assert s.connect_ex(("127.0.0.1", int(subs["free_port"]))) != 0, "a forwarder was started"

@@ -1,0 +1,670 @@
+"""The fault matrix (issue 8): one fault injected through the lab per test, and its outcome asserted.
+
+For each fault: the finding that detects it (from playbooks/verify.yml's JSON report, or from the module/role
+named in the row), the outcome (healed, or refused with a clear message where healing would be a guess), and
+the backend store unchanged: one experiment and one run are created through the pod IP before the fault, and
+the experiment and run ids are compared after it (through the pod IP when a server answers, and always in the
+SQLite file on the PersistentVolumeClaim).
+
+MLflow pods are cheap ones (1 worker, job execution off, SQLite on a PVC so the store survives pod replacement).
+docs/fault-matrix.md is generated at the end of a session in which every case ran and passed
+(tests/integration/fault_matrix_report.py).
+
+Role variables are written with the prefix below so that a rename (``patch_`` -> ``patch_``) is a plain
+search-and-replace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fault_matrix_report as report  # noqa: E402
+from helpers.ansible_runner import run_playbook  # noqa: E402
+
+pytestmark = pytest.mark.lab
+IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
+OLD_IMAGE = "ghcr.io/mlflow/mlflow:v2.22.5"
+P = "patch_"  # patch role variable prefix
+CASES = ["worker_timeout", "static_prefix_404", "invalid_host_403", "liveness_kills", "crash_loop_bad_flag",
+         "service_selector_mismatch", "service_links_mlflow", "schema_outdated_after_upgrade", "api_429_503_drop",
+         "pod_deleted_mid_probe", "port_held_by_stale_kubectl", "port_held_by_unrelated_process"]
+LOCAL_HOST = "localhost:5000"  # a Host header every MLflow allow-list in this file accepts
+
+
+# --------------------------------------------------------------------------------------------------- session
+@pytest.fixture(scope="module", autouse=True)
+def _matrix_report():
+    yield
+    if report.write(CASES):
+        print(f"\nwrote {report.REPORT}")
+    else:
+        print(f"\nfault matrix incomplete ({sorted(report.ROWS)}): {report.REPORT} not rewritten")
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def new_namespace(lab) -> str:
+    ns = f"fm-{uuid.uuid4().hex[:8]}"
+    r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    assert r.status_code == 201, r.text
+    return ns
+
+
+@pytest.fixture
+def ns(lab):
+    name = new_namespace(lab)
+    yield name
+    lab.request("DELETE", f"/api/v1/namespaces/{name}")
+
+
+def server_args(port: bool = True, extra=()) -> list[str]:
+    return (["server", "--host=0.0.0.0"] + (["--port=5000"] if port else [])
+            + ["--workers=1", "--backend-store-uri=sqlite:////mlflow/mlflow.db",
+               "--default-artifact-root=/mlflow/artifacts", *extra])
+
+
+def allowed_hosts(ns: str) -> str:
+    """What verify/patch compute, so that only the injected fault is wrong (MLflow 3.17's defaults reject the
+    Service DNS name, which verify would report as INVALID_HOST on top of the fault)."""
+    names = ["mlflow-service", f"mlflow-service.{ns}", f"mlflow-service.{ns}.svc", f"mlflow-service.{ns}.svc.cluster.local"]
+    return ",".join([f"{n}:5000" for n in names] + ["localhost:*", "127.0.0.1:*", "10.*"])
+
+
+def deployment(image=IMAGE, args=None, env=None, liveness=None, service_links=False, ns=None) -> dict:
+    labels = {"app": "mlflow"}
+    if ns and "MLFLOW_SERVER_ALLOWED_HOSTS" not in (env or {}):
+        env = {**(env or {}), "MLFLOW_SERVER_ALLOWED_HOSTS": allowed_hosts(ns)}
+    c = {"name": "mlflow", "image": image, "command": ["mlflow"], "args": args or server_args(),
+         "env": [{"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": "false"}]
+         + [{"name": k, "value": v} for k, v in (env or {}).items()],
+         "ports": [{"name": "http", "containerPort": 5000}],
+         "readinessProbe": {"tcpSocket": {"port": 5000}, "periodSeconds": 1},
+         "volumeMounts": [{"name": "data", "mountPath": "/mlflow"}]}
+    if liveness:  # behind a startup probe, so that the liveness probe only starts once MLflow answers
+        c["livenessProbe"] = liveness
+        c["startupProbe"] = {"httpGet": {"path": "/health", "port": 5000}, "periodSeconds": 2, "timeoutSeconds": 5,
+                             "failureThreshold": 90}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mlflow-deployment", "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "strategy": {"type": "Recreate"},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"terminationGracePeriodSeconds": 3, "enableServiceLinks": service_links,
+                                           "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+                                           "containers": [c],
+                                           "volumes": [{"name": "data",
+                                                        "persistentVolumeClaim": {"claimName": "data"}}]}}}}
+
+
+def service(name="mlflow-service", selector=None) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": selector or {"app": "mlflow"},
+                     "ports": [{"name": "http", "port": 5000, "targetPort": 5000}]}}
+
+
+PVC = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+       "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+
+
+def create(lab, ns: str, *objs: dict) -> None:
+    for obj in objs:
+        path = {"Deployment": f"/apis/apps/v1/namespaces/{ns}/deployments",
+                "Service": f"/api/v1/namespaces/{ns}/services",
+                "PersistentVolumeClaim": f"/api/v1/namespaces/{ns}/persistentvolumeclaims"}[obj["kind"]]
+        r = lab.request("POST", path, json=obj)
+        assert r.status_code == 201, r.text
+
+
+def json_patch(lab, ns: str, ops: list[dict], name="mlflow-deployment") -> None:
+    r = lab.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}", data=json.dumps(ops),
+                    headers={"Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200, r.text
+
+
+def get_dep(lab, ns: str) -> dict:
+    r = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def live_pods(lab, ns: str) -> list[dict]:
+    r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": "app=mlflow"})
+    return [p for p in r.json().get("items", []) if not p["metadata"].get("deletionTimestamp")]
+
+
+def serving_pod(lab, ns: str, prefix: str = "", timeout: float = 240, exclude=()) -> tuple[str, str]:
+    """(pod name, base URL at the pod IP) of a pod whose MLflow answers {prefix}/health 200."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for p in live_pods(lab, ns):
+            ip = p.get("status", {}).get("podIP")
+            if not ip or p["metadata"]["name"] in exclude:
+                continue
+            base = f"http://{ip}:5000{prefix}"
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{base}/health", headers={"Host": LOCAL_HOST}, timeout=3).status_code == 200:
+                    return p["metadata"]["name"], base
+        time.sleep(1)
+    raise AssertionError(f"no serving MLflow pod in {ns}: {json.dumps(live_pods(lab, ns))[:3000]}")
+
+
+def pod_log(lab, ns: str, pod: str, previous: bool = False) -> str:
+    r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{pod}/log",
+                    params={"container": "mlflow", **({"previous": "true"} if previous else {})})
+    return r.text if r.status_code == 200 else ""
+
+
+def api(base: str, method: str, path: str, body: dict | None = None) -> dict:
+    r = requests.request(method, f"{base}/api/2.0/mlflow/{path}", json=body, headers={"Host": LOCAL_HOST}, timeout=30)
+    assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text[:300]}"
+    return r.json()
+
+
+def seed_store(base: str) -> dict:
+    """One experiment and one run, created through the pod IP; returns the ids in the store."""
+    exp = api(base, "POST", "experiments/create", {"name": f"fault-matrix-{uuid.uuid4().hex[:6]}"})["experiment_id"]
+    api(base, "POST", "runs/create", {"experiment_id": exp, "run_name": "before-the-fault"})
+    return store_via_api(base)
+
+
+def store_via_api(base: str) -> dict:
+    exps = sorted(e["experiment_id"] for e in api(base, "POST", "experiments/search", {"max_results": 1000})["experiments"])
+    runs = sorted(r["info"]["run_id"] for r in
+                  api(base, "POST", "runs/search", {"experiment_ids": exps, "max_results": 1000}).get("runs", []))
+    return {"experiments": exps, "runs": runs}
+
+
+def store_via_file(lab, ns: str) -> dict:
+    [db] = list((lab.state_dir / "pvcs" / ns).glob("data-*/mlflow.db"))
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        exps = sorted(str(r[0]) for r in con.execute("SELECT experiment_id FROM experiments WHERE lifecycle_stage='active'"))
+        runs = sorted(r[0] for r in con.execute("SELECT run_uuid FROM runs WHERE lifecycle_stage='active'"))
+    finally:
+        con.close()
+    return {"experiments": exps, "runs": runs}
+
+
+def assert_store(lab, ns: str, before: dict, base: str | None) -> str:
+    assert len(before["runs"]) >= 1 and len(before["experiments"]) >= 2, before
+    assert store_via_file(lab, ns) == before
+    if base:
+        assert store_via_api(base) == before
+    return f"yes ({len(before['experiments'])} experiments, {len(before['runs'])} run; ids equal" + \
+        (", API + file)" if base else ", file)")
+
+
+def verify(lab, ns: str, tmp_path: Path, name: str, **extra):
+    rep_path = tmp_path / f"verify-{name}.json"
+    ev = {"verify_namespace": ns, "verify_port_forward": False, "verify_report_path": str(rep_path),
+          "verify_min_workers": 1, "verify_rollout_timeout": 240, "verify_probe_deadline": 45}
+    ev.update(extra)
+    res = run_playbook("playbooks/verify.yml", extra_vars=ev, env=lab.env(), timeout=900)
+    rep = json.loads(rep_path.read_text()) if rep_path.exists() else {}
+    return res, rep
+
+
+def codes(findings) -> set[str]:
+    return {f["code"] for f in findings or []}
+
+
+def start_healthy(lab, ns: str, dep: dict | None = None, prefix: str = "", svc: dict | None = None):
+    create(lab, ns, PVC, dep or deployment(), svc or service())
+    pod, base = serving_pod(lab, ns, prefix)
+    return pod, base, seed_store(base)
+
+
+def healed_row(case, t0, **kw):
+    report.record(case, seconds=time.monotonic() - t0, **kw)
+
+
+# ------------------------------------------------------------------------------------------------ the matrix
+def test_worker_timeout_under_slow_upload(lab, ns, tmp_path):
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(args=server_args(extra=["--gunicorn-opts=--timeout 2"])))
+    # a request body that trickles in for 6 s: gunicorn (sync, --timeout 2) kills the worker
+    ip = base.split("//")[1].split(":")[0]
+    status = slow_post(ip, seconds=6)
+    log = pod_log(lab, ns, pod)
+    assert "WORKER TIMEOUT" in log, log[-2000:]
+    assert status in (None, 500, 502), status
+
+    res, rep = verify(lab, ns, tmp_path, "heal")
+    assert res.rc == 0, res.output
+    found = codes(rep["findings_before"])
+    assert {"WORKER_TIMEOUT", "SHORT_WORKER_TIMEOUT"} <= found, found
+    assert rep["remediated"][0]["action"] == "patch", rep["remediated"]
+    assert rep["status"] == "healthy", rep["remaining"]
+    args = " ".join(get_dep(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "--timeout 300" in args, args
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    # the same slow upload now completes
+    assert slow_post(base2.split("//")[1].split(":")[0], seconds=6) == 200
+    store = assert_store(lab, ns, before, base2)
+    healed_row("worker_timeout", t0, fault="gunicorn --timeout 2, a request body trickling in for 6 s",
+               injected_by="Deployment args + slow body to the pod IP",
+               finding="WORKER_TIMEOUT (log), SHORT_WORKER_TIMEOUT (settings)", detected_by="verify.yml",
+               outcome="healed: patch to --timeout 300; the same slow upload then answers 200", store=store)
+
+
+def slow_post(ip: str, seconds: int) -> int | None:
+    body = json.dumps({"max_results": 1}).ljust(4 * seconds).encode()
+    with socket.create_connection((ip, 5000), timeout=seconds + 30) as s:
+        s.sendall(b"POST /api/2.0/mlflow/experiments/search HTTP/1.1\r\nHost: localhost:5000\r\n"
+                  b"Content-Type: application/json\r\nConnection: close\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode())
+        try:
+            for i in range(0, len(body), 4):  # 4 bytes a second
+                s.sendall(body[i:i + 4])
+                time.sleep(1)
+            data = s.recv(200)
+        except OSError:
+            return None
+    if not data.startswith(b"HTTP/1."):
+        return None
+    return int(data.split()[1])
+
+
+def test_root_404_from_static_prefix(lab, ns, tmp_path):
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(args=server_args(extra=["--static-prefix=/static"])),
+                                      prefix="/static")
+    assert requests.get(base.removesuffix("/static") + "/", headers={"Host": LOCAL_HOST}, timeout=10).status_code == 404
+    res, rep = verify(lab, ns, tmp_path, "heal")
+    assert res.rc == 0, res.output
+    assert "ROOT_NOT_FOUND" in codes(rep["findings_before"])
+    assert rep["remediated"][0]["action"] == "patch" and "ROOT_NOT_FOUND" in rep["remediated"][0]["reason"]
+    assert rep["status"] == "healthy", rep["remaining"]
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    r = requests.get(base2 + "/", headers={"Host": LOCAL_HOST}, timeout=10)
+    assert r.status_code == 200 and "<title>MLflow</title>" in r.text
+    # the API moved from /static/api to /api with the prefix: the same store behind it
+    store = assert_store(lab, ns, {"experiments": before["experiments"], "runs": before["runs"]}, base2)
+    healed_row("static_prefix_404", t0, fault="--static-prefix=/static: GET / answers 404",
+               injected_by="Deployment args", finding="ROOT_NOT_FOUND (probe)", detected_by="verify.yml",
+               outcome="healed: patch removes --static-prefix; GET / 200 with the MLflow title", store=store)
+
+
+def test_invalid_host_403(lab, ns, tmp_path):
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(env={"MLFLOW_SERVER_ALLOWED_HOSTS": "localhost:*"}))
+    svc_host = f"mlflow-service.{ns}.svc.cluster.local:5000"
+    r = requests.get(base + "/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": svc_host}, timeout=10)
+    assert r.status_code == 403 and "Invalid Host header" in r.text
+    res, rep = verify(lab, ns, tmp_path, "heal")
+    assert res.rc == 0, res.output
+    assert "INVALID_HOST" in codes(rep["findings_before"])
+    assert rep["remediated"][0]["action"] == "patch" and "INVALID_HOST" in rep["remediated"][0]["reason"]
+    assert rep["status"] == "healthy", rep["remaining"]
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    r = requests.get(base2 + "/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": svc_host}, timeout=10)
+    assert r.status_code == 200, r.text
+    store = assert_store(lab, ns, before, base2)
+    healed_row("invalid_host_403", t0, fault="MLFLOW_SERVER_ALLOWED_HOSTS=localhost:*: 403 Invalid Host header for "
+               "the Service DNS name", injected_by="Deployment env", finding="INVALID_HOST (probe)",
+               detected_by="verify.yml", outcome="healed: patch adds the Service DNS names (include mode)", store=store)
+
+
+def test_liveness_kills_from_starved_health(lab, ns, tmp_path):
+    t0 = time.monotonic()
+    tight = {"httpGet": {"path": "/health", "port": 5000}, "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 2}
+    pod, base, before = start_healthy(lab, ns, deployment(liveness=tight, ns=ns))
+    # the health endpoint stops answering the kubelet (as a starved sync worker would): liveness kills
+    r = lab.request("POST", f"/lab/pods/{ns}/{pod}/fault", json={"refusePorts": [5000]})
+    assert r.status_code in (200, 201), r.text
+    end = time.monotonic() + 90
+    restarts = 0
+    while time.monotonic() < end and restarts < 1:
+        p = lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{pod}").json()
+        restarts = sum(c.get("restartCount", 0) for c in p.get("status", {}).get("containerStatuses", []))
+        time.sleep(1)
+    assert restarts >= 1, "the liveness probe never killed the container"
+    res, rep = verify(lab, ns, tmp_path, "heal")
+    assert res.rc == 0, res.output
+    found = codes(rep["findings_before"])
+    assert found & {"RESTARTS", "CRASH_LOOP", "POD_NOT_READY", "TUNNEL_ERROR", "HEALTH_FAILED"}, found
+    actions = [a["action"] for a in rep["remediated"]]
+    assert actions and set(actions) <= {"patch", "restart"}, rep["remediated"]
+    assert rep["status"] == "healthy", rep["remaining"]
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    store = assert_store(lab, ns, before, base2)
+    live = get_dep(lab, ns)["spec"]["template"]["spec"]["containers"][0].get("livenessProbe", {})
+    healed_row("liveness_kills", t0, fault="liveness probe (1 s timeout, 2 failures) on a health endpoint that stops "
+               "answering", injected_by="pod fault refusePorts [5000]",
+               finding=", ".join(sorted(found & {"RESTARTS", "CRASH_LOOP", "POD_NOT_READY", "TUNNEL_ERROR",
+                                                 "HEALTH_FAILED"})),
+               detected_by="verify.yml",
+               outcome=f"healed: {' + '.join(actions)}; liveness now timeout {live.get('timeoutSeconds')} s x "
+                       f"{live.get('failureThreshold')}", store=store)
+
+
+def test_crash_loop_from_bad_flag_is_refused(lab, ns, tmp_path):
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(ns=ns))
+    json_patch(lab, ns, [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--no-such-flag"}])
+    end = time.monotonic() + 120
+    waiting = ""
+    while time.monotonic() < end and waiting != "CrashLoopBackOff":
+        for p in live_pods(lab, ns):
+            for c in p.get("status", {}).get("containerStatuses", []):
+                waiting = (c.get("state", {}).get("waiting") or {}).get("reason", "") or waiting
+        time.sleep(1)
+    assert waiting == "CrashLoopBackOff"
+    gen = get_dep(lab, ns)["metadata"]["generation"]
+    # verify's one bounded restart cannot help a bad flag: keep its rollout wait short
+    res, rep = verify(lab, ns, tmp_path, "refuse", verify_rollout_timeout=60)
+    assert res.rc != 0, "verify passed on a crash-looping server"
+    found = codes(rep["findings_before"])
+    assert "CRASH_LOOP" in found, found
+    assert rep["status"] == "unhealthy"
+    assert not any(a["action"] == "patch" for a in rep["remediated"]), rep["remediated"]
+    text = json.dumps(rep["remaining"]) + json.dumps(rep.get("next_steps"))
+    assert "CRASH_LOOP" in text
+    restarts = [a for a in rep["remediated"] if a["action"] == "restart"]
+    assert len(restarts) <= 1
+    # the flag is still there (not guessed away)
+    assert "--no-such-flag" in get_dep(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"]
+    store = assert_store(lab, ns, before, None)
+    healed_row("crash_loop_bad_flag", t0, fault="an unknown flag (--no-such-flag) added to mlflow server",
+               injected_by="Deployment JSON patch (Recreate)", finding="CRASH_LOOP (pods)", detected_by="verify.yml",
+               outcome=f"refused (rc {res.rc}): {len(restarts)} bounded restart, flag left in place; "
+                       f"next step: {(rep.get('next_steps') or [''])[0][:120]}"
+                       + ("" if get_dep(lab, ns)["metadata"]["generation"] == gen else " (generation changed)"),
+               store=store)
+
+
+def test_service_selector_mismatch_is_refused(lab, ns, tmp_path):
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(ns=ns), svc=service(selector={"app": "mlflow-typo"}))
+    svc_rv = lab.request("GET", f"/api/v1/namespaces/{ns}/services/mlflow-service").json()["metadata"]["resourceVersion"]
+    dep_gen = get_dep(lab, ns)["metadata"]["generation"]
+    res, rep = verify(lab, ns, tmp_path, "refuse")
+    assert res.rc != 0
+    assert rep, f"verify.yml wrote no report:\n{res.output[-5000:]}"
+    found = codes(rep["findings_before"])
+    assert "SERVICE_SELECTOR_MISMATCH" in found, found
+    assert rep["remediated"] == [], rep["remediated"]
+    msgs = [f["message"] for f in rep["remaining"] if f["code"] == "SERVICE_SELECTOR_MISMATCH"]
+    assert msgs and "mlflow-typo" in msgs[0], rep["remaining"]
+    after_rv = lab.request("GET", f"/api/v1/namespaces/{ns}/services/mlflow-service").json()["metadata"]["resourceVersion"]
+    assert after_rv == svc_rv and get_dep(lab, ns)["metadata"]["generation"] == dep_gen
+    store = assert_store(lab, ns, before, base)
+    healed_row("service_selector_mismatch", t0, fault="Service selector app=mlflow-typo (no pod behind the Service)",
+               injected_by="Service spec", finding="SERVICE_SELECTOR_MISMATCH (service)", detected_by="verify.yml",
+               outcome=f"refused (rc {res.rc}), nothing changed: {msgs[0][:140]}", store=store)
+
+
+def test_service_named_mlflow_with_service_links(lab, ns, tmp_path):
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(args=server_args(port=False), ns=ns))
+    create(lab, ns, service("mlflow"))
+    json_patch(lab, ns, [{"op": "replace", "path": "/spec/template/spec/enableServiceLinks", "value": True}])
+    end = time.monotonic() + 120
+    log = ""
+    while time.monotonic() < end and "Invalid value for '--port'" not in log:
+        for p in live_pods(lab, ns):
+            log = pod_log(lab, ns, p["metadata"]["name"]) + pod_log(lab, ns, p["metadata"]["name"], previous=True)
+        time.sleep(1)
+    assert "Invalid value for '--port'" in log, log[-1500:]
+    # detection: verify (report only), then the heal through the patch role
+    res, rep = verify(lab, ns, tmp_path, "detect", verify_remediate=False)
+    assert res.rc != 0
+    found = codes(rep["findings_before"])
+    assert found & {"CRASH_LOOP", "POD_NOT_READY", "ROLLOUT_STALLED", "NO_READY_POD"}, found
+    res = run_playbook("playbooks/patch.yml", env=lab.env(), timeout=600,
+                       extra_vars={f"{P}namespace": ns, f"{P}workers": 1, f"{P}wait_timeout": 240})
+    assert res.rc == 0, res.output
+    spec = get_dep(lab, ns)["spec"]["template"]["spec"]
+    assert spec["enableServiceLinks"] is False and "--port=5000" in " ".join(spec["containers"][0]["args"]) \
+        or "--port 5000" in " ".join(spec["containers"][0]["args"]), spec
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    store = assert_store(lab, ns, before, base2)
+    healed_row("service_links_mlflow", t0, fault="a Service named mlflow + enableServiceLinks: MLFLOW_PORT=tcp://... "
+               "and no --port: \"Invalid value for '--port'\"", injected_by="Service + Deployment JSON patch",
+               finding=", ".join(sorted(found & {"CRASH_LOOP", "POD_NOT_READY", "ROLLOUT_STALLED", "NO_READY_POD"})),
+               detected_by="verify.yml (audit); the patch role's compliance filter (port, enableServiceLinks)",
+               outcome="healed by playbooks/patch.yml: --port 5000 and enableServiceLinks false", store=store)
+
+
+def test_out_of_date_schema_after_image_upgrade(lab, ns, tmp_path):
+    """2.22.5 -> 3.17.2 without a migration. Measured: MLflow 3.17.2 does NOT log "Detected out-of-date database
+    schema" for a 2.22.5 SQLite store: tables added since 2.22 are missing, so its SqlAlchemyStore runs
+    _initialize_tables(), i.e. every migration, at start ("Creating initial MLflow database tables...",
+    "Updating database tables"). The case asserts what happens: either verify heals DB_SCHEMA_OUTDATED with its
+    migration Job, or the server migrated itself; in both cases the store keeps its experiments and runs."""
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(image=OLD_IMAGE, ns=ns))
+    json_patch(lab, ns, [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": IMAGE}])
+    end = time.monotonic() + 240
+    log, new = "", None
+    while time.monotonic() < end and not ("out-of-date database schema" in log or "Uvicorn running" in log):
+        for p in live_pods(lab, ns):
+            if p["metadata"]["name"] != pod:
+                new = p["metadata"]["name"]
+                log = pod_log(lab, ns, new) + pod_log(lab, ns, new, previous=True)
+        time.sleep(1)
+    outdated = "Detected out-of-date database schema" in log
+    assert outdated or "Updating database tables" in log, log[-1500:]
+    res, rep = verify(lab, ns, tmp_path, "heal", verify_migration_timeout=300)
+    assert res.rc == 0, res.output
+    assert rep["status"] == "healthy", rep["remaining"]
+    found = codes(rep["findings_before"])
+    if outdated:
+        assert "DB_SCHEMA_OUTDATED" in found and "migrate" in [a["action"] for a in rep["remediated"]], rep
+        outcome = "healed: migration Job (mlflow db upgrade) + rollout restart"
+        finding = "DB_SCHEMA_OUTDATED (log)"
+    else:
+        assert "DB_SCHEMA_OUTDATED" not in found and rep["remediated"] == [], rep["remediated"]
+        outcome = ("no fault: MLflow 3.17.2 migrated the 2.22.5 SQLite store itself at start (\"Updating database "
+                   "tables\"); verify healthy, nothing to remediate")
+        finding = "none (not out-of-date after start)"
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    version = requests.get(base2 + "/version", headers={"Host": LOCAL_HOST}, timeout=10).text
+    assert version.startswith("3.17"), version
+    store = assert_store(lab, ns, before, base2)
+    healed_row("schema_outdated_after_upgrade", t0, fault="image 2.22.5 -> 3.17.2 without a migration Job",
+               injected_by="Deployment image JSON patch", finding=finding, detected_by="verify.yml (log scan)",
+               outcome=outcome, store=store)
+
+
+# ------------------------------------------------------------- cases sharing one healthy Deployment (in order)
+@pytest.fixture(scope="module")
+def healthy(lab):
+    ns = new_namespace(lab)
+    pod, base, before = start_healthy(lab, ns, deployment(ns=ns))
+    yield {"ns": ns, "before": before}
+    lab.request("DELETE", f"/api/v1/namespaces/{ns}")
+
+
+def test_api_server_429_503_and_dropped_connection_during_a_playbook(lab, healthy, tmp_path):
+    t0 = time.monotonic()
+    ns = healthy["ns"]
+    mark = lab.log_mark()
+    lab.faults.clear()
+    try:
+        lab.faults.add(kind="http_status", status=429, count=2, path_regex=f"/namespaces/{ns}/deployments", method="GET")
+        lab.faults.add(kind="http_status", status=503, count=2, path_regex=f"/namespaces/{ns}/pods$", method="GET")
+        lab.faults.add(kind="drop_connection", count=1, path_regex=f"/namespaces/{ns}/services", method="GET")
+        res, rep = verify(lab, ns, tmp_path, "api-faults")
+    finally:
+        left = lab.faults.list()
+        lab.faults.clear()
+    seen = [(r["method"], r["path"], r["status"]) for r in lab.requests_since(mark) if f"/namespaces/{ns}/" in r["path"]]
+    injected = [s for s in seen if s[2] in (429, 503)]
+    assert injected, f"no fault fired: {seen[:20]} (faults left: {left})"
+    if res.rc == 0:
+        assert rep["status"] == "healthy", rep["remaining"]
+        outcome = f"survived: rc 0, healthy, {len(injected)} 429/503 answers retried"
+    else:
+        # refused: the failure must name the API error, and nothing was written
+        text = res.stdout + res.stderr
+        assert any(w in text for w in ("429", "503", "Too Many Requests", "Service Unavailable", "Connection")), text[-3000:]
+        outcome = f"failed clearly (rc {res.rc}) naming the API error; no retry"
+    writes = [s for s in seen if s[0] in ("POST", "PUT", "PATCH", "DELETE")]
+    assert writes == [], writes
+    pod, base = serving_pod(lab, ns)
+    store = assert_store(lab, ns, healthy["before"], base)
+    healed_row("api_429_503_drop", t0, fault="API server: 2x 429 on Deployment GETs, 2x 503 on pod lists, "
+               "1 dropped connection on Service GETs", injected_by="POST /lab/faults",
+               finding="(transport) answers 429/503 in the request log", detected_by="lab request log + verify.yml rc",
+               outcome=outcome, store=store)
+    assert res.rc == 0, f"verify.yml does not survive transient API errors:\n{res.output[-4000:]}"
+
+
+def test_pod_deleted_mid_probe(lab, healthy, tmp_path):
+    t0 = time.monotonic()
+    ns = healthy["ns"]
+    old, _ = serving_pod(lab, ns)
+    pb = tmp_path / "probe.yml"
+    pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
+        {"name": "probe", "asgard.mlflow.mlflow_probe": {"namespace": ns, "deadline": 150, "timeout": 10, "retries": 10,
+                                                         "host_header": LOCAL_HOST},
+         "register": "out"},
+        {"name": "show", "ansible.builtin.debug": {"var": "out"}}]}]))
+    mark = lab.log_mark()
+    # the first tunnel attempts get 503: the probe backs off, and the pod is deleted in that window
+    lab.faults.add(kind="http_status", status=503, count=2, path_regex=f"/namespaces/{ns}/pods/[^/]+/portforward")
+    out = tmp_path / "probe.out"
+    with open(out, "w") as f:
+        from helpers.ansible_runner import ansible_env
+        env = ansible_env(tmpdir=lab.env()["TMPDIR"], KUBECONFIG=str(lab.kubeconfig),
+                          ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "ansible-playbook"), str(pb)], stdout=f,
+                                stderr=subprocess.STDOUT, env=env, cwd=report.REPO)
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            if any("portforward" in r["path"] and r["status"] == 503 for r in lab.requests_since(mark)):
+                break
+            time.sleep(0.2)
+        r = lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{old}", json={"gracePeriodSeconds": 0})
+        assert r.status_code == 200, r.text
+        proc.wait(timeout=300)
+    finally:
+        lab.faults.clear()
+        if proc.poll() is None:
+            proc.kill()
+    text = out.read_text()
+    data = json.loads(text[text.find("{"):])
+    result = [h for p in data["plays"] for t in p["tasks"] if t["task"]["name"] == "probe" for h in t["hosts"].values()][0]
+    found = codes(result.get("findings"))
+    assert proc.returncode == 0, text[-3000:]
+    assert "POD_REPLACED" in found or result["pod"] != old, result
+    assert result["healthy"] is True, result.get("findings")
+    assert result["pod"] != old
+    pod, base = serving_pod(lab, ns)
+    store = assert_store(lab, ns, healthy["before"], base)
+    healed_row("pod_deleted_mid_probe", t0, fault="the pod deleted (grace 0) while mlflow_probe backs off from "
+               "503 on the tunnel", injected_by="POST /lab/faults (503 x2 on portforward) + pod DELETE",
+               finding=", ".join(sorted(found)) or "(none)", detected_by="mlflow_probe",
+               outcome=f"healed: the probe followed the replacement pod ({result['pod']}), healthy", store=store)
+
+
+def controller_port() -> int:
+    """127.0.0.1:5000 when free; the lab machine is shared, so another free port otherwise (the row says which)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", 5000))
+            return 5000
+        except OSError:
+            pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop_forward(lab, port: int, tmp_path: Path) -> None:
+    pb = tmp_path / "stop.yml"
+    pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
+        {"name": "stop", "asgard.mlflow.port_forward": {"state": "absent", "local_port": port}}]}]))
+    run_playbook(pb, env=lab.env(), timeout=120)
+
+
+def test_port_held_by_stale_kubectl_port_forward(lab, healthy, tmp_path):
+    t0 = time.monotonic()
+    ns = healthy["ns"]
+    port = controller_port()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "kubectl"
+    fake.write_text("#!/usr/bin/python3\nimport socket, sys, time\ns = socket.socket()\n"
+                    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                    f"s.bind(('127.0.0.1', {port}))\ns.listen()\ntime.sleep(3600)\n")
+    fake.chmod(0o755)
+    stale = subprocess.Popen([str(fake), "port-forward", "svc/mlflow-service", f"{port}:5000"])
+    try:
+        wait_listening(port)
+        res, rep = verify(lab, ns, tmp_path, "stale-kubectl", verify_port_forward=True,
+                          verify_port_forward_local_port=port, verify_port_forward_cleanup=True)
+        assert res.rc == 0, res.output
+        assert stale.wait(timeout=30) is not None, "the stale kubectl port-forward is still running"
+        r = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert r.status_code == 200 and r.text.strip() == "OK"
+        step = {s["step"]: s for s in rep.get("steps") or []}
+        assert "PORT_FORWARD_FAILED" not in codes(rep.get("remaining"))
+        assert step["cleanup"]["details"]["stopped"] == [stale.pid], step["cleanup"]
+    finally:
+        if stale.poll() is None:
+            stale.kill()
+            stale.wait()
+        stop_forward(lab, port, tmp_path)
+    pod, base = serving_pod(lab, ns)
+    store = assert_store(lab, ns, healthy["before"], base)
+    healed_row("port_held_by_stale_kubectl", t0, fault=f"127.0.0.1:{port} held by a stale `kubectl port-forward "
+               f"svc/mlflow-service {port}:5000`", injected_by="a process named kubectl listening on the port",
+               finding="port_forward: kubectl port-forward holding the local port", detected_by="verify.yml "
+               "(port_forward step, cleanup)", outcome=f"healed: the stale process stopped, forward on {port} "
+               f"answers /health 200 (step 5: {step['cleanup']['summary']})", store=store)
+
+
+def test_port_held_by_unrelated_process_is_refused(lab, healthy, tmp_path):
+    """Detected through the port_forward module itself: verify.yml's step 6 registers the module with
+    `failed_when: false`, which clears `failed`, so verify reports the step as ok (see the report to the lead)."""
+    t0 = time.monotonic()
+    ns = healthy["ns"]
+    port = controller_port()
+    other = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pb = tmp_path / "pf.yml"
+    pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
+        {"name": "forward", "asgard.mlflow.port_forward": {"namespace": ns, "local_port": port, "cleanup": True,
+                                                           "state": "present"}}]}]))
+    try:
+        wait_listening(port)
+        res = run_playbook(pb, env=lab.env(), timeout=300)
+        assert other.poll() is None, "an unrelated process was killed"
+        assert res.rc != 0, "port_forward claimed a port held by another process"
+        [host] = res.task("forward")
+        msg = host.get("msg", "")
+        assert str(port) in msg and ("http.server" in msg or str(other.pid) in msg), msg
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # still the http.server
+    finally:
+        other.kill()
+        other.wait()
+    pod, base = serving_pod(lab, ns)
+    store = assert_store(lab, ns, healthy["before"], base)
+    healed_row("port_held_by_unrelated_process", t0, fault=f"127.0.0.1:{port} held by `python -m http.server`",
+               injected_by="an unrelated process on the port", finding="port_forward fails naming the holder",
+               detected_by="port_forward module (verify.yml step 6 masks it)",
+               outcome=f"refused, process left alone: {msg[:160]}", store=store)
