@@ -24,7 +24,31 @@ from ..store import ApiError, now_iso
 from .network import HOST_IP
 
 log = logging.getLogger("asgardlab.kubelet")
-LAUNCH = str(pathlib.Path(__file__).with_name("launch.py"))
+_LAUNCH_SRC = pathlib.Path(__file__).with_name("launch.py")
+
+
+def _launcher() -> str:
+    """launch.py, copied where every container's mount namespace sees it.
+
+    Containers get a private /tmp, and ``kubectl exec`` enters the container's mount namespace: a checkout
+    (and so this file) under /tmp would be invisible there. The copy lives in the lab's cache directory,
+    named by its content hash.
+    """
+    import hashlib
+
+    data = _LAUNCH_SRC.read_bytes()
+    target = runtimes.cache_dir() / "bin" / f"launch-{hashlib.sha256(data).hexdigest()[:16]}.py"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(target.parent, 0o755)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    return str(target)
+
+
+LAUNCH = _launcher()
 HOST_PYTHON = "/usr/bin/python3"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TAG = "ASGARDLAB_CONTAINER_ID"
