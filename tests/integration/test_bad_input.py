@@ -6,8 +6,8 @@ field or the cause and what was expected.
 after the run, and the lab's request log shows no write (POST/PUT/PATCH/DELETE) touching the namespaces the case
 names. Cases that name a namespace that does not exist also assert it still does not exist.
 
-Role variables are written with the prefixes below so that a rename of the roles' variables
-(``deploy_`` -> ``deploy_``, ``patch_`` -> ``patch_``) is a plain search-and-replace.
+Role variables are written with the prefix constants ``D`` / ``P`` below (``deploy_`` / ``patch_``), so a
+rename of the roles' variables is a one-line change.
 """
 
 from __future__ import annotations

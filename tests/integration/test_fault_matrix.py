@@ -10,8 +10,7 @@ MLflow pods are cheap ones (1 worker, job execution off, SQLite on a PVC so the 
 docs/fault-matrix.md is generated at the end of a session in which every case ran and passed
 (tests/integration/fault_matrix_report.py).
 
-Role variables are written with the prefix below so that a rename (``patch_`` -> ``patch_``) is a plain
-search-and-replace.
+The patch role's variables are written with the prefix constant ``P`` below (``patch_``).
 """
 
 from __future__ import annotations
@@ -322,7 +321,7 @@ def test_liveness_kills_from_starved_health(lab, ns, tmp_path):
     # the health endpoint stops answering the kubelet (as a starved sync worker would): liveness kills
     r = lab.request("POST", f"/lab/pods/{ns}/{pod}/fault", json={"refusePorts": [5000]})
     assert r.status_code in (200, 201), r.text
-    end = time.monotonic() + 90
+    end = time.monotonic() + 180
     restarts = 0
     while time.monotonic() < end and restarts < 1:
         p = lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{pod}").json()
@@ -623,7 +622,7 @@ def test_port_held_by_stale_kubectl_port_forward(lab, healthy, tmp_path):
         assert r.status_code == 200 and r.text.strip() == "OK"
         step = {s["step"]: s for s in rep.get("steps") or []}
         assert "PORT_FORWARD_FAILED" not in codes(rep.get("remaining"))
-        assert step["cleanup"]["details"]["stopped"] == [stale.pid], step["cleanup"]
+        assert step["cleanup"]["summary"].startswith("stopped 1 old forward"), step["cleanup"]
     finally:
         if stale.poll() is None:
             stale.kill()
