@@ -96,8 +96,15 @@ def test_start_idempotent_survives_rollout_and_stop(lab, target, tmp_path, xdg):
     else:
         raise AssertionError("old pod never went away")
     get_eventually(f"{r['url']}/health", timeout=120)
-    log = open(r["log"]).read()
-    new_pods = {line.split(" -> ")[1].split(":")[0] for line in log.splitlines() if " -> " in line and "closed" in line}
+    # the forwarder logs a connection when it closes, just after the response reached us: wait for that line
+    end = time.monotonic() + 20
+    while True:
+        log = open(r["log"]).read()
+        new_pods = {line.split(" -> ")[1].split(":")[0] for line in log.splitlines()
+                    if " -> " in line and "closed" in line}
+        if (old in new_pods and len(new_pods) >= 2) or time.monotonic() > end:
+            break
+        time.sleep(0.5)
     assert old in new_pods and len(new_pods) >= 2, log
 
     stop = fwd(lab, tmp_path, xdg, state="absent", **args)
