@@ -8,19 +8,10 @@ from ansible.errors import AnsibleFilterError
 
 try:
     from ansible_collections.asgard.mlflow.plugins.module_utils import _verify as V
+    from ansible_collections.asgard.mlflow.plugins.module_utils._plain import plain as _plain
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
     from ..module_utils import _verify as V  # type: ignore[no-redef]
-
-
-def _plain(value):
-    """Ansible's lazy/tagged containers -> plain dicts, lists and str."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
+    from ..module_utils._plain import plain as _plain  # type: ignore[no-redef]
 
 
 def _wrap(func):
