@@ -29,6 +29,8 @@ for p in (LAB_PKG, REPO / ".collections"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from asgardlab import users as lab_users  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -104,35 +106,7 @@ STATE_DIR = Path(os.environ.get("ASGARD_LAB_STATE_DIR") or REPO / ".lab").resolv
 
 
 def _lab_cmd(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(LAB_PKG), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "asgardlab", "--state-dir", str(STATE_DIR), *args],
-                          env=env, capture_output=True, text=True, timeout=120)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _other_users(users: Path) -> list[int]:
-    """pids of other live pytest sessions using this lab (files in <state>/users/)."""
-    out = []
-    for f in users.glob("*"):
-        try:
-            pid = int(f.name)
-        except ValueError:
-            continue
-        if pid != os.getpid() and _alive(pid):
-            out.append(pid)
-        elif pid != os.getpid():
-            f.unlink(missing_ok=True)
-    return out
+    return lab_users.lab_cmd(STATE_DIR, *args, timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +114,6 @@ def lab():
     """The running lab; started if needed. Several pytest sessions may share it: each registers in
     <state>/users/<pid>, and the lab is stopped by the session that started it (or, if that one is gone, by the
     last one) only when no other session still uses it."""
-    users = STATE_DIR / "users"
     status = _lab_cmd("status")
     started = False
     if status.returncode != 0:
@@ -151,17 +124,13 @@ def lab():
         started = True
         (STATE_DIR / "started-by").write_text(str(os.getpid()))
         print(f"\nlab started in {time.monotonic() - t0:.2f}s: {up.stdout.strip()}")
-    users.mkdir(parents=True, exist_ok=True)
-    (users / str(os.getpid())).touch()
+    lab_users.register(STATE_DIR, os.getpid())
     handle = LabHandle(STATE_DIR)
     yield handle
-    (users / str(os.getpid())).unlink(missing_ok=True)
-    try:
-        starter = int((STATE_DIR / "started-by").read_text())
-    except (OSError, ValueError):
-        starter = None
-    owner = started or (starter is not None and not _alive(starter))
-    if owner and not _other_users(users):
+    lab_users.unregister(STATE_DIR, os.getpid())
+    starter = lab_users.starter(STATE_DIR)
+    owner = started or (starter is not None and not lab_users.alive(starter))
+    if owner and not lab_users.others(STATE_DIR, os.getpid()):
         _lab_cmd("down")
 
 

@@ -21,16 +21,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+from asgardlab import users as lab_users  # noqa: E402  (the same users/<pid> convention as tests/conftest.py)
 
 
 def molecule_pid() -> int:
@@ -50,10 +42,7 @@ def molecule_pid() -> int:
 
 
 def _lab(state: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "lab"), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "asgardlab", "--state-dir", str(state), *args], env=env,
-                          capture_output=True, text=True, timeout=180)
+    return lab_users.lab_cmd(state, *args)
 
 
 def up(state: Path) -> int:
@@ -68,8 +57,7 @@ def up(state: Path) -> int:
         started = True
         (state / "started-by").write_text(str(me))
         (state / "molecule-started").write_text(str(me))
-    (state / "users").mkdir(parents=True, exist_ok=True)
-    (state / "users" / str(me)).touch()
+    lab_users.register(state, me)
     print(json.dumps({"kubeconfig": str(state / "kubeconfig"), "started": started,
                       "seconds": round(time.monotonic() - t0, 2)}))
     return 0
@@ -77,32 +65,20 @@ def up(state: Path) -> int:
 
 def down(state: Path) -> int:
     me = molecule_pid()
-    users = state / "users"
-    (users / str(me)).unlink(missing_ok=True)
-    marker = state / "molecule-started"
-    try:
-        starter = int(marker.read_text())
-    except (OSError, ValueError):
+    lab_users.unregister(state, me)
+    starter = lab_users.starter(state, "molecule-started")
+    if starter is None:
         print("lab left running (molecule did not start it)")
         return 0
-    others = []
-    for f in users.glob("*") if users.exists() else []:
-        try:
-            pid = int(f.name)
-        except ValueError:
-            continue
-        if _alive(pid):
-            others.append(pid)
-        else:
-            f.unlink(missing_ok=True)
-    if starter != me and _alive(starter):
+    if starter != me and lab_users.alive(starter):
         print(f"lab left running (started by molecule pid {starter})")
         return 0
+    others = lab_users.others(state, me)
     if others:
         print(f"lab left running (still used by pid {', '.join(map(str, others))})")
         return 0
     p = _lab(state, "down")
-    marker.unlink(missing_ok=True)
+    (state / "molecule-started").unlink(missing_ok=True)
     print(p.stdout.strip())
     return p.returncode
 

@@ -23,24 +23,10 @@ from helpers.ansible_runner import run_playbook  # noqa: E402
 pytestmark = pytest.mark.lab
 
 IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
-BEFORE = """mlflow server \\
-  --host=0.0.0.0 \\
-  --port=5000 \\
-  --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} \\
-  --default-artifact-root=${MLFLOW_DEFAULT_ARTIFACT_ROOT} \\
-  --serve-artifacts \\
-  --gunicorn-opts="--timeout 120 --workers 2 --worker-class sync" \\
-  --static-prefix=/static
-"""
-AFTER = """mlflow server \\
-  --host=0.0.0.0 \\
-  --port=5000 \\
-  --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} \\
-  --default-artifact-root=${MLFLOW_DEFAULT_ARTIFACT_ROOT} \\
-  --serve-artifacts \\
-  --gunicorn-opts="--timeout 300 --workers 4 --worker-class sync --keep-alive 5" \\
-  --workers=4
-"""
+# the seed's "Before"/"After" sh -c scripts, shared with the unit tests of the settings parser
+SEED_SCRIPTS = Path(__file__).resolve().parents[1] / "unit" / "plugins" / "module_utils" / "fixtures"
+BEFORE = (SEED_SCRIPTS / "seed-before.txt").read_text()
+AFTER = (SEED_SCRIPTS / "seed-after.txt").read_text()
 NAME = "mlflow-deployment"
 
 

@@ -20,24 +20,11 @@ if str(_COLLECTIONS) not in sys.path:
 
 from ansible_collections.asgard.mlflow.plugins.module_utils import mlflow_settings as ms  # noqa: E402
 
-SEED_BEFORE = """mlflow server \\
-  --host=0.0.0.0 \\
-  --port=5000 \\
-  --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} \\
-  --default-artifact-root=${MLFLOW_DEFAULT_ARTIFACT_ROOT} \\
-  --serve-artifacts \\
-  --gunicorn-opts="--timeout 120 --workers 2 --worker-class sync" \\
-  --static-prefix=/static
-"""
-SEED_AFTER = """mlflow server \\
-  --host=0.0.0.0 \\
-  --port=5000 \\
-  --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} \\
-  --default-artifact-root=${MLFLOW_DEFAULT_ARTIFACT_ROOT} \\
-  --serve-artifacts \\
-  --gunicorn-opts="--timeout 300 --workers 4 --worker-class sync --keep-alive 5" \\
-  --workers=4
-"""
+# The seed incident's "Before" and "After" containers' sh -c scripts, exactly as the incident report shows them
+# (backslash continuations); shared with tests/integration/test_patch_role.py.
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+SEED_BEFORE = (FIXTURES / "seed-before.txt").read_text()
+SEED_AFTER = (FIXTURES / "seed-after.txt").read_text()
 HOSTS = [
     "localhost:*",
     "127.0.0.1:*",
