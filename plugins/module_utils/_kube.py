@@ -8,12 +8,13 @@ handling), then wraps it here. Plain GETs go through ``ApiClient.param_serialize
 ``call_api`` exactly like the dynamic client's ``request`` (no discovery round trips);
 the portforward WebSocket gets the same URL, auth and impersonation headers, TLS and proxy settings.
 
-This file is also copied next to the background forwarder, so Ansible imports stay inside
-``api_from_module``.
+This file is also copied next to the background forwarder, so Ansible and kubernetes.core imports stay
+inside the functions that need them (``kube_argspec``, ``kube_module``, ``api_from_module``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -214,12 +215,87 @@ class KubeAPI:
         return cls(client, timeout=snap.get("timeout", 10.0))
 
 
+def credentials_hint(status: int | None) -> str:
+    """What to do about a 401/403 from the API server ('' for other statuses). Never includes a credential."""
+    if status == 401:
+        return ("the API server rejected the credentials (HTTP 401 Unauthorized): the token or client certificate "
+                "is expired, revoked or invalid; refresh the kubeconfig (log in again, or re-run the exec/OIDC "
+                "plugin) or give a valid api_key / client_cert")
+    if status == 403:
+        return ("the credentials were accepted but are not allowed to do this (HTTP 403 Forbidden): grant the "
+                "missing RBAC permission to this user or service account")
+    return ""
+
+
+def kube_argspec(*specs: dict) -> dict:
+    """kubernetes.core's auth options (doc fragment ``kubernetes.core.k8s_auth_options``) plus ``specs``.
+
+    Everything is deep-copied, so a module may change the result. Without kubernetes.core only ``specs`` are
+    returned; ``kube_module`` then fails with a clear message.
+    """
+    try:
+        from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+    except ImportError:
+        AUTH_ARG_SPEC = {}
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    for extra in specs:
+        spec.update(copy.deepcopy(extra))
+    return spec
+
+
+def kube_module(argument_spec: dict, validators=(), **kwargs):
+    """The module object for a collection module that talks to Kubernetes (what both modules share).
+
+    Built with kubernetes.core's ``AnsibleK8SModule`` (so KUBECONFIG / K8S_AUTH_* work as in kubernetes.core),
+    check mode supported. ``validators`` are callables ``params -> [error, ...]``; with
+    ``validate_auth_params`` first, every error is reported at once, each naming its field, before any API call.
+    """
+    import traceback
+
+    from ansible.module_utils.basic import AnsibleModule
+
+    try:
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+    except ImportError:
+        AnsibleModule(argument_spec=argument_spec, supports_check_mode=True).fail_json(
+            msg="the kubernetes.core collection is required (install it with the ansible package or "
+                "'ansible-galaxy collection install kubernetes.core')", exception=traceback.format_exc())
+        raise  # not reached: fail_json exits
+    module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argument_spec, supports_check_mode=True,
+                              check_pyyaml=False, **kwargs)
+    errors = validate_auth_params(module.params)
+    for validate in validators:
+        errors += validate(module.params)
+    if errors:
+        module.fail_json(msg="; ".join(errors), errors=errors)
+    return module
+
+
 def api_from_module(module, timeout: float = 10.0) -> KubeAPI:
     """Build the client with kubernetes.core's code from the module's auth options (and K8S_AUTH_* env)."""
     from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 
-    k8s = get_api_client(module=module)
+    try:
+        k8s = get_api_client(module=module)  # may read API discovery: the first request with the credentials
+    except Exception as exc:
+        status = _status_of(exc)
+        hint = credentials_hint(status)
+        if hint:
+            raise KubeError(f"connecting to the API server: {hint}", status=status) from exc
+        raise
     return KubeAPI(k8s.client.client, timeout=timeout)
+
+
+def _status_of(exc: BaseException | None) -> int | None:
+    """The HTTP status of an API exception or of what caused it (kubernetes.core wraps them)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        status = getattr(exc, "status", None)
+        if isinstance(status, int):
+            return status
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def validate_auth_params(params: dict) -> list[str]:

@@ -8,6 +8,10 @@ backend store sent with the in-cluster Host header. All HTTP goes through one po
 tunnel errors, the pod replaced mid-probe, MLflow 429/502/503/504) is retried with exponential
 backoff inside an overall deadline; the target is re-resolved after a tunnel failure.
 An unhealthy server is a result: ``ProbeInputError`` is raised only for bad input.
+
+With an already-resolved target (``Target.hint``, option ``resolved``) no Service or pod is read: the tunnel
+goes straight to the given pod; the pod is read only when the static prefix is needed and unknown, and the
+Service only when the tunnel to the given pod fails (then the target is resolved as usual).
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError
+from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError, credentials_hint
 from ansible_collections.asgard.mlflow.plugins.module_utils._target import (
     Resolved,
     Target,
     TargetError,
+    _resolved,
     resolve,
 )
 from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import (
@@ -51,6 +56,14 @@ CODES = {
     "SERVICE_WITHOUT_SELECTOR": ERROR, "KUBE_API_ERROR": ERROR, "POD_REPLACED": INFO, "RETRIED": INFO,
 }
 CODES.update(TRANSACTION_CODES)  # deep check (transaction: true), see _transaction.py
+
+
+def unhealthy_message(result: dict) -> str:
+    """The failure message for fail_on_unhealthy: every error finding with its code and message."""
+    errs = [f for f in result.get("findings") or [] if f.get("severity") == ERROR]
+    parts = [f"{f['code']}: {f.get('message') or f['code']}" for f in errs]
+    where = f" (pod {result['pod']})" if result.get("pod") else ""
+    return f"MLflow is unhealthy{where}: " + ("; ".join(parts) or "health or the root page did not answer 200")
 
 
 class ProbeInputError(Exception):
@@ -156,9 +169,18 @@ class _Session:
             self.tunnel.close()
             self.tunnel = None
 
+    hint_used: bool = False
+
     def ensure_resolved(self) -> Resolved:
         attempt = 0
         while self.resolved is None:
+            if self.target.hint is not None and not self.hint_used:
+                # the caller's pod, first and once: after a tunnel failure the target is resolved from the API
+                self.hint_used = True
+                self.resolved = self.target.hint
+                if self.resolved.pod not in self.pods_seen:
+                    self.pods_seen.append(self.resolved.pod)
+                continue
             try:
                 self.resolved = resolve(self.api, self.target)
             except TargetError as exc:
@@ -206,7 +228,9 @@ class _Session:
                 self.close()
                 status = getattr(exc, "status", None)
                 if attempt >= self.opts.retries or not getattr(exc, "transient", True):
-                    return None, finding("TUNNEL_ERROR", f"GET {path} through the portforward tunnel failed: {exc}",
+                    hint = credentials_hint(status)
+                    return None, finding("TUNNEL_ERROR", f"GET {path} through the portforward tunnel failed: "
+                                         + (f"{hint} ({exc})" if hint else str(exc)),
                                          {"path": path, "pod": self.resolved and self.resolved.pod,
                                           "status": status, "error": str(exc)[:500]})
                 why = f"GET {path}: tunnel: {exc}"
@@ -262,13 +286,27 @@ def run_probe(api, target: Target, opts: ProbeOptions, sleep=time.sleep, clock=t
     return _finish(out, s, t0, clock)
 
 
+def spec_prefix(s: _Session, res: Resolved) -> str | None:
+    """The pod spec's static prefix. For a pod given by name only (``resolved``) the pod is read once, here."""
+    if not res.spec_known and res.given_prefix is not None:
+        return res.given_prefix or None
+    if not res.spec_known:
+        try:
+            full = _resolved(s.api.get_pod(res.namespace, res.pod), res.port, res.namespace, res.service_port)
+        except KubeError:
+            return None  # the prefix stays unknown; /static is still tried
+        res.container_args, res.container_env, res.spec_known = full.container_args, full.container_env, True
+        res.uid, res.pod_ip = res.uid or full.uid, res.pod_ip or full.pod_ip
+    return prefix_from_pod(res)
+
+
 def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved, local_host: str,
                   out: dict, findings: list) -> None:
     checks = out["checks"]
-    # ---- health (detect the static prefix)
-    spec_prefix = prefix_from_pod(res)
+    # ---- health (detect the static prefix). The pod spec's prefix is looked up only when / has no health:
+    # for a pod given by name (``resolved``) that may cost one read of the pod.
     if opts.static_prefix == "auto":
-        candidates = [""] + [p for p in dict.fromkeys([spec_prefix, "/static"]) if p]
+        candidates = [""]
     elif opts.static_prefix == "":
         candidates = [""]
     else:
@@ -277,6 +315,10 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
     health = None
     prefix = None
     for cand in candidates:
+        if cand is None:  # auto, / answered 404: the spec's prefix, then /static
+            spec = spec_prefix(s, res)
+            candidates += [p for p in dict.fromkeys([spec, "/static"]) if p]
+            continue
         path = f"{cand}/health"
         r, f = s.request(path, local_host)
         if f:
@@ -289,6 +331,8 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
         health, prefix = r, cand
         if r.status != 404:
             break
+        if opts.static_prefix == "auto" and cand == "":
+            candidates.append(None)
     hpath = f"{prefix}/health"
     h_ok = health.status == 200
     checks["health"] = _check(health, hpath, h_ok, body=health.text[:200].strip(), tried=tried)
@@ -303,7 +347,7 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
         findings.append(finding("HEALTH_FAILED", f"no health endpoint answered 200 (tried "
                                 f"{', '.join(t['path'] + ' ' + str(t['status']) for t in tried)})",
                                 {"tried": tried, "status": health.status, "body": health.text[:300]}))
-        prefix = spec_prefix if opts.static_prefix == "auto" else (opts.static_prefix or "")
+        prefix = spec_prefix(s, res) if opts.static_prefix == "auto" else (opts.static_prefix or "")
         prefix = (prefix or "").rstrip("/")
         out["static_prefix"] = prefix or None
     pfx = prefix or ""
@@ -333,7 +377,10 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
         out["server_header"] = out["server_header"] or r.header("server")
 
     # ---- version
-    vpaths = ["/version"] + ([f"{pfx}/version"] if pfx else [])
+    # health answered under the prefix (MLflow >= 3.7): /version is there too, ask there first (one request less,
+    # and one tunnel less against gunicorn, which closes every connection)
+    vpaths = ([f"{pfx}/version", "/version"] if out["health_path"] and pfx else
+              ["/version"] + ([f"{pfx}/version"] if pfx else []))
     vres, vpath, vf = None, vpaths[0], None
     for vp in vpaths:
         vres, vf = s.request(vp, local_host)
@@ -409,8 +456,10 @@ def _default_host(target: Target, res: Resolved) -> str:
 
 def _finish(out: dict, s: _Session, t0: float, clock) -> dict:
     if s.resolved is not None:
-        out["pod"] = s.resolved.pod
-        out["resolved"] = s.resolved.as_dict()
+        res = s.resolved
+        out["pod"] = res.pod
+        known = (prefix_from_pod(res) or "") if res.spec_known else res.given_prefix
+        out["resolved"] = res.as_dict(static_prefix=known)
     if len(s.pods_seen) > 1:
         out["findings"].append(finding("POD_REPLACED", f"the pod changed during the probe: {' -> '.join(s.pods_seen)}",
                                        {"pods": list(s.pods_seen)}))

@@ -6,6 +6,10 @@ Same rules as ``kubectl port-forward svc/NAME PORT``: the Service port PORT (def
 maps to its ``targetPort`` (a number, a container port name looked up in the chosen pod, or unset =
 the same number); the pod is a Ready, not-terminating pod matching the Service selector (newest first,
 so a rollout moves new connections to new pods). Also copied next to the background forwarder.
+
+A caller that has just read the Service and pods itself can hand over the result (``Target.hint``, the
+module option ``resolved``): the first connection then goes straight to that pod without any API read,
+and only if the tunnel to it fails is the target resolved from the Service / pod / selector as usual.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._kube import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     KubeError,
+    credentials_hint,
 )
 
 DEFAULT_POD_PORT = 5000
@@ -45,14 +50,18 @@ class Target:
     pod: str | None = None
     label_selectors: list[str] = field(default_factory=list)
     remote_port: int | None = None
+    # an already-resolved pod (option ``resolved``): tried first, without reading the Service or pods
+    hint: Resolved | None = None
 
     @classmethod
     def from_params(cls, params: dict) -> Target:
         pod = params.get("pod")
         sel = list(params.get("label_selectors") or [])
-        return cls(namespace=params.get("namespace") or "asgard",
+        ns = params.get("namespace") or "asgard"
+        return cls(namespace=ns,
                    service=None if (pod or sel) else (params.get("service") or "mlflow-service"),
-                   pod=pod, label_selectors=sel, remote_port=params.get("remote_port"))
+                   pod=pod, label_selectors=sel, remote_port=params.get("remote_port"),
+                   hint=Resolved.from_given(params.get("resolved"), ns))
 
     @property
     def kind(self) -> str:
@@ -96,6 +105,30 @@ def validate_target_params(params: dict) -> list[str]:
         errors.append(f"remote_port: {port} is out of range (expected an integer from 1 to 65535)")
     if pod and params.get("label_selectors"):
         errors.append("pod and label_selectors are mutually exclusive: give one target")
+    return errors + validate_resolved_param(params.get("resolved"))
+
+
+def validate_resolved_param(given) -> list[str]:
+    """Errors in the ``resolved`` option (an already-resolved pod), each naming the field and the expected form."""
+    if given is None:
+        return []
+    if not isinstance(given, dict):
+        return [f"resolved: expected a dict with pod and port (for example a previous result's resolved), "
+                f"got {type(given).__name__}"]
+    errors = []
+    pod = given.get("pod")
+    if not isinstance(pod, str) or not DNS1123_SUBDOMAIN.match(pod) or len(pod) > 253:
+        errors.append(f"resolved.pod: {pod!r} is not a valid pod name (DNS-1123 subdomain, at most 253 characters)")
+    for key, required in (("port", True), ("service_port", False)):
+        v = given.get(key)
+        if v is None and not required:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
+            errors.append(f"resolved.{key}: {v!r} is not a port (expected an integer from 1 to 65535)")
+    sp = given.get("static_prefix")
+    if sp is not None and sp != "" and (not isinstance(sp, str) or not re.match(r"^/[^\s]*$", sp)):
+        errors.append(f"resolved.static_prefix: {sp!r} is not valid (expected '' for none, or a path starting "
+                      "with '/', such as /static)")
     return errors
 
 
@@ -125,10 +158,27 @@ class Resolved:
     pod_ip: str | None = None
     container_args: list[str] = field(default_factory=list)
     container_env: dict[str, str] = field(default_factory=dict)
+    # False when the caller gave only the pod's name and port (``resolved``): the container's command,
+    # args and env are then unknown (read from the pod only if the static prefix is needed)
+    spec_known: bool = True
+    # the --static-prefix of the pod spec as the caller gave it ('' none, None unknown); see spec_known
+    given_prefix: str | None = None
+    source: str = "api"  # "api" (read now) or "given" (the caller's ``resolved``)
 
-    def as_dict(self) -> dict:
+    @classmethod
+    def from_given(cls, given: dict | None, namespace: str) -> Resolved | None:
+        """The ``resolved`` option (validated by validate_resolved_param) as a Resolved, None when not given."""
+        if not given:
+            return None
+        sp = given.get("static_prefix")
+        return cls(pod=given["pod"], uid=given.get("uid") or "", port=int(given["port"]), namespace=namespace,
+                   service_port=given.get("service_port"), pod_ip=given.get("pod_ip"), spec_known=False,
+                   given_prefix=None if sp is None else sp.rstrip("/"), source="given")
+
+    def as_dict(self, static_prefix: str | None = None) -> dict:
+        """The ``resolved`` return value; accepted back as the ``resolved`` option."""
         return {"pod": self.pod, "uid": self.uid, "port": self.port, "service_port": self.service_port,
-                "pod_ip": self.pod_ip}
+                "pod_ip": self.pod_ip, "static_prefix": static_prefix}
 
 
 def pod_ready(pod: dict) -> bool:
@@ -189,7 +239,8 @@ def _get(api, what: str, fn, *args):
         if exc.status == 404:
             return None
         if exc.status in (401, 403):
-            raise TargetError("KUBE_API_ERROR", f"not allowed to read {what}: {exc}", {"status": exc.status}) from exc
+            raise TargetError("KUBE_API_ERROR", f"reading {what}: {credentials_hint(exc.status)} ({exc})",
+                              {"status": exc.status}) from exc
         raise TargetError("KUBE_API_ERROR", f"reading {what} failed: {exc}", {"status": exc.status},
                           transient=exc.transient) from exc
 
@@ -272,6 +323,18 @@ def resolve(api, target: Target) -> Resolved:
         port = int(tport)
     return _resolved(pod, port, ns, int(sport.get("port")))
 
+
+# mlflow_probe's ``resolved`` option (documented in the module; the return value ``resolved`` has the same keys)
+RESOLVED_ARG_SPEC = {
+    "resolved": {"type": "dict", "options": {
+        "pod": {"type": "str", "required": True},
+        "port": {"type": "int", "required": True},
+        "service_port": {"type": "int"},
+        "uid": {"type": "str"},
+        "pod_ip": {"type": "str"},
+        "static_prefix": {"type": "str"},
+    }},
+}
 
 TARGET_ARG_SPEC = {
     "namespace": {"type": "str", "default": "asgard"},

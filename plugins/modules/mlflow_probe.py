@@ -21,6 +21,11 @@ description:
   - Transient failures (Kubernetes API 429/5xx, tunnel errors, the pod replaced during the probe,
     MLflow 429/502/503/504) are retried with exponential backoff inside O(deadline); after a tunnel
     failure the target is resolved again.
+  - All checks share one tunnel while MLflow keeps the connection alive (uvicorn, gunicorn with threads).
+    A gunicorn sync worker closes every connection, and one portforward WebSocket carries one connection,
+    so there each HTTP request opens a new tunnel (RV(tunnels_opened)).
+  - With O(resolved) (a pod the caller has already resolved, for example the RV(resolved) of an earlier run)
+    the probe reads neither the Service nor the pods.
   - An unhealthy server is a result (RV(healthy) false with RV(findings)), not a failure. The task fails
     only on bad input (invalid options, unknown namespace, missing Service) or when O(fail_on_unhealthy) is set.
   - Runs on the controller (or wherever the task runs) and honours C(KUBECONFIG) and C(K8S_AUTH_*) like
@@ -29,6 +34,38 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - asgard.mlflow.probe_target
 options:
+  resolved:
+    description:
+      - An already-resolved target, to skip reading the Service and its pods (two API requests per run).
+        The tunnel goes straight to this pod; the caller vouches that it is Ready and behind O(service).
+      - If the tunnel to it fails (pod gone or replaced), the target is resolved from O(service), O(pod) or
+        O(label_selectors) as without this option, so those must still describe the target.
+      - Accepts the RV(resolved) of an earlier C(mlflow_probe) run as is.
+    type: dict
+    version_added: 0.1.0
+    suboptions:
+      pod:
+        description: Name of the pod.
+        type: str
+        required: true
+      port:
+        description: The container port MLflow listens on (the Service's C(targetPort) resolved), 1 to 65535.
+        type: int
+        required: true
+      service_port:
+        description: The Service port, for the default O(host_header).
+        type: int
+      uid:
+        description: The pod's UID (reported only).
+        type: str
+      pod_ip:
+        description: The pod's IP address (reported only).
+        type: str
+      static_prefix:
+        description:
+          - The C(--static-prefix) in the pod's spec, V('') when none. When unset and C(/health) answers 404,
+            the pod is read once to find it (with O(static_prefix=auto)).
+        type: str
   host_header:
     description:
       - Host header for the API check.
@@ -72,7 +109,7 @@ options:
     version_added: 0.1.0
   fail_on_unhealthy:
     description:
-      - Fail the task when RV(healthy) is false.
+      - Fail the task when RV(healthy) is false. The message lists each error finding with its code and message.
     type: bool
     default: false
     version_added: 0.1.0
@@ -151,6 +188,8 @@ attributes:
 notes:
   - Needs C(get) on services, pods (and namespaces, to report an unknown namespace) and C(create) on
     C(pods/portforward) in the namespace.
+  - A 401 from the API server (expired or invalid token or certificate) is reported as rejected credentials,
+    with what to do; a 403 as a missing RBAC permission.
 requirements:
   - kubernetes >= 24.2.0
   - websocket-client
@@ -165,6 +204,11 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ probe.findings | map(attribute='code') | list }}"
   when: not probe.healthy
+
+- name: Probe again later without reading the Service and pods (the pod found above is tried first)
+  asgard.mlflow.mlflow_probe:
+    resolved: "{{ probe.resolved }}"
+  when: probe.resolved is defined
 
 - name: Probe a pod directly with a custom Host header and fail if unhealthy
   asgard.mlflow.mlflow_probe:
@@ -203,10 +247,13 @@ pods_seen:
   elements: str
   sample: [mlflow-deployment-7d9c6b5f4-x2x9q]
 resolved:
-  description: The resolved target (pod, uid, container port, Service port, pod IP).
+  description:
+    - The resolved target (pod, uid, container port, Service port, pod IP, and C(static_prefix), the pod spec's
+      C(--static-prefix), V('') for none, null when not known). Can be given back as O(resolved).
   returned: when a pod was resolved
   type: dict
-  sample: {pod: mlflow-deployment-7d9c6b5f4-x2x9q, uid: 0b7c..., port: 5000, service_port: 5000, pod_ip: 10.250.0.7}
+  sample: {pod: mlflow-deployment-7d9c6b5f4-x2x9q, uid: 0b7c..., port: 5000, service_port: 5000, pod_ip: 10.250.0.7,
+           static_prefix: ''}
 target:
   description: The target options as given.
   returned: always
@@ -296,32 +343,23 @@ elapsed_ms:
   sample: 48.2
 """
 
-import copy  # noqa: E402
 import traceback  # noqa: E402
-
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-
-K8S_CORE_IMP_ERR = None
-try:
-    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-except ImportError:  # kubernetes.core missing: reported in main()
-    AUTH_ARG_SPEC = {}
-    AnsibleK8SModule = None
-    K8S_CORE_IMP_ERR = traceback.format_exc()
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import (  # noqa: E402
     KubeError,
     api_from_module,
-    validate_auth_params,
+    kube_argspec,
+    kube_module,
 )
 from ansible_collections.asgard.mlflow.plugins.module_utils._probe import (  # noqa: E402
     ProbeInputError,
     ProbeOptions,
     run_probe,
+    unhealthy_message,
     validate_probe_params,
 )
 from ansible_collections.asgard.mlflow.plugins.module_utils._target import (  # noqa: E402
+    RESOLVED_ARG_SPEC,
     TARGET_ARG_SPEC,
     Target,
     validate_target_params,
@@ -334,8 +372,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import Tunne
 
 
 def argspec() -> dict:
-    spec = copy.deepcopy(AUTH_ARG_SPEC)
-    spec.update(copy.deepcopy(TARGET_ARG_SPEC))
+    spec = kube_argspec(TARGET_ARG_SPEC, RESOLVED_ARG_SPEC)
     spec.update(
         host_header={"type": "str"},
         static_prefix={"type": "str", "default": "auto"},
@@ -358,18 +395,14 @@ def argspec() -> dict:
     return spec
 
 
+def _transaction_errors(params: dict) -> list[str]:
+    return validate_transaction_params(params) if params["transaction"] else []
+
+
 def main() -> None:
-    if AnsibleK8SModule is None:
-        AnsibleModule(argument_spec={}, supports_check_mode=True).fail_json(
-            msg="the kubernetes.core collection is required", exception=K8S_CORE_IMP_ERR)
-    module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argspec(), supports_check_mode=True,
-                              mutually_exclusive=[("pod", "label_selectors")], check_pyyaml=False)
+    module = kube_module(argspec(), validators=(validate_target_params, validate_probe_params, _transaction_errors),
+                         mutually_exclusive=[("pod", "label_selectors")])
     params = module.params
-    errors = validate_auth_params(params) + validate_target_params(params) + validate_probe_params(params)
-    if params["transaction"]:
-        errors += validate_transaction_params(params)
-    if errors:
-        module.fail_json(msg="; ".join(errors), errors=errors)
     try:
         api = api_from_module(module, timeout=min(float(params["timeout"]), 30.0))
         opts = ProbeOptions.from_params(params)
@@ -386,8 +419,7 @@ def main() -> None:
         module.fail_json(msg=f"mlflow_probe: could not build the Kubernetes client: {exc}",
                          exception=traceback.format_exc())
     if params["fail_on_unhealthy"] and not result["healthy"]:
-        codes = ", ".join(f["code"] for f in result["findings"] if f["severity"] == "error")
-        module.fail_json(msg=f"MLflow is unhealthy: {codes}", changed=False, **result)
+        module.fail_json(msg=unhealthy_message(result), changed=False, **result)
     module.exit_json(changed=False, **result)
 
 

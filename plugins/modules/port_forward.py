@@ -166,19 +166,7 @@ holder:
   sample: {pid: 812, cmdline: [python3, -m, http.server, "5000"], address: 127.0.0.1}
 """
 
-import copy  # noqa: E402
 import traceback  # noqa: E402
-
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-
-K8S_CORE_IMP_ERR = None
-try:
-    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-except ImportError:  # kubernetes.core missing: reported in main()
-    AUTH_ARG_SPEC = {}
-    AnsibleK8SModule = None
-    K8S_CORE_IMP_ERR = traceback.format_exc()
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._forwarder import (  # noqa: E402
     ForwardError,
@@ -188,7 +176,8 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._forwarder import ( 
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import (  # noqa: E402
     KubeError,
     api_from_module,
-    validate_auth_params,
+    kube_argspec,
+    kube_module,
 )
 from ansible_collections.asgard.mlflow.plugins.module_utils._target import (  # noqa: E402
     TARGET_ARG_SPEC,
@@ -197,8 +186,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._target import (  # 
 
 
 def argspec() -> dict:
-    spec = copy.deepcopy(AUTH_ARG_SPEC)
-    spec.update(copy.deepcopy(TARGET_ARG_SPEC))
+    spec = kube_argspec(TARGET_ARG_SPEC)
     spec.update(
         local_port={"type": "int", "default": 5000},
         address={"type": "str", "default": "127.0.0.1"},
@@ -210,15 +198,9 @@ def argspec() -> dict:
 
 
 def main() -> None:
-    if AnsibleK8SModule is None:
-        AnsibleModule(argument_spec={}, supports_check_mode=True).fail_json(
-            msg="the kubernetes.core collection is required", exception=K8S_CORE_IMP_ERR)
-    module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argspec(), supports_check_mode=True,
-                              mutually_exclusive=[("pod", "label_selectors")], check_pyyaml=False)
+    module = kube_module(argspec(), validators=(validate_target_params, validate_forward_params),
+                         mutually_exclusive=[("pod", "label_selectors")])
     params = module.params
-    errors = validate_auth_params(params) + validate_target_params(params) + validate_forward_params(params)
-    if errors:
-        module.fail_json(msg="; ".join(errors), errors=errors)
     try:
         result = ensure(params, lambda: api_from_module(module), module.check_mode)
     except ForwardError as exc:

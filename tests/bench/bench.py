@@ -39,7 +39,9 @@ REPO = bl.REPO
 OUT = Path(os.environ.get("BENCH_OUT") or REPO / ".bench")
 LAB_DIR = Path(os.environ.get("BENCH_LAB_DIR") or OUT / "lab").resolve()
 TMP = OUT / "tmp"
-DOC = REPO / "docs" / "benchmarks.md"
+# BENCH_DOC: where to write the results page (default docs/benchmarks.md); "none" writes no page
+_DOC_ENV = os.environ.get("BENCH_DOC", "")
+DOC = None if _DOC_ENV == "none" else Path(_DOC_ENV or REPO / "docs" / "benchmarks.md").resolve()
 HOST_VARS = {"verify_port_forward": False, "verify_min_workers": 1}
 
 
@@ -58,6 +60,12 @@ def env_list(name: str, default: str) -> list[str]:
 
 WARMUP = env_int("BENCH_WARMUP", 1)
 PROBE_RUNS = max(1, env_int("BENCH_PROBE_RUNS", 10))
+try:  # the mlflow_probe option `resolved` (an already-resolved pod); absent in older checkouts (before/after runs)
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import RESOLVED_ARG_SPEC as _RESOLVED  # noqa: F401
+
+    RESOLVED_OPTION = True
+except ImportError:
+    RESOLVED_OPTION = False
 PROBE_PB_RUNS = max(1, env_int("BENCH_PROBE_PLAYBOOK_RUNS", 3))
 VERIFY_RUNS = max(1, env_int("BENCH_VERIFY_RUNS", 3))
 HEAL_RUNS = max(1, env_int("BENCH_HEAL_RUNS", 2))
@@ -131,18 +139,26 @@ def bench_probe(lab: bl.Lab) -> dict:
     client = probes.api_client(str(lab.kubeconfig))
     kpf = kubectl_port_forward(lab, ns, pod["metadata"]["name"])
     log(f"kubectl port-forward against the lab: {'works' if kpf['works'] else 'does NOT work'}: {kpf['detail'][:160]}")
-    coll, floor, peer, reqs = [], [], [], []
+    coll, floor, peer, reqs, given, given_reqs = [], [], [], [], [], []
+    resolved = None
     for i in range(WARMUP + PROBE_RUNS):
         c = probes.collection_round(client, ns)
         f = bl.in_netns(netns, probes.floor_round)
         p = probes.peer_round(client, ns)
+        # the same round with the pod already resolved (option resolved, as the verify role calls it)
+        g = probes.collection_round(client, ns, resolved=resolved or c["resolved"]) if RESOLVED_OPTION else None
+        resolved = resolved or c["resolved"]
         if i >= WARMUP:
             coll.append(c["ms"])
             reqs.append(c["api_requests"])
             floor.append(f)
             peer.append(p)
+            if g:
+                given.append(g["ms"])
+                given_reqs.append(g["api_requests"])
     log(f"probe in-process {statistics.median(coll):.1f} ms, floor {statistics.median(floor):.1f} ms, "
-        f"peer {statistics.median(peer):.1f} ms")
+        f"peer {statistics.median(peer):.1f} ms"
+        + (f", with a resolved target {statistics.median(given):.1f} ms" if given else ""))
     pb_wall, pb_module = [], []
     for i in range(WARMUP + PROBE_PB_RUNS):
         r = runner.run_playbook(HERE / "probe.yml", kubeconfig=lab.kubeconfig, tmpdir=TMP,
@@ -155,7 +171,13 @@ def bench_probe(lab: bl.Lab) -> dict:
     log(f"probe via ansible-playbook {statistics.median(pb_wall):.0f} ms (module's own {statistics.median(pb_module):.1f} ms)")
     s_coll, s_floor, s_peer = stats(coll, 2), stats(floor, 2), stats(peer, 2)
     s_pb, s_mod = stats(pb_wall, 1), stats(pb_module, 2)
-    return {
+    extra = {}
+    if given:
+        s_given = stats(given, 2)
+        extra = {"resolved_ms": s_given, "resolved_median_ms": s_given["median"], "resolved_p95_ms": s_given["p95"],
+                 "resolved_vs_floor_ratio": ratio(s_given, s_floor),
+                 "resolved_api_requests_per_round": stats(given_reqs, 0)["median"]}
+    return {**extra,
         "median_ms": s_coll["median"], "min_ms": s_coll["min"], "max_ms": s_coll["max"], "p95_ms": s_coll["p95"],
         "vs_floor_ratio": ratio(s_coll, s_floor), "vs_peer_ratio": ratio(s_coll, s_peer),
         "in_process_ms": s_coll, "floor_ms": s_floor, "peer_ms": s_peer,
@@ -481,6 +503,10 @@ def table(results: dict) -> list[list[str]]:
     if p:
         rows.append(["probe round, collection in-process", fmt(p["in_process_ms"], " ms"),
                      "floor (in pod netns) " + fmt(p["floor_ms"], " ms"), f"{p['vs_floor_ratio']}x floor"])
+        if p.get("resolved_ms"):
+            rows.append(["probe round, resolved target (no GETs)", fmt(p["resolved_ms"], " ms"),
+                         f"{p['resolved_api_requests_per_round']} API request(s) vs {p['api_requests_per_round']}",
+                         f"{p['resolved_vs_floor_ratio']}x floor"])
         rows.append(["probe round, peer: " + ("kubectl" if p["kubectl_port_forward"]["works"] else "k8s client portforward"),
                      fmt(p["peer_ms"], " ms"), "", f"collection = {p['vs_peer_ratio']}x peer"])
         rows.append(["probe via ansible-playbook (wall)", fmt(p["playbook_wall_ms"], " ms", 0),
@@ -529,7 +555,8 @@ Each figure: several runs after `BENCH_WARMUP` warm-up run(s); median, min, max 
 ## What is measured
 1. **Probe**: one `mlflow_probe` round (resolve the Service's ready pod, open the v4 portforward tunnel, GET
    `/health`, `/`, `/version` on one keep-alive connection; `api_check: false`), three ways, interleaved:
-   - *collection in-process*: `module_utils._probe.run_probe` (the code the module runs) without Ansible;
+   - *collection in-process*: `module_utils._probe.run_probe` (the code the module runs) without Ansible; and the
+     same with the option `resolved` (the pod already known, as the verify role passes it: no Service/pod GETs);
    - *floor*: the same three requests sent to `127.0.0.1:5000` from a thread inside the pod's network namespace
      (`os.setns`), no API server and no tunnel;
    - *peer*: `kubectl port-forward` does not work against the lab (kubectl 1.30+ tunnels SPDY over WebSocket;
@@ -558,6 +585,8 @@ Each figure: several runs after `BENCH_WARMUP` warm-up run(s); median, min, max 
 
 Repetitions: `BENCH_WARMUP`, `BENCH_PROBE_RUNS`, `BENCH_PROBE_PLAYBOOK_RUNS`, `BENCH_VERIFY_RUNS`, `BENCH_HEAL_RUNS`,
 `BENCH_FLEET_SIZES`, `BENCH_FLEET_FORKS`, `BENCH_FLEET_RUNS`, `BENCH_FLEET_MAX`; `BENCH_SECTIONS` runs a subset.
+`BENCH_OUT` (default `.bench`) and `BENCH_LAB_DIR` (default `$BENCH_OUT/lab`, wiped, started and stopped by the
+run) move the output and the lab; `BENCH_DOC=none` leaves this page alone (for comparison runs).
 kubernetes.core caches API discovery in `$TMPDIR`: the bench uses one fresh `.bench/tmp` per run, filled by the
 warm-up.
 
@@ -565,7 +594,16 @@ warm-up.
 """
 
 
+HISTORY_MARK = "## Before/after records"
+
+
 def write_doc(results: dict, table_text: str) -> None:
+    """Rewrite the page; the hand-kept section from HISTORY_MARK on (before/after of fixes) is carried over."""
+    kept = ""
+    if DOC.exists():
+        old = DOC.read_text()
+        if HISTORY_MARK in old:
+            kept = old[old.index(HISTORY_MARK):]
     env = results["environment"]
     lines = [DOC_HEAD, f"Run {env['finished_at']} on {env['cpus']} CPUs, {env['mem_total_gib']} GiB, load average "
              f"{env['loadavg_start']} at start (shared machine); `make bench` took {env['duration_s']:.0f} s.\n",
@@ -574,7 +612,7 @@ def write_doc(results: dict, table_text: str) -> None:
         lines += ["Findings (from this run):", ""] + [f"- {f}" for f in results["findings"]] + [""]
     if results.get("errors"):
         lines += ["Errors in this run:", ""] + [f"- {e[:600]}" for e in results["errors"]] + [""]
-    DOC.write_text("\n".join(lines))
+    DOC.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
 
 
 def main() -> int:
@@ -628,8 +666,9 @@ def main() -> int:
         print(f"finding: {f}")
     for e in errors:
         print(f"ERROR: {e[:500]}")
-    write_doc(results, text)
-    print(f"\nresults: {OUT / 'results.json'}; doc: {DOC.relative_to(REPO)}")
+    if DOC is not None:
+        write_doc(results, text)
+    print(f"\nresults: {OUT / 'results.json'}; doc: {DOC or 'not written (BENCH_DOC=none)'}")
     return 1 if errors else 0
 
 

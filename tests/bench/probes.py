@@ -1,7 +1,8 @@
 """One probe round (GET /health, GET /, GET /version on one keep-alive connection) three ways:
 
 - ``collection_round``: the collection's own code path, in process (module_utils ``run_probe``: resolve the
-  Service's pod with 2 GETs, open a v4 portforward WebSocket, HTTP through it), without Ansible;
+  Service's pod with 2 GETs, open a v4 portforward WebSocket, HTTP through it), without Ansible; with
+  ``resolved`` (the pod already known, as the verify role passes it) without the 2 GETs;
 - ``floor_round``: the same three requests sent directly to the pod's 127.0.0.1:5000 from a thread inside
   the pod's network namespace (no API server, no tunnel);
 - ``peer_round``: what people write today with the ``kubernetes`` client: list the pods by label, then
@@ -35,17 +36,21 @@ def api_client(kubeconfig: str):
     return client.ApiClient(cfg)
 
 
-def collection_round(api_client_, namespace: str) -> dict:
-    """One mlflow_probe round through module_utils (the code the module runs after building its client)."""
+def collection_round(api_client_, namespace: str, resolved: dict | None = None) -> dict:
+    """One mlflow_probe round through module_utils (the code the module runs after building its client).
+
+    ``resolved``: the module option of that name (a pod the caller has already resolved): no Service/pod reads.
+    """
     api = KubeAPI(api_client_, timeout=10.0)
     target = Target.from_params({"namespace": namespace, "service": "mlflow-service", "pod": None,
-                                 "label_selectors": [], "remote_port": None})
+                                 "label_selectors": [], "remote_port": None, "resolved": resolved})
     t0 = time.perf_counter()
     res = run_probe(api, target, ProbeOptions(api_check=False))
     ms = (time.perf_counter() - t0) * 1000.0
     if not res["healthy"]:
         raise RuntimeError(f"probe round unhealthy in {namespace}: {res['findings']}")
-    return {"ms": ms, "api_requests": res["api_requests"], "tunnels": res["tunnels_opened"]}
+    return {"ms": ms, "api_requests": res["api_requests"], "tunnels": res["tunnels_opened"],
+            "resolved": res.get("resolved")}
 
 
 def _three_requests(conn: http.client.HTTPConnection) -> None:

@@ -246,3 +246,62 @@ def test_bad_input_fails_clearly(lab, mlflows, tmp_path, args, needle):
     r = probe(lab, tmp_path, **args)
     assert r["failed"] is True
     assert needle in r["msg"]
+
+
+# ------------------------------------------------------------------ an already-resolved target (option resolved)
+
+
+def _by_path(entries: list[dict], ns: str) -> list[str]:
+    return [f"{e['method']} {e['path'].replace(ns, '{ns}')}" for e in entries if f"/namespaces/{ns}/" in e["path"]]
+
+
+def test_resolved_target_reads_neither_service_nor_pods(lab, mlflows, tmp_path):
+    first = healthy_eventually(lab, tmp_path, namespace=mlflows)
+    assert first["healthy"] is True, first
+    res = first["resolved"]
+    assert res["pod"] == first["pod"] and res["port"] == 5000 and res["service_port"] == 5000
+    assert res["static_prefix"] == "" and res["uid"] and res["pod_ip"]
+    mark = lab.log_mark()
+    r = probe(lab, tmp_path, namespace=mlflows, resolved=res)
+    paths = _by_path(lab.requests_since(mark), mlflows)
+    assert r["healthy"] is True, r
+    assert r["pod"] == res["pod"] and r["api_requests"] == 1 and r["tunnels_opened"] == 1
+    assert paths == [f"GET /api/v1/namespaces/{{ns}}/pods/{res['pod']}/portforward"], paths
+    assert r["checks"]["api"]["host_header"] == f"mlflow-service.{mlflows}.svc.cluster.local:5000"
+
+
+def test_resolved_pod_that_is_gone_falls_back_to_the_service(lab, mlflows, tmp_path):
+    healthy_eventually(lab, tmp_path, namespace=mlflows)
+    mark = lab.log_mark()
+    r = probe(lab, tmp_path, namespace=mlflows, resolved={"pod": "good-gone-0", "port": 5000})
+    paths = _by_path(lab.requests_since(mark), mlflows)
+    assert r["healthy"] is True, r
+    assert r["pods_seen"][0] == "good-gone-0" and r["pod"].startswith("good-")
+    assert "POD_REPLACED" in codes(r)
+    assert "GET /api/v1/namespaces/{ns}/services/mlflow-service" in paths
+
+
+def test_fail_on_unhealthy_message_names_codes_and_messages(lab, mlflows, tmp_path):
+    healthy_eventually(lab, tmp_path, namespace=mlflows, service="prefixed-service")
+    r = probe(lab, tmp_path, namespace=mlflows, service="prefixed-service", fail_on_unhealthy=True)
+    assert r["failed"] is True
+    assert r["msg"].startswith("MLflow is unhealthy (pod prefixed-")
+    assert "ROOT_NOT_FOUND: GET / answers 404: the UI is served under the static prefix /static/" in r["msg"]
+
+
+def test_expired_token_says_the_credentials_were_rejected(lab, mlflows, tmp_path):
+    import yaml
+
+    cfg = yaml.safe_load(lab.kubeconfig.read_text())
+    cfg["users"][0]["user"]["token"] = "expired-or-revoked-token"
+    kc = tmp_path / "expired-kubeconfig"
+    kc.write_text(yaml.safe_dump(cfg))
+    r = probe(lab, tmp_path, namespace=mlflows, kubeconfig=str(kc), retries=0)
+    # the first request with the credentials is kubernetes.core's discovery (the task fails), or with a warm
+    # discovery cache the probe's read of the Service (a KUBE_API_ERROR finding): worded the same either way
+    texts = [r.get("msg", "")] + [f["message"] for f in r.get("findings", []) if f["code"] == "KUBE_API_ERROR"]
+    said = " ".join(texts)
+    assert r.get("failed") or r.get("healthy") is False, r
+    assert "rejected the credentials (HTTP 401 Unauthorized)" in said and "refresh the kubeconfig" in said, r
+    assert "not allowed" not in said
+    assert "expired-or-revoked-token" not in json.dumps(r)

@@ -227,3 +227,119 @@ def test_finding_shape_and_severity():
 def test_probe_param_validation(params, needle):
     errors = validate_probe_params(params)
     assert len(errors) == 1 and errors[0].startswith(needle)
+
+
+# ---------------------------------------------------------------- an already-resolved target (option resolved)
+def _given(name="mlflow-0", **kw):
+    return Target.from_params({"namespace": "asgard", "service": "mlflow-service", "pod": None, "label_selectors": [],
+                               "remote_port": None, "resolved": {"pod": name, "port": 5000, **kw}})
+
+
+def _counting(kube):
+    calls = []
+    for name in ("get_service", "list_pods", "get_pod", "get_namespace"):
+        orig = getattr(kube, name)
+
+        def wrapped(*a, _orig=orig, _name=name):
+            calls.append(_name)
+            return _orig(*a)
+        setattr(kube, name, wrapped)
+    return calls
+
+
+def test_resolved_target_skips_the_service_and_pod_reads(env):
+    kube, pf, add = env
+    add("mlflow-0", MlflowLike(allowed_hosts=["*"]))
+    calls = _counting(kube)
+    r = run_probe(kube, _given(service_port=5000, static_prefix=""), ProbeOptions(**FAST))
+    assert r["healthy"] is True, r["findings"]
+    assert calls == [], "no Service / pod read with a resolved target"
+    assert r["api_requests"] == 1 and r["tunnels_opened"] == 1
+    assert r["resolved"] == {"pod": "mlflow-0", "uid": "", "port": 5000, "service_port": 5000, "pod_ip": None,
+                             "static_prefix": ""}
+    assert r["checks"]["api"]["host_header"] == "mlflow-service.asgard.svc.cluster.local:5000"
+
+
+def test_resolved_return_value_round_trips_as_the_option(env):
+    kube, pf, add = env
+    add("mlflow-0", MlflowLike(allowed_hosts=["*"]))
+    first = run_probe(kube, Target(), ProbeOptions(**FAST))
+    assert first["api_requests"] == 3  # Service + pods + tunnel
+    assert first["resolved"]["static_prefix"] == "" and first["resolved"]["uid"] == "uid-mlflow-0"
+    again = Target.from_params({"namespace": "asgard", "service": "mlflow-service", "label_selectors": [],
+                                "resolved": first["resolved"]})
+    kube.requests = 0  # the module builds a fresh client per run
+    second = run_probe(kube, again, ProbeOptions(**FAST))
+    assert second["healthy"] is True and second["api_requests"] == 1
+    assert second["resolved"] == first["resolved"]
+
+
+def test_resolved_pod_gone_falls_back_to_the_service(env):
+    kube, pf, add = env
+    add("mlflow-new", MlflowLike(allowed_hosts=["*"]))
+    calls = _counting(kube)
+    r = run_probe(kube, _given("mlflow-old"), ProbeOptions(**FAST), **NO_SLEEP)
+    assert r["healthy"] is True, r["findings"]
+    assert r["pods_seen"] == ["mlflow-old", "mlflow-new"] and r["pod"] == "mlflow-new"
+    assert calls == ["get_service", "list_pods"]
+    assert "POD_REPLACED" in codes(r) and "RETRIED" in codes(r)
+
+
+def test_resolved_without_prefix_reads_the_pod_once_when_health_is_under_a_prefix(env):
+    kube, pf, add = env
+    add("mlflow-0", MlflowLike(prefix="/ui", allowed_hosts=["*"]), args=["--port=5000", "--static-prefix=/ui"])
+    calls = _counting(kube)
+    r = run_probe(kube, _given(), ProbeOptions(**FAST))
+    assert r["health_path"] == "/ui/health", r["checks"]["health"]
+    assert [t["path"] for t in r["checks"]["health"]["tried"]] == ["/health", "/ui/health"]
+    assert calls == ["get_pod"]
+    assert r["resolved"]["static_prefix"] == "/ui" and r["resolved"]["uid"] == "uid-mlflow-0"
+    # given with the prefix: no read at all
+    calls.clear()
+    r2 = run_probe(kube, _given(static_prefix="/ui"), ProbeOptions(**FAST))
+    assert r2["health_path"] == "/ui/health" and calls == []
+
+
+def test_tunnel_churn_against_a_server_closing_every_connection(env):
+    """gunicorn sync workers close each connection; one WebSocket carries one connection: one tunnel per request."""
+    kube, pf, add = env
+    add("mlflow-0", MlflowLike(allowed_hosts=["*"], close_each=True))
+    r = run_probe(kube, _given(static_prefix=""), ProbeOptions(**FAST))
+    assert r["healthy"] is True, r["findings"]
+    assert r["tunnels_opened"] == 4 == r["api_requests"]  # health, root, version, api; no GET of Service/pods
+    assert len(pf.upgrades) == 4
+
+
+def test_tunnel_401_says_the_credentials_were_rejected(env):
+    kube, pf, add = env
+    add("mlflow-0", MlflowLike(allowed_hosts=["*"]))
+    pf.refuse_next = [401]
+    r = run_probe(kube, _given(), ProbeOptions(**FAST), **NO_SLEEP)
+    f = next(f for f in r["findings"] if f["code"] == "TUNNEL_ERROR")
+    assert "rejected the credentials" in f["message"] and "expired" in f["message"]
+    assert "not allowed" not in f["message"]
+
+
+def test_unhealthy_message_names_codes_and_messages():
+    from ansible_collections.asgard.mlflow.plugins.module_utils._probe import unhealthy_message
+
+    result = {"pod": "mlflow-0", "findings": [
+        finding("ROOT_NOT_FOUND", "GET / answers 404: the UI is served under the static prefix /static/"),
+        finding("HEALTH_UNDER_PREFIX", "health is served under the static prefix: /static/health"),
+        finding("INVALID_HOST", "MLflow rejects Host 'x:5000' with 403 'Invalid Host header'")]}
+    msg = unhealthy_message(result)
+    assert msg.startswith("MLflow is unhealthy (pod mlflow-0): ROOT_NOT_FOUND: GET / answers 404")
+    assert "; INVALID_HOST: MLflow rejects Host 'x:5000'" in msg
+    assert "HEALTH_UNDER_PREFIX" not in msg  # info, not a reason
+
+
+def test_version_is_asked_under_the_prefix_first_when_health_is_there(env):
+    kube, pf, add = env
+    srv = add("mlflow-0", MlflowLike(prefix="/static", allowed_hosts=["*"], close_each=True),
+              args=["--port=5000", "--static-prefix=/static"])
+    r = run_probe(kube, Target(), ProbeOptions(**FAST))
+    assert r["checks"]["version"]["path"] == "/static/version" and r["mlflow_version"] == "3.17.2"
+    paths = [p.split("?")[0] for p, _h in srv.requests]
+    assert paths == ["/health", "/static/health", "/", "/static/", "/static/version",
+                     "/static/api/2.0/mlflow/experiments/search"]
+    assert r["tunnels_opened"] == len(paths)  # gunicorn-like: one tunnel per request, none wasted on /version

@@ -115,3 +115,34 @@ def test_validation_accepts_good_input():
                                    "remote_port": 5000}) == []
     assert validate_target_params({"label_selectors": ["app=mlflow", "env in (a,b)", "!legacy"]}) == []
     assert "mutually exclusive" in validate_target_params({"pod": "p", "label_selectors": ["a=b"]})[0]
+
+
+def test_api_error_401_says_the_credentials_were_rejected(kube):
+    kube.fail_next = [401]
+    with pytest.raises(TargetError) as ei:
+        resolve(kube, Target())
+    msg = str(ei.value)
+    assert "rejected the credentials" in msg and "expired" in msg and "refresh the kubeconfig" in msg
+    assert "not allowed" not in msg and not ei.value.transient
+
+
+@pytest.mark.parametrize(("resolved", "needle"), [
+    ("mlflow-0", "resolved: expected a dict with pod and port"),
+    ({"pod": "Bad_Pod", "port": 5000}, "resolved.pod: 'Bad_Pod' is not a valid pod name"),
+    ({"pod": "p", "port": 0}, "resolved.port: 0 is not a port (expected an integer from 1 to 65535)"),
+    ({"pod": "p", "port": 5000, "service_port": 70000}, "resolved.service_port: 70000 is not a port"),
+    ({"pod": "p", "port": 5000, "static_prefix": "static"}, "resolved.static_prefix: 'static' is not valid"),
+])
+def test_resolved_param_errors_name_the_field(resolved, needle):
+    errors = validate_target_params({"resolved": resolved})
+    assert any(needle in e for e in errors), errors
+
+
+def test_resolved_param_becomes_a_hint():
+    t = Target.from_params({"namespace": "ml", "service": "mlflow-service", "label_selectors": [],
+                            "resolved": {"pod": "p1", "port": 5001, "service_port": 80, "static_prefix": "/static/"}})
+    assert (t.kind, t.service) == ("service", "mlflow-service")
+    h = t.hint
+    assert (h.pod, h.port, h.service_port, h.namespace, h.spec_known, h.given_prefix) == ("p1", 5001, 80, "ml", False,
+                                                                                          "/static")
+    assert validate_target_params({"resolved": {"pod": "p1", "port": 5001, "static_prefix": ""}}) == []

@@ -39,6 +39,9 @@ def run(module, args: dict, capsys) -> dict:
     (mlflow_probe, {"remote_port": 0}, "remote_port: 0 is out of range"),
     (mlflow_probe, {"static_prefix": "static"}, "static_prefix: 'static' is not valid"),
     (mlflow_probe, {"service": "Mlflow"}, "service: 'Mlflow' is not a valid Service name"),
+    (mlflow_probe, {"resolved": {"pod": "mlflow-0", "port": 0}}, "resolved.port: 0 is not a port"),
+    (mlflow_probe, {"resolved": {"pod": "Mlflow_0", "port": 5000}}, "resolved.pod: 'Mlflow_0' is not a valid pod name"),
+    (mlflow_probe, {"resolved": {"port": 5000}}, "resolved"),
 ])
 def test_bad_input_fails_naming_the_field(module, args, needle, capsys):
     out = run(module, args, capsys)
@@ -68,3 +71,17 @@ def test_argspec_reuses_kubernetes_core_auth_options():
         assert spec["namespace"]["default"] == "asgard" and spec["service"]["default"] == "mlflow-service"
     assert port_forward.argspec()["local_port"]["default"] == 5000
     assert port_forward.argspec()["address"]["default"] == "127.0.0.1"
+
+
+def test_every_error_is_reported_at_once(capsys):
+    out = run(mlflow_probe, {"namespace": "Bad_NS", "timeout": 0, "resolved": {"pod": "p", "port": 70000}}, capsys)
+    assert out["failed"] is True
+    assert len(out["errors"]) == 3
+    assert [e.split(":")[0] for e in out["errors"]] == ["namespace", "resolved.port", "timeout"]
+
+
+def test_resolved_option_only_on_the_probe():
+    spec = mlflow_probe.argspec()["resolved"]
+    assert spec["type"] == "dict"
+    assert {k for k, v in spec["options"].items() if v.get("required")} == {"pod", "port"}
+    assert "resolved" not in port_forward.argspec()
