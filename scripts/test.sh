@@ -27,6 +27,7 @@ step() {
 step ruff ruff check .
 step ansible-lint ansible-lint --profile production
 step sanity scripts/sanity.sh
+step galaxy-importer scripts/galaxy-importer.sh
 step unit python -m pytest tests/unit tests/repo -q -rfE
 step runtimes python -m asgardlab.runtimes install
 step lab+integration python -m pytest tests/lab_tests tests/integration -q -rfE

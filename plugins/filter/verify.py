@@ -59,6 +59,11 @@ def verify_settings(settings, **kw):
 
 
 @_wrap
+def verify_probe_prefix(probe_step, expected_static_prefix=None):
+    return V.probe_expected_prefix(probe_step, expected_static_prefix)
+
+
+@_wrap
 def verify_normalize_settings(settings):
     return V.normalize_settings(settings)
 
@@ -119,4 +124,4 @@ class FilterModule:
             verify_pod_status, verify_log_scan, verify_service, verify_probe, verify_settings,
             verify_normalize_settings, verify_plan, verify_report, verify_report_text, verify_report_markdown,
             verify_unattended, verify_redact, verify_configmap_refs, verify_log_targets, verify_migration_job,
-            verify_match_labels, verify_transaction)}
+            verify_match_labels, verify_transaction, verify_probe_prefix)}

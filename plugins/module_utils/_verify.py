@@ -411,11 +411,62 @@ def _log_sources(logs) -> list[dict]:
     return out
 
 
-def log_scan(logs, patterns=None, *, max_samples: int = 3) -> dict:
-    """Step 2: count each pattern over current and previous container logs, keep a few (redacted) samples."""
+# A bad flag or option: the usage errors click (mlflow server) and argparse print before exiting with code 2.
+# Built in (not a verify_log_patterns entry): it decides that a crash loop is a configuration error, not restarted.
+_CONFIG_ERROR_STRONG = re.compile(r"No such option|Invalid value for|unrecognized arguments|Got unexpected extra "
+                                  r"argument|No such command|Missing option|Missing argument|requires an argument"
+                                  r"|option .* (?:is not allowed|cannot be used) with|UsageError")
+_CONFIG_ERROR_GENERIC = re.compile(r"^(?:Error|error|[\w.-]+: error): \S")
+_USAGE_EXIT_CODE = 2
+
+
+def _exits(pods_step) -> dict:
+    """(pod, container) -> last exit code and whether it crash loops / terminated, from a step 1 result."""
+    out: dict = {}
+    if not isinstance(pods_step, dict):
+        return out
+    for f in pods_step.get("findings") or []:
+        ev = f.get("evidence") or {}
+        if f.get("code") in ("CRASH_LOOP", "RESTARTS") and ev.get("pod"):
+            out[(ev.get("pod"), ev.get("container"))] = {"exit_code": ev.get("exit_code"),
+                                                         "crash_loop": f.get("code") == "CRASH_LOOP"}
+    return out
+
+
+def _config_error_findings(candidates: list[dict], pods_step) -> list[dict]:
+    """CONTAINER_CONFIG_ERROR from a usage error in a log whose container exited (code 2, or crash loops)."""
+    exits = _exits(pods_step)
+    out, seen = [], set()
+    for c in sorted(candidates, key=lambda c: not c["strong"]):  # "No such option" before a bare "Error:"
+        key = (c["pod"], c["container"])
+        ex = exits.get(key, {})
+        code = ex.get("exit_code")
+        usage_exit = code == _USAGE_EXIT_CODE
+        if key in seen or not (usage_exit or (c["strong"] and (c["previous"] or ex.get("crash_loop")))):
+            continue
+        seen.add(key)
+        out.append(finding(
+            "CONTAINER_CONFIG_ERROR", "critical", "logs",
+            f"pod {c['pod']} container {c['container']} exits on a bad flag or option"
+            + (f" (exit code {code})" if code is not None else "") + f": {c['line']}",
+            {"pod": c["pod"], "container": c["container"], "exit_code": code, "line": c["line"],
+             "source": c["source"], "cause": "args",
+             "next_step": f"fix the command/args of container {c['container']} in the Deployment's pod template "
+                          f"(spec.template.spec.containers[name={c['container']}].args): the server rejects them "
+                          f"with `{c['line']}`; a restart cannot help, then re-run verify.yml"}))
+    return out
+
+
+def log_scan(logs, patterns=None, *, max_samples: int = 3, pods=None) -> dict:
+    """Step 2: count each pattern over current and previous container logs, keep a few (redacted) samples.
+
+    ``pods``: the step 1 result; a usage error (bad flag/option) in the log of a container that exited with code 2
+    or crash loops gives the critical finding CONTAINER_CONFIG_ERROR (a restart cannot help).
+    """
     compiled = _compile_patterns(patterns)
     max_samples = _int(max_samples, "max_samples", 0)
     sources = _log_sources(logs)
+    config_candidates: list[dict] = []
     counts = {meta["code"]: 0 for meta, _rx in compiled}
     samples: dict[str, list[str]] = {meta["code"]: [] for meta, _rx in compiled}
     where: dict[str, set] = {meta["code"]: set() for meta, _rx in compiled}
@@ -424,13 +475,18 @@ def log_scan(logs, patterns=None, *, max_samples: int = 3) -> dict:
         label = f"{src['pod']}/{src['container']}" + (" (previous)" if src["previous"] else "")
         for line in src["text"].splitlines():
             lines_scanned += 1
+            strong = bool(_CONFIG_ERROR_STRONG.search(line))
+            if strong or _CONFIG_ERROR_GENERIC.match(line.strip()):
+                config_candidates.append({"pod": src["pod"], "container": src["container"], "source": label,
+                                          "previous": src["previous"], "strong": strong,
+                                          "line": redact(line.strip(), 300)})
             for meta, rx in compiled:
                 if rx.search(line):
                     counts[meta["code"]] += 1
                     where[meta["code"]].add(label)
                     if len(samples[meta["code"]]) < max_samples:
                         samples[meta["code"]].append(redact(line.strip(), 300))
-    findings = []
+    findings = _config_error_findings(config_candidates, pods)
     for meta, _rx in compiled:
         n = counts[meta["code"]]
         if n:
@@ -662,11 +718,26 @@ def normalize_settings(settings) -> dict:
     }
 
 
-def settings_findings(settings, *, min_workers: int = 4, min_gunicorn_timeout: int = 300) -> dict:
+_PREFIX_RX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+
+
+def expected_prefix(value) -> str:
+    """verify_expected_static_prefix: None or '' (no prefix expected) or a path like /mlflow (no trailing slash)."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str) or not _PREFIX_RX.match(value.rstrip("/") or "/x"):
+        raise VerifyError(f"verify_expected_static_prefix: expected '' (no prefix) or a path such as /mlflow "
+                          f"(letters, digits, . _ ~ -, starting with /), got {value!r}")
+    return value.rstrip("/")
+
+
+def settings_findings(settings, *, min_workers: int = 4, min_gunicorn_timeout: int = 300,
+                      expected_static_prefix=None) -> dict:
     """Config findings (part of step 1): too few workers, short gunicorn timeout, a static prefix."""
     s = normalize_settings(settings)
     min_workers = _int(min_workers, "verify_min_workers", 0)
     min_timeout = _int(min_gunicorn_timeout, "verify_min_gunicorn_timeout", 0)
+    expected = expected_prefix(expected_static_prefix)
     findings = []
     if not s:
         return step_result("settings", [], "settings not read", {})
@@ -686,12 +757,52 @@ def settings_findings(settings, *, min_workers: int = 4, min_gunicorn_timeout: i
         findings.append(finding("SHORT_WORKER_TIMEOUT", "warning", "pods",
                                 f"gunicorn --timeout {t}s is below {min_timeout}s: long requests get WORKER TIMEOUT",
                                 {"timeout": t, "minimum": min_timeout}))
-    if s.get("static_prefix"):
+    actual = (s.get("static_prefix") or "").rstrip("/")
+    if actual != expected:
+        findings.append(finding("STATIC_PREFIX_MISMATCH", "warning", "pods",
+                                f"the server runs with {('--static-prefix=' + actual) if actual else 'no static prefix'}"
+                                f" but {('the prefix ' + expected) if expected else 'no prefix'} is expected "
+                                f"(verify_expected_static_prefix): the dashboard is under {actual or ''}/",
+                                {"static_prefix": actual, "expected": expected}))
+    elif actual:
         findings.append(finding("STATIC_PREFIX_SET", "info", "pods",
-                                f"the server runs with --static-prefix={s['static_prefix']}: the dashboard "
-                                f"is under {s['static_prefix']}/, not /",
-                                {"static_prefix": s["static_prefix"]}))
+                                f"the server runs with --static-prefix={actual} as expected: the dashboard "
+                                f"is under {actual}/, not /", {"static_prefix": actual, "expected": expected}))
     return step_result("settings", findings, _settings_summary(s), s)
+
+
+def probe_expected_prefix(probe_step, expected_static_prefix=None) -> dict:
+    """Step 4 with an expected static prefix: the dashboard is judged at ``{prefix}/`` instead of ``/``.
+
+    mlflow_probe always GETs ``/`` and, on a 404, ``{prefix}/`` (evidence ``ui_path``/``ui_status``). When that
+    prefix is the expected one and the UI answers there (200 with the MLflow title), ROOT_NOT_FOUND becomes the
+    info finding ROOT_UNDER_PREFIX and the root check is the prefixed page.
+    """
+    expected = expected_prefix(expected_static_prefix)
+    if not expected or not isinstance(probe_step, dict) or probe_step.get("step") != "probe":
+        return probe_step
+    details = dict(probe_step.get("details") or {})
+    checks = dict(details.get("checks") or {})
+    findings, moved = [], False
+    for f in probe_step.get("findings") or []:
+        ev = f.get("evidence") or {}
+        if (f.get("code") == "ROOT_NOT_FOUND" and ev.get("ui_path") == f"{expected}/" and ev.get("ui_status") == 200
+                and ev.get("ui_title_found")):
+            moved = True
+            checks["root"] = {**(checks.get("root") or {}), "status": 200, "ok": True, "title_found": True,
+                              "path": ev["ui_path"], "latency_ms": None}
+            findings.append(finding("ROOT_UNDER_PREFIX", "info", "probe",
+                                    f"the dashboard answers under the expected static prefix: {expected}/ 200 "
+                                    "(GET / 404 is expected with a prefix)", {**ev, "expected": expected}))
+            continue
+        findings.append(f)
+    if not moved:
+        return probe_step
+    details["checks"] = checks
+    res = step_result("probe", findings, str(probe_step.get("summary", "")).replace("root 404", f"root {expected}/ 200"),
+                      details)
+    res["details"]["healthy"] = res["status"] != "failed"
+    return res
 
 
 def _settings_summary(s: dict) -> str:
@@ -879,7 +990,14 @@ REMEDIATION_TABLE = {
     "KUBE_API_ERROR": ("report", [], "the Kubernetes API failed: check credentials/RBAC and retry"),
     "OOM_KILLED": ("report", [], "raise resources.limits.memory of the mlflow container (4 workers need ~1.5 GiB)"),
     "IMAGE_PULL_FAILED": ("report", [], "fix the image reference or imagePullSecrets"),
-    "CONTAINER_CONFIG_ERROR": ("report", [], "a referenced Secret/ConfigMap/key is missing: kubectl describe pod"),
+    "CONTAINER_CONFIG_ERROR": ("report", [], "the container cannot start with its configuration (a missing "
+                               "Secret/ConfigMap/key, or a bad flag/option in its args): kubectl describe pod, "
+                               "fix the pod template"),
+    "STATIC_PREFIX_MISMATCH": ("patch", ["static_prefix"], "remove --static-prefix (no prefix is expected: "
+                               "verify_expected_static_prefix is empty) or set verify_expected_static_prefix"),
+    "PORT_FORWARD_FAILED": ("report", [], "the dashboard port-forward could not start: free the local port (the "
+                            "finding names the process holding it; it was left alone) or set "
+                            "verify_port_forward_local_port to a free port, then re-run verify.yml"),
     "POD_PENDING": ("report", [], "the pod cannot be scheduled: free resources, fix selectors/tolerations or the PVC"),
     "POD_FAILED": ("report", [], "kubectl describe pod (evicted? node pressure?)"),
     "SCALED_TO_ZERO": ("report", [], "kubectl scale deployment --replicas=1"),
@@ -924,16 +1042,33 @@ def _step_list(steps) -> list[dict]:
     return [s for s in steps if isinstance(s, dict)]
 
 
-def plan(steps, settings=None, *, max_restarts: int = 1, restarts_done: int = 0, enabled=None) -> dict:
+def _done_pairs(done) -> tuple[set, int]:
+    """(action, finding code) pairs already run in this run, and the rollout restarts already made."""
+    if done is None or done == "":
+        return set(), 0
+    if not isinstance(done, list) or not all(isinstance(d, dict) for d in done):
+        raise VerifyError("done: expected the list of remediation records ({action, reason, ...}) of this run")
+    pairs = {(d.get("action"), c) for d in done for c in d.get("reason") or []}
+    restarts = sum(int(d.get("attempts") or 1) for d in done if d.get("action") == "restart" and d.get("changed", True))
+    return pairs, restarts
+
+
+def plan(steps, settings=None, *, max_restarts: int = 1, restarts_done: int = 0, enabled=None, done=None,
+         expected_static_prefix=None) -> dict:
     """Map findings to remediation actions (the documented table). Pure: nothing is changed here.
 
     Returns ``{"actions": [...], "report_only": [...], "patch_targets": [...], "restart": bool,
-    "migrate": bool}``. ``enabled`` (a list of action names) limits which actions may run.
+    "migrate": bool}``. ``enabled`` (a list of action names) limits which actions may run. ``done``: the
+    remediation records of earlier rounds of this run; an action never runs twice for the same finding, and their
+    restarts count against ``max_restarts``. ``expected_static_prefix``: a prefix the server should keep (never
+    removed; a different one is reported).
     """
     findings = all_findings(steps)
     s = normalize_settings(settings)
     max_restarts = _int(max_restarts, "verify_max_restarts", 0)
-    restarts_done = _int(restarts_done, "restarts_done", 0)
+    done_pairs, done_restarts = _done_pairs(done)
+    restarts_done = _int(restarts_done, "restarts_done", 0) + done_restarts
+    expected = expected_prefix(expected_static_prefix)
     enabled = set(enabled if enabled is not None else ("patch", "restart", "migrate"))
     codes = {f["code"] for f in findings}
     targets: list[str] = []
@@ -941,6 +1076,7 @@ def plan(steps, settings=None, *, max_restarts: int = 1, restarts_done: int = 0,
     report_only = []
     migrate = False
     restart_wanted = []
+    persisting = []  # config causes whose action already ran in this run and did not clear them
 
     for f in findings:
         code = f["code"]
@@ -950,6 +1086,16 @@ def plan(steps, settings=None, *, max_restarts: int = 1, restarts_done: int = 0,
         if code == "ROOT_NOT_FOUND" and not s.get("static_prefix"):
             action, tgts = "report", []
             hint = "`/` answers 404 without a static prefix: check the image and an Ingress path rewrite"
+        elif code in ("ROOT_NOT_FOUND", "STATIC_PREFIX_MISMATCH") and expected:
+            # a prefix is wanted: never removed; a different (or missing) one is reported, not guessed
+            action, tgts = "report", []
+            hint = (f"the dashboard is expected under {expected}/ (verify_expected_static_prefix) but the server runs "
+                    f"with {('--static-prefix=' + s['static_prefix']) if s.get('static_prefix') else 'no prefix'}: "
+                    f"set --static-prefix={expected} (patch role: patch_static_prefix={expected}) or change "
+                    "verify_expected_static_prefix")
+            if code == "ROOT_NOT_FOUND" and (s.get("static_prefix") or "").rstrip("/") == expected:
+                hint = (f"the server runs with the expected --static-prefix={expected} but {expected}/ does not answer "
+                        "with the MLflow UI: read the server log and the probe evidence")
         if code == "SHORT_WORKER_TIMEOUT" and s.get("server") not in (None, "gunicorn"):
             continue
         if code in ("WORKER_TIMEOUT", "WORKER_KILLED") and s.get("server") not in (None, "gunicorn"):
@@ -957,6 +1103,15 @@ def plan(steps, settings=None, *, max_restarts: int = 1, restarts_done: int = 0,
         # step 4b (deep check): see transaction_plan_adjust()
         action, tgts, hint, skip = transaction_plan_adjust(f, findings, s, action, tgts, hint, enabled)
         if skip:
+            continue
+        hint = (f.get("evidence") or {}).get("next_step") or hint
+        if action != "report" and (action, code) in done_pairs:
+            # this run already did that for this finding (an earlier round): never repeated
+            if action in ("patch", "migrate"):
+                persisting.append(code)
+            report_only.append({"code": code, "severity": f["severity"], "next_step": hint,
+                                "message": f"{code}: still present after the {action} of an earlier round "
+                                           "of this run (not repeated)"})
             continue
         if action == "patch" and "patch" in enabled:
             for t in tgts:
@@ -980,8 +1135,9 @@ def plan(steps, settings=None, *, max_restarts: int = 1, restarts_done: int = 0,
     if restart_wanted:
         if config_cause:
             restart_reason = "a configuration change is planned (it rolls the pods itself)"
-        elif blockers:
-            restart_reason = f"not restarted: {', '.join(blockers)} explains the failure"
+        elif blockers or persisting:
+            restart_reason = (f"not restarted: {', '.join(blockers or sorted(set(persisting)))} explains the failure"
+                              + ("" if blockers else " (still present after its remediation in this run)"))
             for code in restart_wanted:
                 report_only.append({"code": code, "severity": "critical",
                                     "message": f"{code}: {restart_reason}",
@@ -1141,22 +1297,55 @@ def before_after(before: dict, after: dict) -> list[dict]:
     return [{"metric": r[0], "before": r[1], "after": r[2], "change": r[3]} for r in rows]
 
 
+def _rounds(rounds, remediated: list[dict]) -> list[dict]:
+    """Per remediation round: what was planned, what ran (records tagged with their round), what was left."""
+    out, pos = [], 0
+    for i, r in enumerate(_objs(rounds, "rounds"), 1):
+        n = _int(r.get("count", 0), "rounds[].count", 0)
+        ran = remediated[pos:pos + n]
+        for rec in ran:
+            rec["round"] = _int(r.get("round", i), "rounds[].round", 1)
+        pos += n
+        out.append({"round": _int(r.get("round", i), "rounds[].round", 1),
+                    "planned": [a.get("action") for a in r.get("planned") or [] if isinstance(a, dict)],
+                    "remediated": [{k: rec.get(k) for k in ("action", "changed", "failed", "reason")} for rec in ran],
+                    "findings_after": r.get("findings_after")})
+    return out
+
+
 def build_report(before, after=None, *, plan_result=None, remediated=None, settings_before=None,
-                 settings_after=None, extra_steps=None, meta=None) -> dict:
-    """Everything a person or AWX needs: per-step status, remediation, before/after, what is left."""
+                 settings_after=None, extra_steps=None, meta=None, rounds=None) -> dict:
+    """Everything a person or AWX needs: per-step status, remediation, before/after, what is left.
+
+    ``rounds``: one ``{round, count, planned, findings_after}`` per remediation round (``count`` records of
+    ``remediated`` belong to it, in order). Findings of ``extra_steps`` (5-6, port-forward) count as remaining.
+    """
     before_steps = _step_list(before)
     after_steps = _step_list(after) if after else before_steps
     plan_result = plan_result or {}
-    remediated = [r for r in (remediated or []) if isinstance(r, dict)]
+    remediated = [dict(r) for r in (remediated or []) if isinstance(r, dict)]
+    rounds_out = _rounds(rounds, remediated)
     extra = _step_list(extra_steps)
-    remaining = [f for f in all_findings(after_steps) if f.get("severity") != "info"]
+    remaining = [f for f in all_findings(after_steps) + all_findings(extra) if f.get("severity") != "info"]
     critical = [f for f in remaining if f.get("severity") == "critical"]
     m_before = measurements(before_steps, settings_before)
     m_after = measurements(after_steps, settings_after if settings_after else settings_before)
     healthy = not critical
     next_steps = []
-    for f in critical + [f for f in remaining if f.get("severity") == "warning"]:
+    blockers = sorted({f["code"] for f in remaining} & _RESTART_BLOCKERS)
+    # the causes first (a config error explains the crash loop it causes), then the other critical, then warnings
+    ordered = sorted(critical, key=lambda f: f["code"] not in _RESTART_BLOCKERS) + [
+        f for f in remaining if f.get("severity") == "warning"]
+    # the plan's own next steps know the run's context (expected prefix, actions already run, blockers)
+    plan_hints = {r.get("code"): r.get("next_step") for r in plan_result.get("report_only") or []
+                  if isinstance(r, dict) and r.get("next_step")}
+    for f in ordered:
         action, _targets, hint = REMEDIATION_TABLE.get(f["code"], ("report", [], "see the finding's evidence"))
+        if action == "restart" and blockers:
+            action, hint = "report", f"not restarted: {', '.join(blockers)} explains it (see above)"
+        elif f["code"] in plan_hints:
+            action, hint = "report", plan_hints[f["code"]]
+        hint = (f.get("evidence") or {}).get("next_step") or hint
         if action != "report" and after:
             # it showed only after this run's remediation (e.g. once the pod answered): the next run heals it
             hint = f"re-run verify.yml (it remediates this by {action}); or by hand: {hint}"
@@ -1182,6 +1371,7 @@ def build_report(before, after=None, *, plan_result=None, remediated=None, setti
         "remaining": remaining,
         "plan": {"actions": plan_result.get("actions", []), "report_only": plan_result.get("report_only", [])},
         "remediated": remediated,
+        "rounds": rounds_out,
         "measurements": {"before": m_before, "after": m_after},
         "before_after": before_after(m_before, m_after),
         "next_steps": next_steps,
@@ -1219,10 +1409,19 @@ def render_text(report: dict) -> list[str]:
             out.append(f"  - {a['action']}: {a['description']} (for {', '.join(a.get('reason', []))})")
     elif report.get("remediated"):
         out.append("Remediated:")
+        rounds = {r.get("round"): r for r in report.get("rounds") or []}
         for r in report["remediated"]:
             state = "FAILED" if r.get("failed") else ("changed" if r.get("changed") else "no change")
+            rnd = f"round {r['round']}, " if r.get("round") else ""
             out.append(f"  - {r.get('action')}: {r.get('description', '')} "
-                       f"({state}; for {', '.join(r.get('reason', []))})")
+                       f"({rnd}{state}; for {', '.join(r.get('reason', []))})")
+        for n, r in sorted(rounds.items()):
+            if r.get("findings_after") is not None:
+                out.append(f"  after round {n}: {', '.join(r['findings_after']) or 'no finding left'}")
+        if report.get("plan", {}).get("actions"):
+            out.append("Not applied (verify_remediation_rounds reached, or the same action already ran for it):")
+            for a in report["plan"]["actions"]:
+                out.append(f"  - {a['action']}: {a['description']} (for {', '.join(a.get('reason', []))})")
     elif report.get("plan", {}).get("actions"):
         out.append("Would remediate (not applied):")
         for a in report["plan"]["actions"]:
@@ -1265,7 +1464,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Solutions Applied", ""]
     if report.get("remediated") and not meta.get("check_mode"):
         for r in report["remediated"]:
-            lines.append(f"- **{r.get('action')}**: {r.get('description', '')} "
+            lines.append(f"- {('round ' + str(r['round']) + ': ') if r.get('round') else ''}**{r.get('action')}**: "
+                         f"{r.get('description', '')} "
                          f"({'changed' if r.get('changed') else 'no change needed'}; for {', '.join(r.get('reason', []))})")
     elif report.get("plan", {}).get("actions"):
         for a in report["plan"]["actions"]:
@@ -1364,19 +1564,29 @@ def migration_job(deployment, settings=None, *, name: str = "", ttl_seconds: int
     env_names = {e.get("name") for e in main.get("env") or []}
     has_env_from = bool(main.get("envFrom"))
     uri = s.get("backend_store_uri") or ""
+    # the raw argument: a URI built from $(VAR) references (e.g. $(DB_PASSWORD) from a Secret) is expanded by
+    # Kubernetes from the container's env, in the Job as in the server, when it is passed as an argv element
+    argv = [str(a) for a in (main.get("command") or []) + (main.get("args") or [])]
+    raw_uri = next((a.split("=", 1)[1] for a in argv if a.startswith("--backend-store-uri=")), "")
+    if not raw_uri and "--backend-store-uri" in argv[:-1]:
+        raw_uri = argv[argv.index("--backend-store-uri") + 1]
+    command = None
     if "MLFLOW_BACKEND_STORE_URI" in env_names or (has_env_from and (not uri or "redacted" in uri or "***" in uri)):
         script = 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"'
     elif uri and "$" not in uri and "redacted" not in uri and "***" not in uri:
         script = "exec mlflow db upgrade '" + uri.replace("'", "'\"'\"'") + "'"
+    elif "$(" in raw_uri:
+        command = ["mlflow", "db", "upgrade", raw_uri]
     else:
         raise VerifyError("the backend store URI was not found in the mlflow container (neither env "
                           "MLFLOW_BACKEND_STORE_URI nor a literal --backend-store-uri): run `mlflow db upgrade` by hand")
     container = {k: v for k, v in main.items() if k in ("image", "imagePullPolicy", "env", "envFrom", "volumeMounts",
                                                         "securityContext", "resources", "workingDir")}
-    container.update({"name": "db-upgrade", "command": ["/bin/sh", "-c", script]})
+    container.update({"name": "db-upgrade", "command": command or ["/bin/sh", "-c", script]})
     job_spec = {k: v for k, v in pspec.items() if k in ("volumes", "securityContext", "serviceAccountName",
-                                                        "imagePullSecrets", "nodeSelector", "tolerations",
-                                                        "affinity", "enableServiceLinks")}
+                                                        "automountServiceAccountToken", "imagePullSecrets",
+                                                        "nodeSelector", "tolerations", "affinity", "hostAliases",
+                                                        "dnsPolicy", "dnsConfig", "enableServiceLinks")}
     job_spec.update({"restartPolicy": "Never", "containers": [container]})
     job_name = name or f"{meta.get('name', 'mlflow')}-verify-db-upgrade"
     lbl = {"app.kubernetes.io/managed-by": "asgard.mlflow", "app.kubernetes.io/component": "db-upgrade"}

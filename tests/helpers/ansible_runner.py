@@ -92,6 +92,7 @@ def run_playbook(
     diff: bool = False,
     verbosity: int = 0,
     tags: str | None = None,
+    skip_tags: str | None = None,
     json_output: bool = True,
     timeout: int = 900,
     tmpdir: str | None = None,
@@ -113,6 +114,8 @@ def run_playbook(
         cmd.append("--diff")
     if verbosity:
         cmd.append("-" + "v" * verbosity)
+    if skip_tags:
+        cmd += ["--skip-tags", skip_tags]
     if tags:
         cmd += ["--tags", tags]
     run_env = ansible_env(kubeconfig, tmpdir=tmpdir)

@@ -23,6 +23,13 @@ CLI (molecule)::
     python tests/helpers/postgres.py status --dir /tmp/pg      # prints asgard-pg.json (password included)
     python tests/helpers/postgres.py stop --dir /tmp/pg [--remove]
     python tests/helpers/postgres.py driver [--version 3.17.2]   # psycopg (3) + psycopg2 in the lab's runtime
+    python tests/helpers/postgres.py old-store --uri URI [--version 2.16.2]   # a store made by an older MLflow
+
+``old-store`` (``seed_store()``): MLflow releases the lab has no image for write a backend store from the host, with
+a real ``mlflow-skinny==<version>`` in a virtualenv made by Debian's python3 under ``$ASGARD_LAB_CACHE/clients/``
+(installed on first use, ~30 s). MLflow 2.16.2 leaves a store at alembic revision 4465047574b1 with exactly the
+tables 2.22.5 expects, which 2.22.5 refuses ("Detected out-of-date database schema"): the real starting point of
+an upgrade that needs ``mlflow db upgrade``.
 
 ``start`` prints the JSON of ``asgard-pg.json``: host addresses, port, db, user, password, ``uri`` (pods:
 via 10.244.0.1) and ``local_uri`` (via 127.0.0.1). It is idempotent: a running cluster in ``--dir`` is reused.
@@ -61,9 +68,9 @@ DRIVERS = ("psycopg[binary]", "psycopg2-binary")
 def ensure_lab_driver(version: str = "3.17.2") -> str:
     """Make the lab's MLflow runtime ``mlflow-<version>`` able to use a PostgreSQL backend store.
 
-    Stop-gap: MLflow images used with PostgreSQL ship a driver (e.g. burakince/mlflow has psycopg2); the lab's
-    runtimes (tests/lab/asgardlab/runtimes.py) do not list one yet. Installs ``DRIVERS`` with the runtime's own
-    pip when it cannot import them. Returns "present" or "installed".
+    The lab's runtimes (tests/lab/asgardlab/runtimes.py) ship psycopg2-binary and psycopg 3 now, so this only
+    repairs an older runtime cache: installs ``DRIVERS`` with the runtime's own pip when it cannot import them.
+    Returns "present" or "installed". Note: SQLAlchemy < 2.1 (the 2.22.5 runtime) uses psycopg2 only.
     """
     cache = Path(os.environ.get("ASGARD_LAB_CACHE") or "/var/cache/asgard-mlflow-lab")
     rt = cache / "runtimes" / f"mlflow-{version}"
@@ -71,13 +78,69 @@ def ensure_lab_driver(version: str = "3.17.2") -> str:
         raise PostgresError(f"the lab's runtime mlflow-{version} is not installed in {rt} "
                             f"(make runtimes, or python -m asgardlab.runtimes install {version})")
     py = rt / "bin" / "python"
-    if subprocess.run([str(py), "-c", "import psycopg, psycopg2"], capture_output=True).returncode == 0:
+    probe = "import psycopg2, sqlalchemy; sqlalchemy.__version__ < '2.1' or __import__('psycopg')"
+    if subprocess.run([str(py), "-c", probe], capture_output=True, check=False).returncode == 0:
         return "present"
     p = subprocess.run([str(rt / "bin" / "pip"), "install", "--disable-pip-version-check", "-q", *DRIVERS],
                        capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise PostgresError(f"could not install {' '.join(DRIVERS)} into {rt}: {p.stderr.strip()[-500:]}")
     return "installed"
+
+
+OLD_MLFLOW_REQUIREMENTS = ("sqlalchemy<2.1", "alembic", "psycopg2-binary")
+
+# Runs inside the older MLflow's virtualenv: creates experiments and a run with a param and a metric through that
+# MLflow's own SqlAlchemyStore (what its server uses), prints their ids as JSON. The URI comes from the environment.
+_SEED_SCRIPT = """
+import json, os, sys
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.entities import Metric, Param
+import mlflow
+store = SqlAlchemyStore(os.environ["ASGARD_STORE_URI"], os.environ["ASGARD_ARTIFACT_ROOT"])
+out = {"mlflow_version": mlflow.__version__, "experiments": {}, "runs": {}}
+for name in json.loads(os.environ["ASGARD_EXPERIMENTS"]):
+    eid = store.create_experiment(name)
+    run = store.create_run(eid, "asgard-tests", 1700000000000, [], name + "-run")
+    store.log_batch(run.info.run_id, metrics=[Metric("m", 1.5, 1700000000000, 0)], params=[Param("p", name)], tags=[])
+    out["experiments"][name] = eid
+    out["runs"][name] = run.info.run_id
+print(json.dumps(out))
+"""
+
+
+def ensure_mlflow_client(version: str = "2.16.2") -> Path:
+    """A virtualenv (Debian's /usr/bin/python3) with ``mlflow-skinny==<version>`` and a PostgreSQL driver, for
+    MLflow releases the lab has no image for. Returns its python. Installed once under $ASGARD_LAB_CACHE/clients/."""
+    if not version.replace(".", "").isdigit():
+        raise PostgresError(f"version: expected an MLflow release like 2.16.2, got {version!r}")
+    cache = Path(os.environ.get("ASGARD_LAB_CACHE") or "/var/cache/asgard-mlflow-lab")
+    venv = cache / "clients" / f"mlflow-skinny-{version}"
+    py = venv / "bin" / "python"
+    if (venv / ".asgard-complete").exists():
+        return py
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    p = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "-q",
+                        f"mlflow-skinny=={version}", *OLD_MLFLOW_REQUIREMENTS],
+                       capture_output=True, text=True, timeout=900, check=False)
+    if p.returncode != 0:
+        raise PostgresError(f"could not install mlflow-skinny=={version} into {venv}: {p.stderr.strip()[-500:]}")
+    (venv / ".asgard-complete").write_text(version + "\n")
+    return py
+
+
+def seed_store(uri: str, version: str = "2.16.2", experiments: tuple[str, ...] = ("old-a", "old-b")) -> dict:
+    """Write a backend store at ``uri`` with MLflow ``version`` (see ensure_mlflow_client): one experiment per name,
+    each with a run (param p, metric m). Returns {mlflow_version, experiments: {name: id}, runs: {name: run_id}}."""
+    py = ensure_mlflow_client(version)
+    env = {**os.environ, "ASGARD_STORE_URI": uri, "ASGARD_ARTIFACT_ROOT": "/tmp/asgard-seed-artifacts",
+           "ASGARD_EXPERIMENTS": json.dumps(list(experiments))}
+    p = subprocess.run([str(py), "-c", _SEED_SCRIPT], env=env, capture_output=True, text=True, timeout=300, check=False)
+    if p.returncode != 0:
+        raise PostgresError(f"MLflow {version} could not write the store: {p.stderr.strip()[-800:].replace(uri, '<uri>')}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def find_bindir() -> Path:
@@ -250,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     dp = sub.add_parser("driver", help="make the lab's MLflow runtime able to use PostgreSQL (psycopg, psycopg2)")
     dp.add_argument("--version", default="3.17.2", help="MLflow runtime version (default 3.17.2)")
+    op = sub.add_parser("old-store", help="write a backend store with an older MLflow (mlflow-skinny, from the host)")
+    op.add_argument("--uri", required=True, help="the backend store URI as the host reaches it (local_uri)")
+    op.add_argument("--version", default="2.16.2", help="MLflow release (default 2.16.2)")
     for name in ("start", "stop", "status"):
         sp = sub.add_parser(name)
         sp.add_argument("--dir", required=True, help="the cluster's directory")
@@ -265,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "driver":
             print(ensure_lab_driver(args.version))
+            return 0
+        if args.cmd == "old-store":
+            print(json.dumps(seed_store(args.uri, args.version)))
             return 0
         if args.cmd == "start":
             srv = PostgresServer(args.dir, password=args.password, db=args.db, user=args.user, port=args.port,

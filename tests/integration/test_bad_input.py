@@ -12,10 +12,12 @@ rename of the roles' variables is a one-line change.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +50,9 @@ class Case:
     target: str  # "deploy" | "patch" | "verify" (playbooks/<target>.yml) or a module FQCN
     args: dict
     expect: list[str]  # substrings the failure message must contain (field/cause and expected form)
-    kubeconfig: str = "admin"  # admin | directory | invalid_yaml | wrong_token | forbidden
+    kubeconfig: str = "admin"  # admin | directory | missing | invalid_yaml | wrong_token | forbidden
     via_env: bool = True  # pass the kubeconfig as KUBECONFIG (else as the role variable / module option)
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # {"env": {...}}: more environment ({server}, {ca} substituted)
 
 
 # `{ns}` is the shared namespace holding the Deployment the cases must not touch, `{missing}` a namespace that
@@ -88,14 +90,24 @@ CASES = [
     # ---------------------------------------------------------------- deploy role: cluster access
     Case("deploy-missing-namespace", "deploy", {f"{D}namespace": "{missing}", f"{D}create_namespace": False},
          ["namespace {missing} does not exist", f"{D}create_namespace"]),
+    # the kubeconfig preflight: the source named (variable or environment variable and path), the cause, what to do
     Case("deploy-kubeconfig-is-a-directory", "deploy", {f"{D}namespace": "{ns}", f"{D}kubeconfig": "{kc}"},
-         ["{kc}"], kubeconfig="directory", via_env=False),
+         [f"{D}kubeconfig={{kc}}", "is a directory, not a kubeconfig file", f"set {D}kubeconfig"],
+         kubeconfig="directory", via_env=False),
+    Case("deploy-kubeconfig-missing", "deploy", {f"{D}namespace": "{ns}"},
+         ["KUBECONFIG={kc}", "does not exist", f"set {D}kubeconfig"], kubeconfig="missing"),
     Case("deploy-kubeconfig-invalid-yaml", "deploy", {f"{D}namespace": "{ns}"},
-         ["kubeconfig"], kubeconfig="invalid_yaml"),
+         ["KUBECONFIG={kc} is not a valid kubeconfig", "invalid YAML", "line 3", "regenerate"],
+         kubeconfig="invalid_yaml"),
     Case("deploy-invalid-token-401", "deploy", {f"{D}namespace": "{ns}"},
-         ["401", "Unauthorized"], kubeconfig="wrong_token"),
+         ["rejected the credentials from the kubeconfig KUBECONFIG={kc}", "401 Unauthorized", "Renew"],
+         kubeconfig="wrong_token"),
+    Case("deploy-k8s-auth-env-token-401", "deploy", {f"{D}namespace": "{ns}"},  # AWX's Kubernetes credential
+         ["rejected the credentials from the API server {server}", "K8S_AUTH_API_KEY", "401 Unauthorized"],
+         kubeconfig="missing", extra={"env": {"K8S_AUTH_HOST": "{server}", "K8S_AUTH_SSL_CA_CERT": "{ca}",
+                                              "K8S_AUTH_API_KEY": "revoked-token"}}),
     Case("deploy-rbac-forbidden-403", "deploy", {f"{D}namespace": "{ns}"},
-         ["403", "forbidden"], kubeconfig="forbidden"),
+         ["403 Forbidden", "RBAC", "deploy/rbac/"], kubeconfig="forbidden"),
     # ---------------------------------------------------------------- patch role
     Case("patch-workers-0", "patch", {f"{P}namespace": "{ns}", f"{P}workers": 0},
          [f"{P}workers=0", "expected an integer >= 1"]),
@@ -114,10 +126,15 @@ CASES = [
          ["no-such-deployment", "not found"]),
     Case("patch-missing-namespace", "patch", {f"{P}namespace": "{missing}"},
          ["{missing}"]),
+    Case("patch-kubeconfig-missing", "patch", {f"{P}namespace": "{ns}", f"{P}kubeconfig": "{kc}"},
+         [f"{P}kubeconfig={{kc}}", "does not exist", f"set {P}kubeconfig"], kubeconfig="missing", via_env=False),
+    Case("patch-kubeconfig-invalid-yaml", "patch", {f"{P}namespace": "{ns}"},
+         ["KUBECONFIG={kc} is not a valid kubeconfig", "invalid YAML", "line 3"], kubeconfig="invalid_yaml"),
     Case("patch-invalid-token-401", "patch", {f"{P}namespace": "{ns}"},
-         ["401", "Unauthorized"], kubeconfig="wrong_token"),
+         ["rejected the credentials from the kubeconfig KUBECONFIG={kc}", "401 Unauthorized", "Renew"],
+         kubeconfig="wrong_token"),
     Case("patch-rbac-forbidden-403", "patch", {f"{P}namespace": "{ns}"},
-         ["403", "forbidden"], kubeconfig="forbidden"),
+         ["403 Forbidden", "Deployment {ns}/mlflow-deployment", "deploy/rbac/role.yaml"], kubeconfig="forbidden"),
     # ---------------------------------------------------------------- modules
     Case("probe-unknown-option", "asgard.mlflow.mlflow_probe", {"namespace": "{ns}", "bogus_option": 1},
          ["Unsupported parameters", "bogus_option"]),
@@ -177,6 +194,18 @@ def target_ns(lab):
     for path, obj in _seed_objects():
         r = lab.request("POST", path.format(ns=ns), json=obj)
         assert r.status_code == 201, r.text
+    # the controllers write the Deployment's status right after creation: wait until the resourceVersions settle,
+    # or the first case compares against a snapshot taken mid-reconcile
+    deadline = time.monotonic() + 30
+    last = snapshot(lab, ns)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = snapshot(lab, ns)
+        if now == last:
+            break
+        last = now
+    else:
+        pytest.fail(f"namespace {ns} did not settle within 30 s: {last}")
     yield ns
     lab.request("DELETE", f"/api/v1/namespaces/{ns}")
 
@@ -186,8 +215,10 @@ def kubeconfigs(lab, tmp_path_factory) -> dict[str, Path]:
     """Broken kubeconfigs. We run as root, so "unreadable" is a directory or invalid YAML, not a chmod 000 file."""
     d = tmp_path_factory.mktemp("kubeconfigs")
     cfg = yaml.safe_load(lab.kubeconfig.read_text())
-    out = {"admin": lab.kubeconfig, "directory": d / "kubeconfig-is-a-dir"}
+    out = {"admin": lab.kubeconfig, "directory": d / "kubeconfig-is-a-dir", "missing": d / "no-such-kubeconfig"}
     out["directory"].mkdir()
+    ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"])
+    (d / "ca.crt").write_bytes(ca)
     out["invalid_yaml"] = d / "invalid.yaml"
     out["invalid_yaml"].write_text("apiVersion: v1\nclusters: [\n  - {cluster: : :\n")
     wrong = json.loads(json.dumps(cfg))
@@ -256,7 +287,7 @@ def run_case(lab, case: Case, subs: dict, kc: Path, tmp_path: Path):
     args = fill(case.args, subs)
     if isinstance(args.get("local_port"), str):
         args["local_port"] = int(args["local_port"])
-    env = lab.env(KUBECONFIG=str(kc if case.via_env else lab.kubeconfig))
+    env = lab.env(KUBECONFIG=str(kc if case.via_env else lab.kubeconfig), **fill(case.extra.get("env", {}), subs))
     if case.target in ("deploy", "patch", "verify"):
         return run_playbook(f"playbooks/{case.target}.yml", extra_vars=args, env=env, timeout=300)
     pb = tmp_path / "play.yml"
@@ -269,7 +300,9 @@ def run_case(lab, case: Case, subs: dict, kc: Path, tmp_path: Path):
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_fails_before_changing_anything(lab, target_ns, kubeconfigs, tmp_path, case: Case):
     kc = kubeconfigs[case.kubeconfig]
-    subs = {"ns": target_ns, "missing": MISSING_NS, "kc": kc, "free_port": free_port()}
+    cluster = yaml.safe_load(kubeconfigs["admin"].read_text())["clusters"][0]["cluster"]
+    subs = {"ns": target_ns, "missing": MISSING_NS, "kc": kc, "free_port": free_port(), "server": cluster["server"],
+            "ca": kubeconfigs["missing"].parent / "ca.crt"}  # the lab's CA, written by the kubeconfigs fixture
     before = snapshot(lab, target_ns)
     mark = lab.log_mark()
 

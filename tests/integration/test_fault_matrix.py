@@ -360,26 +360,28 @@ def test_crash_loop_from_bad_flag_is_refused(lab, ns, tmp_path):
         time.sleep(1)
     assert waiting == "CrashLoopBackOff"
     gen = get_dep(lab, ns)["metadata"]["generation"]
-    # verify's one bounded restart cannot help a bad flag: keep its rollout wait short
-    res, rep = verify(lab, ns, tmp_path, "refuse", verify_rollout_timeout=60)
+    # a restart cannot help a bad flag: verify must classify it and restart nothing
+    res, rep = verify(lab, ns, tmp_path, "refuse")
     assert res.rc != 0, "verify passed on a crash-looping server"
+    assert res.changed == 0, res.changed_tasks()
     found = codes(rep["findings_before"])
-    assert "CRASH_LOOP" in found, found
+    assert {"CRASH_LOOP", "CONTAINER_CONFIG_ERROR"} <= found, found
     assert rep["status"] == "unhealthy"
-    assert not any(a["action"] == "patch" for a in rep["remediated"]), rep["remediated"]
-    text = json.dumps(rep["remaining"]) + json.dumps(rep.get("next_steps"))
-    assert "CRASH_LOOP" in text
-    restarts = [a for a in rep["remediated"] if a["action"] == "restart"]
-    assert len(restarts) <= 1
-    # the flag is still there (not guessed away)
-    assert "--no-such-flag" in get_dep(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"]
+    [cfg] = [f for f in rep["remaining"] if f["code"] == "CONTAINER_CONFIG_ERROR"]
+    assert "No such option '--no-such-flag'" in cfg["evidence"]["line"] and cfg["evidence"]["exit_code"] == 2, cfg
+    assert rep["remediated"] == [] and rep["plan"]["actions"] == [], rep["remediated"]
+    assert rep["next_steps"][0].startswith("CONTAINER_CONFIG_ERROR: fix the command/args of container mlflow")
+    # the flag is still there (not guessed away), and no rollout happened
+    dep = get_dep(lab, ns)
+    assert "--no-such-flag" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert dep["metadata"]["generation"] == gen
     store = assert_store(lab, ns, before, None)
     healed_row("crash_loop_bad_flag", t0, fault="an unknown flag (--no-such-flag) added to mlflow server",
-               injected_by="Deployment JSON patch (Recreate)", finding="CRASH_LOOP (pods)", detected_by="verify.yml",
-               outcome=f"refused (rc {res.rc}): {len(restarts)} bounded restart, flag left in place; "
-                       f"next step: {(rep.get('next_steps') or [''])[0][:120]}"
-                       + ("" if get_dep(lab, ns)["metadata"]["generation"] == gen else " (generation changed)"),
-               store=store)
+               injected_by="Deployment JSON patch (Recreate)",
+               finding="CONTAINER_CONFIG_ERROR (log of the exited container, exit code 2) + CRASH_LOOP (pods)",
+               detected_by="verify.yml",
+               outcome=f"refused (rc {res.rc}), no restart, flag left in place, generation unchanged; evidence "
+                       f"`{cfg['evidence']['line'][:60]}`; next step: fix the container args", store=store)
 
 
 def test_service_selector_mismatch_is_refused(lab, ns, tmp_path):
@@ -420,6 +422,7 @@ def test_service_named_mlflow_with_service_links(lab, ns, tmp_path):
     assert res.rc != 0
     found = codes(rep["findings_before"])
     assert found & {"CRASH_LOOP", "POD_NOT_READY", "ROLLOUT_STALLED", "NO_READY_POD"}, found
+    assert "CONTAINER_CONFIG_ERROR" in found and rep["remediated"] == [], found  # a config error: not restarted
     res = run_playbook("playbooks/patch.yml", env=lab.env(), timeout=600,
                        extra_vars={f"{P}namespace": ns, f"{P}workers": 1, f"{P}wait_timeout": 240})
     assert res.rc == 0, res.output
@@ -430,7 +433,8 @@ def test_service_named_mlflow_with_service_links(lab, ns, tmp_path):
     store = assert_store(lab, ns, before, base2)
     healed_row("service_links_mlflow", t0, fault="a Service named mlflow + enableServiceLinks: MLFLOW_PORT=tcp://... "
                "and no --port: \"Invalid value for '--port'\"", injected_by="Service + Deployment JSON patch",
-               finding=", ".join(sorted(found & {"CRASH_LOOP", "POD_NOT_READY", "ROLLOUT_STALLED", "NO_READY_POD"})),
+               finding=", ".join(sorted(found & {"CONTAINER_CONFIG_ERROR", "CRASH_LOOP", "POD_NOT_READY",
+                                                 "ROLLOUT_STALLED", "NO_READY_POD"})),
                detected_by="verify.yml (audit); the patch role's compliance filter (port, enableServiceLinks)",
                outcome="healed by playbooks/patch.yml: --port 5000 and enableServiceLinks false", store=store)
 
@@ -511,13 +515,13 @@ def test_api_server_429_503_and_dropped_connection_during_a_playbook(lab, health
         outcome = f"failed clearly (rc {res.rc}) naming the API error; no retry"
     writes = [s for s in seen if s[0] in ("POST", "PUT", "PATCH", "DELETE")]
     assert writes == [], writes
+    assert res.rc == 0, f"verify.yml does not survive transient API errors:\n{res.output[-4000:]}"
     pod, base = serving_pod(lab, ns)
     store = assert_store(lab, ns, healthy["before"], base)
     healed_row("api_429_503_drop", t0, fault="API server: 2x 429 on Deployment GETs, 2x 503 on pod lists, "
                "1 dropped connection on Service GETs", injected_by="POST /lab/faults",
                finding="(transport) answers 429/503 in the request log", detected_by="lab request log + verify.yml rc",
                outcome=outcome, store=store)
-    assert res.rc == 0, f"verify.yml does not survive transient API errors:\n{res.output[-4000:]}"
 
 
 def test_pod_deleted_mid_probe(lab, healthy, tmp_path):
@@ -638,25 +642,25 @@ def test_port_held_by_stale_kubectl_port_forward(lab, healthy, tmp_path):
 
 
 def test_port_held_by_unrelated_process_is_refused(lab, healthy, tmp_path):
-    """Detected through the port_forward module itself: verify.yml's step 6 registers the module with
-    `failed_when: false`, which clears `failed`, so verify reports the step as ok (see the report to the lead)."""
+    """verify.yml step 6 with cleanup on: the unrelated holder is left alone, PORT_FORWARD_FAILED names it and the
+    run fails (the operator asked for the forward); MLflow itself stays healthy."""
     t0 = time.monotonic()
     ns = healthy["ns"]
     port = controller_port()
     other = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pb = tmp_path / "pf.yml"
-    pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
-        {"name": "forward", "asgard.mlflow.port_forward": {"namespace": ns, "local_port": port, "cleanup": True,
-                                                           "state": "present"}}]}]))
     try:
         wait_listening(port)
-        res = run_playbook(pb, env=lab.env(), timeout=300)
+        res, rep = verify(lab, ns, tmp_path, "port-held", verify_port_forward=True,
+                          verify_port_forward_local_port=port, verify_port_forward_cleanup=True)
         assert other.poll() is None, "an unrelated process was killed"
-        assert res.rc != 0, "port_forward claimed a port held by another process"
-        [host] = res.task("forward")
-        msg = host.get("msg", "")
-        assert str(port) in msg and ("http.server" in msg or str(other.pid) in msg), msg
+        assert res.rc != 0, "verify.yml passed although its port-forward could not start"
+        assert res.changed == 0, res.changed_tasks()
+        assert rep["healthy"] is True and rep["status"] == "degraded", rep["remaining"]
+        [pf] = [f for f in rep["remaining"] if f["code"] == "PORT_FORWARD_FAILED"]
+        msg = pf["message"]
+        assert str(port) in msg and "http.server" in msg and str(other.pid) in msg, msg
+        assert any(n.startswith("PORT_FORWARD_FAILED: ") for n in rep["next_steps"]), rep["next_steps"]
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # still the http.server
     finally:
         other.kill()
@@ -664,6 +668,6 @@ def test_port_held_by_unrelated_process_is_refused(lab, healthy, tmp_path):
     pod, base = serving_pod(lab, ns)
     store = assert_store(lab, ns, healthy["before"], base)
     healed_row("port_held_by_unrelated_process", t0, fault=f"127.0.0.1:{port} held by `python -m http.server`",
-               injected_by="an unrelated process on the port", finding="port_forward fails naming the holder",
-               detected_by="port_forward module (verify.yml step 6 masks it)",
-               outcome=f"refused, process left alone: {msg[:160]}", store=store)
+               injected_by="an unrelated process on the port", finding="PORT_FORWARD_FAILED (step 6, names the holder)",
+               detected_by="verify.yml (port_forward step)",
+               outcome=f"refused (rc {res.rc}), process left alone, MLflow healthy: {msg[:150]}", store=store)

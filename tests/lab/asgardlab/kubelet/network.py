@@ -52,6 +52,23 @@ def check_host() -> None:
         raise HostLacks("the lab cannot run pods on this host; it lacks: " + "; ".join(missing))
 
 
+def other_labs_running() -> list[int]:
+    """pids of other lab servers on this host (``python -m asgardlab ... serve``), even those with no pods yet:
+    they (and e.g. a PostgreSQL a test bound to 10.244.0.1) still need the bridge."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"asgardlab" in argv and b"serve" in argv:
+            out.append(int(d))
+    return out
+
+
 class Network:
     def __init__(self, state_dir) -> None:
         self.used: set[str] = {HOST_IP}
@@ -93,7 +110,17 @@ class Network:
                 return s
         raise RuntimeError("pod CIDR 10.244.0.0/16 exhausted")
 
+    async def ensure_bridge(self) -> None:
+        """The bridge is shared by every lab on this host; recreate it if another lab's teardown removed it."""
+        rc, _ = await run("ip", "link", "show", BRIDGE, check=False)
+        if rc:
+            log.warning("bridge %s is gone (removed by another lab?): recreating it", BRIDGE)
+            await run("ip", "link", "add", BRIDGE, "type", "bridge", check=False)
+            await run("ip", "addr", "replace", f"{HOST_IP}/{CIDR.prefixlen}", "dev", BRIDGE)
+            await run("ip", "link", "set", BRIDGE, "up")
+
     async def create(self, uid: str) -> tuple[str, str]:
+        await self.ensure_bridge()
         ns = NS_PREFIX + uid.replace("-", "")[:12]
         veth = "va" + uid.replace("-", "")[:12]
         ip = self.allocate()
@@ -118,5 +145,5 @@ class Network:
     async def teardown(self) -> None:
         await self.cleanup_stale()
         others = [n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []) if n.startswith(NS_PREFIX)]
-        if not others:  # another lab on this host may still use the bridge
+        if not others and not other_labs_running():  # another lab on this host may still use the bridge
             await run("ip", "link", "del", BRIDGE, check=False)

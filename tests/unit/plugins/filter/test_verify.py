@@ -279,7 +279,8 @@ def test_probe_failed_module_and_unhealthy_without_findings():
 # -------------------------------------------------------------------------------------------- settings
 def test_settings_findings_seed_before_and_after():
     st = FILTERS["verify_settings"](SEED_SETTINGS, min_workers=4, min_gunicorn_timeout=300)
-    assert set(codes(st)) == {"TOO_FEW_WORKERS", "SHORT_WORKER_TIMEOUT", "STATIC_PREFIX_SET"}
+    # no prefix expected (the default): the seed's /static is a mismatch, fixed by the patch role
+    assert set(codes(st)) == {"TOO_FEW_WORKERS", "SHORT_WORKER_TIMEOUT", "STATIC_PREFIX_MISMATCH"}
     assert st["summary"] == "server gunicorn, workers 2, timeout 120, static prefix /static"
     assert V.settings_findings(GOOD_SETTINGS)["findings"] == []
     # uvicorn: no gunicorn timeout finding

@@ -31,6 +31,8 @@ def test_seed_deployment_settings_through_the_real_parser():
     assert n["workers"] == 4 and n["workers_in_opts"] == 2  # mlflow's default --workers 4 overrides opts' 2
     assert n["static_prefix"] == "/static"
     st = FILTERS["verify_settings"](raw)
+    assert {f["code"] for f in st["findings"]} == {"SHORT_WORKER_TIMEOUT", "WORKERS_INCONSISTENT", "STATIC_PREFIX_MISMATCH"}
+    st = FILTERS["verify_settings"](raw, expected_static_prefix="/static")
     assert {f["code"] for f in st["findings"]} == {"SHORT_WORKER_TIMEOUT", "WORKERS_INCONSISTENT", "STATIC_PREFIX_SET"}
     assert "s3cr3tpw" not in str(n)
 
