@@ -27,6 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.lab_objects import free_port  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
@@ -247,10 +248,6 @@ def snapshot(lab, ns: str) -> dict[str, str]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fill(value, subs: dict):

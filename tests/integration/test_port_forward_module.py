@@ -10,15 +10,12 @@ import time
 import urllib.request
 
 import pytest
+from helpers.lab_objects import free_port
 from test_probe_module import create_namespace, deploy_mlflow, run_module, wait_ready
 
 pytestmark = pytest.mark.lab
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 20) -> tuple[int, bytes]:

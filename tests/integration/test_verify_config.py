@@ -18,6 +18,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.lab_objects import codes, free_port, get_deployment, live_pods  # noqa: E402
 
 pytestmark = pytest.mark.lab
 IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
@@ -63,15 +64,8 @@ def create(lab, ns: str, objs: list[dict]) -> None:
         assert r.status_code == 201, r.text
 
 
-def get_dep(lab, ns: str) -> dict:
-    r = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
-def live_pods(lab, ns: str) -> list[dict]:
-    r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": "app=mlflow"})
-    return [p for p in r.json().get("items", []) if not p["metadata"].get("deletionTimestamp")]
 
 
 def wait_serving(lab, ns: str, prefix: str = "", timeout: float = 240) -> str:
@@ -103,14 +97,8 @@ def verify(lab, ns: str, tmp_path: Path, name: str, check: bool = False, **extra
     return res, rep
 
 
-def codes(findings) -> set[str]:
-    return {f["code"] for f in findings or []}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------------ the tests
@@ -125,7 +113,7 @@ def test_crash_loop_from_a_bad_flag_is_a_config_error_never_restarted(lab, lab_n
                 waiting = (c.get("state", {}).get("waiting") or {}).get("reason", "") or waiting
         time.sleep(1)
     assert waiting == "CrashLoopBackOff"
-    gen = get_dep(lab, ns)["metadata"]["generation"]
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
     res, rep = verify(lab, ns, tmp_path, "bad-flag", verify_max_restarts=2)
     assert res.rc != 0, "verify passed on a server that cannot start"
     assert res.changed == 0, res.changed_tasks()
@@ -138,7 +126,7 @@ def test_crash_loop_from_a_bad_flag_is_a_config_error_never_restarted(lab, lab_n
     assert rep["next_steps"][0].startswith("CONTAINER_CONFIG_ERROR: fix the command/args of container mlflow")
     # the failure says it at a glance
     assert "CONTAINER_CONFIG_ERROR" in res.output and "No such option '--no-such-flag'" in res.output
-    dep = get_dep(lab, ns)
+    dep = get_deployment(lab, ns)
     assert dep["metadata"]["generation"] == gen
     assert "kubectl.kubernetes.io/restartedAt" not in (dep["spec"]["template"]["metadata"].get("annotations") or {})
     assert "--no-such-flag" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -148,14 +136,14 @@ def test_expected_static_prefix_is_kept_and_the_dashboard_checked_under_it(lab, 
     ns = lab_namespace
     create(lab, ns, objects(ns, server_args("--static-prefix=/mlflow")))
     wait_serving(lab, ns, "/mlflow")
-    gen = get_dep(lab, ns)["metadata"]["generation"]
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
     res, rep = verify(lab, ns, tmp_path, "prefix-kept", verify_expected_static_prefix="/mlflow")
     assert res.rc == 0, res.output
     assert res.changed == 0, res.changed_tasks()
     assert rep["status"] == "healthy", rep["remaining"]
     assert {"ROOT_UNDER_PREFIX", "STATIC_PREFIX_SET"} <= codes(rep["findings"])
     assert rep["measurements"]["before"]["root_status"] == 200
-    assert rep["remediated"] == [] and get_dep(lab, ns)["metadata"]["generation"] == gen
+    assert rep["remediated"] == [] and get_deployment(lab, ns)["metadata"]["generation"] == gen
 
     # another prefix expected: reported (both named), nothing removed, the run fails
     res, rep = verify(lab, ns, tmp_path, "prefix-other", verify_expected_static_prefix="/other")
@@ -166,8 +154,8 @@ def test_expected_static_prefix_is_kept_and_the_dashboard_checked_under_it(lab, 
     assert "ROOT_NOT_FOUND" in codes(rep["remaining"])
     assert rep["plan"]["actions"] == []
     assert any("--static-prefix=/other" in n for n in rep["next_steps"]), rep["next_steps"]
-    args = get_dep(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--static-prefix=/mlflow" in args and get_dep(lab, ns)["metadata"]["generation"] == gen
+    args = get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--static-prefix=/mlflow" in args and get_deployment(lab, ns)["metadata"]["generation"] == gen
 
     # a malformed expectation fails in preflight naming the variable
     res, rep = verify(lab, ns, tmp_path, "prefix-bad", verify_expected_static_prefix="mlflow/")
@@ -231,7 +219,7 @@ def test_two_rounds_a_patch_then_a_restart_for_what_showed_after_it(lab, lab_nam
                             mounts=[{"name": "shared", "mountPath": "/shared"}]))
     first = wait_serving(lab, ns)
     assert (shared / "armed").exists() and not (shared / "hung").exists()
-    gen = get_dep(lab, ns)["metadata"]["generation"]
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
     probe = {"verify_min_workers": 2, "verify_probe_timeout": 5, "verify_probe_deadline": 20}
 
     # check mode: one round planned (the patch), nothing changed
@@ -239,7 +227,7 @@ def test_two_rounds_a_patch_then_a_restart_for_what_showed_after_it(lab, lab_nam
     assert res.rc == 0, res.output
     assert [a["action"] for a in rep["plan"]["actions"]] == ["patch"]
     assert [r["round"] for r in rep["rounds"]] == [1] and rep["rounds"][0]["findings_after"] is None
-    assert get_dep(lab, ns)["metadata"]["generation"] == gen and not (shared / "hung").exists()
+    assert get_deployment(lab, ns)["metadata"]["generation"] == gen and not (shared / "hung").exists()
 
     res, rep = verify(lab, ns, tmp_path, "rounds-heal", **probe)
     assert res.rc == 0, res.output
@@ -252,7 +240,7 @@ def test_two_rounds_a_patch_then_a_restart_for_what_showed_after_it(lab, lab_nam
     assert set(r1["findings_after"]) & {"TIMEOUT", "HEALTH_FAILED", "PROBE_UNHEALTHY", "TUNNEL_ERROR"}, r1
     assert r2["findings_after"] == [] and rep["status"] == "healthy", rep["remaining"]
     assert "after round 1: " in res.output and "(round 2, changed; for " in res.output
-    dep = get_dep(lab, ns)
+    dep = get_deployment(lab, ns)
     assert re.search(r"--workers[= ]2\b", dep["spec"]["template"]["spec"]["containers"][0]["args"][0])
     assert "kubectl.kubernetes.io/restartedAt" in dep["spec"]["template"]["metadata"]["annotations"]
     assert wait_serving(lab, ns) != first

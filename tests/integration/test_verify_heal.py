@@ -13,6 +13,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.lab_objects import codes  # noqa: E402
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
@@ -72,8 +73,6 @@ def verify(lab, ns: str, tmp_path: Path, name: str, check: bool = False, **extra
     return res, rep
 
 
-def codes(findings: list[dict]) -> set[str]:
-    return {f["code"] for f in findings}
 
 
 def rows(rep: dict) -> dict:
