@@ -349,6 +349,8 @@ DEFAULT_LOG_PATTERNS = [
      "message": "requests were rejected by MLflow's Host header check"},
     {"code": "DB_SCHEMA_OUTDATED", "pattern": r"(?i)out-of-date database schema", "severity": "critical",
      "message": "the backend store schema is older than the server (mlflow db upgrade needed)"},
+    {"code": "DB_SCHEMA_NEWER", "pattern": r"Can't locate revision identified by", "severity": "critical",
+     "message": "the backend store was migrated by a newer MLflow than this image (a rollback?): no migration can fix it"},
     {"code": "TRACEBACK", "pattern": r"Traceback \(most recent call last\)", "severity": "warning",
      "message": "Python tracebacks in the log"},
     {"code": "ERROR_LINES", "pattern": r"\b(ERROR|CRITICAL)\b", "severity": "info",
@@ -973,6 +975,8 @@ REMEDIATION_TABLE = {
     "INVALID_HOST": ("patch", ["allowed_hosts"], "add the client's Host to MLFLOW_SERVER_ALLOWED_HOSTS"),
     "INVALID_HOST_HEADER": ("patch", ["allowed_hosts"], "add the client's Host to MLFLOW_SERVER_ALLOWED_HOSTS"),
     "DB_SCHEMA_OUTDATED": ("migrate", [], "run `mlflow db upgrade <backend-store-uri>` with the server's image"),
+    "DB_SCHEMA_NEWER": ("report", [], "run the MLflow image that migrated the store (or a newer one), or restore "
+                        "the backend store's backup taken before that upgrade; `mlflow db upgrade` cannot downgrade"),
     "CRASH_LOOP": ("restart", [], "read the previous container log: kubectl logs --previous"),
     "POD_NOT_READY": ("restart", [], "kubectl describe pod; check the readiness probe path and the log"),
     "ROLLOUT_STALLED": ("restart", [], "kubectl rollout status / describe the new ReplicaSet"),
@@ -1020,7 +1024,8 @@ REMEDIATION_TABLE.update(TRANSACTION_REMEDIATION)
 _RESTART_BLOCKERS = {"IMAGE_PULL_FAILED", "CONTAINER_CONFIG_ERROR", "POD_PENDING", "OOM_KILLED",
                      "DEPLOYMENT_NOT_FOUND", "SCALED_TO_ZERO", "NO_PODS", "SERVICE_NOT_FOUND",
                      "SERVICE_SELECTOR_MISMATCH", "TARGET_PORT_MISMATCH", "SERVICE_PORT_MISSING", "TUNNEL_ERROR",
-                     "NAMESPACE_NOT_FOUND", "PORT_NOT_FOUND", "SERVICE_WITHOUT_SELECTOR", "KUBE_API_ERROR"}
+                     "NAMESPACE_NOT_FOUND", "PORT_NOT_FOUND", "SERVICE_WITHOUT_SELECTOR", "KUBE_API_ERROR",
+                     "DB_SCHEMA_NEWER"}
 
 
 def all_findings(steps) -> list[dict]:

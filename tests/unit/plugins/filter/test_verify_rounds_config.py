@@ -240,3 +240,17 @@ def test_failed_port_forward_is_a_remaining_finding_with_a_next_step():
     assert rep["healthy"] is True and rep["status"] == "degraded"
     assert codes(rep["remaining"]) == ["PORT_FORWARD_FAILED"]
     assert rep["next_steps"][0].startswith("PORT_FORWARD_FAILED: the dashboard port-forward could not start: free")
+
+
+def test_store_newer_than_the_image_is_reported_never_migrated_or_restarted():
+    """Measured: MLflow 2.22.5 on a store that 3.17.2 migrated exits with alembic's "Can't locate revision
+    identified by 'dc11669786a5'" (at start and in `mlflow db upgrade`): neither a migration nor a restart helps."""
+    text = ("Traceback (most recent call last):\n"
+            "alembic.util.exc.CommandError: Can't locate revision identified by 'dc11669786a5'\n")
+    pods, scan = crash_steps(exit_code=1, text=text)
+    assert "DB_SCHEMA_NEWER" in codes(scan["findings"]) and "DB_SCHEMA_OUTDATED" not in codes(scan["findings"])
+    p = V.plan([pods, scan], GOOD, max_restarts=3)
+    assert p["migrate"] is False and p["restart"] is False, p
+    assert "DB_SCHEMA_NEWER" in p["restart_reason"]
+    newer = [r for r in p["report_only"] if r["code"] == "DB_SCHEMA_NEWER"]
+    assert newer and "cannot downgrade" in newer[0]["next_step"]
