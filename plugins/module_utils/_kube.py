@@ -73,8 +73,10 @@ class KubeAPI:
             header_params={"Accept": "application/json", "Content-Type": "application/json"},
             auth_settings=["BearerToken"])
 
-    def get(self, path: str, query=None) -> dict:
+    def get_text(self, path: str, query=None, accept: str = "application/json") -> str:
+        """GET ``path``; the body as text. Raises KubeError (with the API's status and reason) on failure."""
         method, url, headers, body, post = self._serialize("GET", path, query)
+        headers["Accept"] = accept
         self.requests += 1
         try:
             resp = self.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
@@ -95,10 +97,20 @@ class KubeAPI:
             except ValueError:
                 pass
             raise KubeError(f"GET {path}: HTTP {resp.status}: {message}", status=resp.status, reason=reason)
+        return text
+
+    def get(self, path: str, query=None) -> dict:
+        text = self.get_text(path, query)
         try:
             return json.loads(text)
         except ValueError as exc:
-            raise KubeError(f"GET {path}: answer is not JSON", status=resp.status) from exc
+            raise KubeError(f"GET {path}: answer is not JSON", status=200) from exc
+
+    def pod_log(self, namespace: str, pod: str, since_seconds: int, limit_bytes: int = 1 << 20) -> str:
+        """The pod's log of the last ``since_seconds`` (text), at most ``limit_bytes``."""
+        return self.get_text(f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                             [("sinceSeconds", str(since_seconds)), ("limitBytes", str(limit_bytes))],
+                             accept="text/plain")
 
     def get_namespace(self, name: str) -> dict:
         return self.get(f"/api/v1/namespaces/{name}")

@@ -422,23 +422,8 @@ def _proxied_path(uri: str | None) -> str | None:
 
 
 def kube_pod_log(api, namespace: str, pod: str, since_seconds: int) -> str:
-    """GET pods/log?sinceSeconds=N through the KubeAPI's client (text, not JSON); counted in ``api.requests``."""
-    if hasattr(api, "pod_log"):
-        return api.pod_log(namespace, pod, since_seconds)
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
-    query = [("sinceSeconds", str(since_seconds)), ("limitBytes", str(1 << 20))]
-    method, url, headers, body, post = api._serialize("GET", path, query)
-    headers["Accept"] = "text/plain"
-    api.requests += 1
-    try:
-        resp = api.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
-                                       _request_timeout=api.timeout)
-        data = resp.read()
-    except Exception as exc:  # noqa: BLE001
-        raise KubeError(f"GET {path}: {type(exc).__name__}: {str(exc)[:200]}", status=getattr(exc, "status", None)) from exc
-    if not 200 <= resp.status <= 299:
-        raise KubeError(f"GET {path}: HTTP {resp.status}", status=resp.status)
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+    """GET pods/log?sinceSeconds=N (text) through the KubeAPI; counted in ``api.requests``."""
+    return api.pod_log(namespace, pod, since_seconds)
 
 
 def run_transaction(session, host: str, prefix: str, topts: TransactionOptions, log_reader=None) -> tuple[dict, list]:

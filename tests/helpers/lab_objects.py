@@ -16,9 +16,9 @@ def get_deployment(lab, ns: str, name: str = DEPLOYMENT) -> dict:
 
 
 def live_pods(lab, ns: str, selector: str = "app=mlflow") -> list[dict]:
-    """The pods matching ``selector`` that are not being deleted."""
+    """The pods matching ``selector`` that are not being deleted (none while the API answers an error, e.g. a
+    fault the test injected: callers poll)."""
     r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": selector})
-    assert r.status_code == 200, r.text
     return [p for p in r.json().get("items", []) if not p["metadata"].get("deletionTimestamp")]
 
 

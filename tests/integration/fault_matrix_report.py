@@ -1,18 +1,30 @@
 """Collects the fault matrix results (tests/integration/test_fault_matrix.py) and writes docs/fault-matrix.md.
 
-The table is written only when every case of the matrix ran in the session (a partial run, e.g. with ``-k``,
-leaves the committed table alone). Each row is recorded by the test itself after its assertions passed, so a row
-in the table is a passing case; a failing case has no row and the table is not rewritten.
+Each row is recorded by the test itself after its assertions passed, so a row in the table is a passing case; a
+failing case records nothing. At the end of a session:
+
+- every case passed: the whole table is written from this session ("Last full run" moves);
+- some cases passed (e.g. a ``-k`` re-run): their rows replace the same cases' rows of the committed table, the
+  other rows keep their last results, and each row's "Ran (UTC)" column says when it last passed; the table is
+  only rewritten when every case then has a row (nothing is invented for a case that never passed);
+- no case passed: the table is left alone.
+
+Rows are matched by the case id in the first column. A table written before that column existed is read by
+position (its rows were in ``CASES`` order, all from its "Last full run").
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "docs" / "fault-matrix.md"
+HEADER = "| Case | Fault | Injected by | Finding | Detected by | Outcome | Store unchanged | Time (s) | Ran (UTC) |"
+_OLD_HEADER = "| Fault | Injected by | Finding | Detected by | Outcome | Store unchanged | Time (s) |"
+_FULL_RUN = re.compile(r"^Last full run: (?P<when>\d{4}-\d\d-\d\d \d\d:\d\d UTC)")
 
 
 @dataclass
@@ -25,43 +37,101 @@ class Row:
     outcome: str
     store: str
     seconds: float
+    ran: str = ""
 
 
 ROWS: dict[str, Row] = {}
+STARTED = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")  # this session (import time)
 
 
 def record(case: str, *, fault: str, injected_by: str, finding: str, detected_by: str, outcome: str,
            store: str, seconds: float) -> None:
-    ROWS[case] = Row(case, fault, injected_by, finding, detected_by, outcome, store, round(seconds, 1))
+    ROWS[case] = Row(case, fault, injected_by, finding, detected_by, outcome, store, round(seconds, 1), _now())
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def write(expected_cases: list[str], path: Path = REPORT) -> bool:
-    """Write the table when every expected case recorded a row; return whether it was written."""
-    if any(c not in ROWS for c in expected_cases):
-        return False
-    total = sum(ROWS[c].seconds for c in expected_cases)
+def _cells(line: str) -> list[str]:
+    """The cells of a table line, unescaped (the inverse of _cell)."""
+    inner = line.strip().removeprefix("|").removesuffix("|")
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", inner)]
+
+
+def _line(r: Row) -> str:
+    return (f"| `{r.case}` | {_cell(r.fault)} | {_cell(r.injected_by)} | {_cell(r.finding)} | {_cell(r.detected_by)} | "
+            f"{_cell(r.outcome)} | {_cell(r.store)} | {r.seconds} | {r.ran} |")
+
+
+def read(expected_cases: list[str], path: Path = REPORT) -> tuple[dict[str, Row], str]:
+    """The rows of the committed table by case id, and its "Last full run" time ("" when there is none)."""
+    if not path.exists():
+        return {}, ""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    full = next((m["when"] for m in map(_FULL_RUN.match, lines) if m), "")
+    rows: dict[str, Row] = {}
+    for i, line in enumerate(lines):
+        if line.strip() not in (HEADER, _OLD_HEADER):
+            continue
+        body = []
+        for ln in lines[i + 2:]:
+            if not ln.startswith("|"):
+                break
+            body.append(ln)
+        for k, ln in enumerate(body):
+            c = _cells(ln)
+            if line.strip() == HEADER and len(c) == 9:
+                case, rest, ran = c[0].strip("`"), c[1:8], c[8]
+            elif line.strip() == _OLD_HEADER and len(c) == 7 and len(body) == len(expected_cases):
+                case, rest, ran = expected_cases[k], c, full
+            else:
+                continue
+            rows[case] = Row(case, *rest[:6], float(rest[6]), ran)
+        break
+    return rows, full
+
+
+def write(expected_cases: list[str], path: Path = REPORT) -> str:
+    """Write the table; returns "full", "merged" (rows of this session replaced in the committed table) or ""
+    (not written: nothing passed, or some case has no row either from this session or from the table)."""
+    ran = [c for c in expected_cases if c in ROWS]
+    if not ran:
+        return ""
+    kept, full_run = read(expected_cases, path)
+    rows = {**kept, **ROWS}
+    if any(c not in rows for c in expected_cases):
+        return ""
+    complete = len(ran) == len(expected_cases)
+    if complete:
+        full_run = STARTED
+    total = sum(rows[c].seconds for c in expected_cases)
+    stamp = f"Last full run: {full_run}" if full_run else "No full run recorded"
+    rerun = sorted({rows[c].ran for c in expected_cases if rows[c].ran != full_run})
     lines = [
         "# Fault matrix",
         "",
         "Generated by `tests/integration/test_fault_matrix.py` (do not edit by hand): each row is one fault injected",
         "through the lab, the finding that detected it, what happened, and whether the backend store kept its",
-        "experiments and runs (ids compared before and after; one experiment and one run are created before the",
-        "fault, through the pod IP).",
+        "experiments and runs (ids compared before and after, in the SQLite file on the PVC and, when a server",
+        "answers, through its API). The store is seeded before the fault: one experiment and one run created",
+        "through the pod IP, except `schema_outdated_after_upgrade`, whose store is written by MLflow 2.16.2.",
         "",
-        f"Last full run: {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}, {len(expected_cases)} cases,"
-        f" {total:.0f} s of test time.",
+        f"{stamp}, {len(expected_cases)} cases, {total:.0f} s of test time (the sum of the rows below)."
+        + (f" Rows re-run alone since then ({', '.join(rerun)}) show their own time in the Ran column."
+           if rerun else ""),
         "",
-        "| Fault | Injected by | Finding | Detected by | Outcome | Store unchanged | Time (s) |",
-        "|---|---|---|---|---|---|---|",
+        HEADER,
+        "|---|---|---|---|---|---|---|---|---|",
+        *(_line(rows[c]) for c in expected_cases),
+        "",
+        "Regenerate: `make lab-up && .venv/bin/pytest tests/integration/test_fault_matrix.py` (all rows), or",
+        "`-k <test name>` to re-run some rows: their rows are replaced, the others keep their last results.",
+        "",
     ]
-    for c in expected_cases:
-        r = ROWS[c]
-        lines.append(f"| {_cell(r.fault)} | {_cell(r.injected_by)} | {_cell(r.finding)} | {_cell(r.detected_by)} | "
-                     f"{_cell(r.outcome)} | {_cell(r.store)} | {r.seconds} |")
-    lines += ["", "Regenerate: `make lab-up && .venv/bin/pytest tests/integration/test_fault_matrix.py`.", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
-    return True
+    return "full" if complete else "merged"

@@ -2,13 +2,14 @@
 
 For each fault: the finding that detects it (from playbooks/verify.yml's JSON report, or from the module/role
 named in the row), the outcome (healed, or refused with a clear message where healing would be a guess), and
-the backend store unchanged: one experiment and one run are created through the pod IP before the fault, and
+the backend store unchanged: one experiment and one run are created through the pod IP before the fault (the
+schema row writes its store with MLflow 2.16.2 from the host instead), and
 the experiment and run ids are compared after it (through the pod IP when a server answers, and always in the
 SQLite file on the PersistentVolumeClaim).
 
 MLflow pods are cheap ones (1 worker, job execution off, SQLite on a PVC so the store survives pod replacement).
-docs/fault-matrix.md is generated at the end of a session in which every case ran and passed
-(tests/integration/fault_matrix_report.py).
+docs/fault-matrix.md is generated at the end of a session from the cases that passed in it; a partial run (``-k``)
+replaces only its rows and the others keep their last results (tests/integration/fault_matrix_report.py).
 
 The patch role's variables are written with the prefix constant ``P`` below (``patch_``).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -32,10 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fault_matrix_report as report  # noqa: E402
 from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.lab_objects import codes, get_deployment, json_patch, live_pods  # noqa: E402
+from helpers.postgres import seed_store as seed_old_store  # noqa: E402
 
 pytestmark = pytest.mark.lab
 IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
 OLD_IMAGE = "ghcr.io/mlflow/mlflow:v2.22.5"
+OLDEST = "2.16.2"  # an MLflow the lab has no image for: written from the host (helpers.postgres.seed_store)
+REV_2_16_2 = "4465047574b1"  # alembic revision a 2.16.2 store is left at
+HEAD_2_22_5 = "0584bdc529eb"  # what 2.22.5 expects
 P = "patch_"  # patch role variable prefix
 CASES = ["worker_timeout", "static_prefix_404", "invalid_host_403", "liveness_kills", "crash_loop_bad_flag",
          "service_selector_mismatch", "service_links_mlflow", "schema_outdated_after_upgrade", "api_429_503_drop",
@@ -47,10 +54,11 @@ LOCAL_HOST = "localhost:5000"  # a Host header every MLflow allow-list in this f
 @pytest.fixture(scope="module", autouse=True)
 def _matrix_report():
     yield
-    if report.write(CASES):
-        print(f"\nwrote {report.REPORT}")
+    how = report.write(CASES)
+    if how:
+        print(f"\nwrote {report.REPORT} ({how}: rows of this session {sorted(report.ROWS)})")
     else:
-        print(f"\nfault matrix incomplete ({sorted(report.ROWS)}): {report.REPORT} not rewritten")
+        print(f"\nfault matrix not rewritten ({report.REPORT}): rows of this session {sorted(report.ROWS)}")
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -124,21 +132,10 @@ def create(lab, ns: str, *objs: dict) -> None:
         assert r.status_code == 201, r.text
 
 
-def json_patch(lab, ns: str, ops: list[dict], name="mlflow-deployment") -> None:
-    r = lab.request("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}", data=json.dumps(ops),
-                    headers={"Content-Type": "application/json-patch+json"})
-    assert r.status_code == 200, r.text
 
 
-def get_dep(lab, ns: str) -> dict:
-    r = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
-def live_pods(lab, ns: str) -> list[dict]:
-    r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": "app=mlflow"})
-    return [p for p in r.json().get("items", []) if not p["metadata"].get("deletionTimestamp")]
 
 
 def serving_pod(lab, ns: str, prefix: str = "", timeout: float = 240, exclude=()) -> tuple[str, str]:
@@ -199,7 +196,8 @@ def assert_store(lab, ns: str, before: dict, base: str | None) -> str:
     assert store_via_file(lab, ns) == before
     if base:
         assert store_via_api(base) == before
-    return f"yes ({len(before['experiments'])} experiments, {len(before['runs'])} run; ids equal" + \
+    n_runs = len(before["runs"])
+    return f"yes ({len(before['experiments'])} experiments, {n_runs} run{'s' if n_runs > 1 else ''}; ids equal" + \
         (", API + file)" if base else ", file)")
 
 
@@ -213,8 +211,6 @@ def verify(lab, ns: str, tmp_path: Path, name: str, **extra):
     return res, rep
 
 
-def codes(findings) -> set[str]:
-    return {f["code"] for f in findings or []}
 
 
 def start_healthy(lab, ns: str, dep: dict | None = None, prefix: str = "", svc: dict | None = None):
@@ -244,7 +240,7 @@ def test_worker_timeout_under_slow_upload(lab, ns, tmp_path):
     assert {"WORKER_TIMEOUT", "SHORT_WORKER_TIMEOUT"} <= found, found
     assert rep["remediated"][0]["action"] == "patch", rep["remediated"]
     assert rep["status"] == "healthy", rep["remaining"]
-    args = " ".join(get_dep(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"])
+    args = " ".join(get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"])
     assert "--timeout 300" in args, args
     pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
     # the same slow upload now completes
@@ -337,7 +333,7 @@ def test_liveness_kills_from_starved_health(lab, ns, tmp_path):
     assert rep["status"] == "healthy", rep["remaining"]
     pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
     store = assert_store(lab, ns, before, base2)
-    live = get_dep(lab, ns)["spec"]["template"]["spec"]["containers"][0].get("livenessProbe", {})
+    live = get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0].get("livenessProbe", {})
     healed_row("liveness_kills", t0, fault="liveness probe (1 s timeout, 2 failures) on a health endpoint that stops "
                "answering", injected_by="pod fault refusePorts [5000]",
                finding=", ".join(sorted(found & {"RESTARTS", "CRASH_LOOP", "POD_NOT_READY", "TUNNEL_ERROR",
@@ -359,7 +355,7 @@ def test_crash_loop_from_bad_flag_is_refused(lab, ns, tmp_path):
                 waiting = (c.get("state", {}).get("waiting") or {}).get("reason", "") or waiting
         time.sleep(1)
     assert waiting == "CrashLoopBackOff"
-    gen = get_dep(lab, ns)["metadata"]["generation"]
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
     # a restart cannot help a bad flag: verify must classify it and restart nothing
     res, rep = verify(lab, ns, tmp_path, "refuse")
     assert res.rc != 0, "verify passed on a crash-looping server"
@@ -372,7 +368,7 @@ def test_crash_loop_from_bad_flag_is_refused(lab, ns, tmp_path):
     assert rep["remediated"] == [] and rep["plan"]["actions"] == [], rep["remediated"]
     assert rep["next_steps"][0].startswith("CONTAINER_CONFIG_ERROR: fix the command/args of container mlflow")
     # the flag is still there (not guessed away), and no rollout happened
-    dep = get_dep(lab, ns)
+    dep = get_deployment(lab, ns)
     assert "--no-such-flag" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert dep["metadata"]["generation"] == gen
     store = assert_store(lab, ns, before, None)
@@ -388,7 +384,7 @@ def test_service_selector_mismatch_is_refused(lab, ns, tmp_path):
     t0 = time.monotonic()
     pod, base, before = start_healthy(lab, ns, deployment(ns=ns), svc=service(selector={"app": "mlflow-typo"}))
     svc_rv = lab.request("GET", f"/api/v1/namespaces/{ns}/services/mlflow-service").json()["metadata"]["resourceVersion"]
-    dep_gen = get_dep(lab, ns)["metadata"]["generation"]
+    dep_gen = get_deployment(lab, ns)["metadata"]["generation"]
     res, rep = verify(lab, ns, tmp_path, "refuse")
     assert res.rc != 0
     assert rep, f"verify.yml wrote no report:\n{res.output[-5000:]}"
@@ -398,7 +394,7 @@ def test_service_selector_mismatch_is_refused(lab, ns, tmp_path):
     msgs = [f["message"] for f in rep["remaining"] if f["code"] == "SERVICE_SELECTOR_MISMATCH"]
     assert msgs and "mlflow-typo" in msgs[0], rep["remaining"]
     after_rv = lab.request("GET", f"/api/v1/namespaces/{ns}/services/mlflow-service").json()["metadata"]["resourceVersion"]
-    assert after_rv == svc_rv and get_dep(lab, ns)["metadata"]["generation"] == dep_gen
+    assert after_rv == svc_rv and get_deployment(lab, ns)["metadata"]["generation"] == dep_gen
     store = assert_store(lab, ns, before, base)
     healed_row("service_selector_mismatch", t0, fault="Service selector app=mlflow-typo (no pod behind the Service)",
                injected_by="Service spec", finding="SERVICE_SELECTOR_MISMATCH (service)", detected_by="verify.yml",
@@ -426,7 +422,7 @@ def test_service_named_mlflow_with_service_links(lab, ns, tmp_path):
     res = run_playbook("playbooks/patch.yml", env=lab.env(), timeout=600,
                        extra_vars={f"{P}namespace": ns, f"{P}workers": 1, f"{P}wait_timeout": 240})
     assert res.rc == 0, res.output
-    spec = get_dep(lab, ns)["spec"]["template"]["spec"]
+    spec = get_deployment(lab, ns)["spec"]["template"]["spec"]
     assert spec["enableServiceLinks"] is False and "--port=5000" in " ".join(spec["containers"][0]["args"]) \
         or "--port 5000" in " ".join(spec["containers"][0]["args"]), spec
     pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
@@ -440,44 +436,85 @@ def test_service_named_mlflow_with_service_links(lab, ns, tmp_path):
 
 
 def test_out_of_date_schema_after_image_upgrade(lab, ns, tmp_path):
-    """2.22.5 -> 3.17.2 without a migration. Measured: MLflow 3.17.2 does NOT log "Detected out-of-date database
-    schema" for a 2.22.5 SQLite store: tables added since 2.22 are missing, so its SqlAlchemyStore runs
-    _initialize_tables(), i.e. every migration, at start ("Creating initial MLflow database tables...",
-    "Updating database tables"). The case asserts what happens: either verify heals DB_SCHEMA_OUTDATED with its
-    migration Job, or the server migrated itself; in both cases the store keeps its experiments and runs."""
+    """MLflow 2.16.2 -> 2.22.5 without a migration: the SQLite store on the PVC is written by a real MLflow 2.16.2
+    (mlflow-skinny from the host, tests/helpers/postgres.py seed_store; alembic revision 4465047574b1, the same
+    tables as 2.22.5), then the Deployment runs ghcr.io/mlflow/mlflow:v2.22.5 on it. 2.22.5 refuses the store
+    ("Detected out-of-date database schema (found version 4465047574b1, but expected 0584bdc529eb)") and exits,
+    the pod crash-loops; verify.yml finds DB_SCHEMA_OUTDATED in the log, runs its migration Job (2.22.5's
+    `mlflow db upgrade`) and the pods come back healthy at revision 0584bdc529eb with the store's experiments and
+    runs unchanged (ids from seed_store's answer, compared in the file and through the API).
+
+    Why not 2.22.5 -> 3.17.2 (this row's earlier form): measured, MLflow 3.17.2 does NOT refuse a 2.22.5 store.
+    Tables added since 2.22 are missing, so its SqlAlchemyStore runs _initialize_tables(), i.e. every migration,
+    at start ("Creating initial MLflow database tables...", "Updating database tables"); no out-of-date schema
+    arises on that path (also proven on PostgreSQL by tests/integration/test_postgres_backend.py)."""
     t0 = time.monotonic()
-    pod, base, before = start_healthy(lab, ns, deployment(image=OLD_IMAGE, ns=ns))
-    json_patch(lab, ns, [{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": IMAGE}])
+    r = lab.request("POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", json=PVC)
+    assert r.status_code == 201, r.text
+    # lab internals: the kubelet bind-mounts <state>/pvcs/<ns>/<claim>-<uid> (tests/lab/asgardlab/kubelet/pod.py)
+    pvc_dir = lab.state_dir / "pvcs" / ns / f"data-{r.json()['metadata']['uid']}"
+    pvc_dir.mkdir(parents=True, exist_ok=True)
+    pvc_dir.chmod(0o777)
+    db = pvc_dir / "mlflow.db"
+    seeded = seed_old_store(f"sqlite:///{db}", OLDEST, ("old-a", "old-b"))
+    assert seeded["mlflow_version"] == OLDEST, seeded
+    os.chown(db, 1000, 1000)  # the pod's runAsUser/runAsGroup
+    # the Default experiment (id 0) is created by the store itself, the rest comes from seed_store's answer
+    before = {"experiments": sorted(["0", *seeded["experiments"].values()]), "runs": sorted(seeded["runs"].values())}
+    assert store_via_file(lab, ns) == before
+    assert alembic_revision(db) == REV_2_16_2
+
+    # 2.22.5 serves with gunicorn: --timeout 300 so that only the injected fault is wrong (verify would also patch
+    # SHORT_WORKER_TIMEOUT otherwise), as allowed_hosts() does for INVALID_HOST
+    create(lab, ns, deployment(image=OLD_IMAGE, ns=ns, args=server_args(extra=["--gunicorn-opts=--timeout 300"])),
+           service())
+    refused = f"Detected out-of-date database schema (found version {REV_2_16_2}, but expected {HEAD_2_22_5})"
     end = time.monotonic() + 240
-    log, new = "", None
-    while time.monotonic() < end and not ("out-of-date database schema" in log or "Uvicorn running" in log):
+    log, crashed = "", None
+    while time.monotonic() < end and not (refused in log and crashed):
         for p in live_pods(lab, ns):
-            if p["metadata"]["name"] != pod:
-                new = p["metadata"]["name"]
-                log = pod_log(lab, ns, new) + pod_log(lab, ns, new, previous=True)
+            log = pod_log(lab, ns, p["metadata"]["name"]) + pod_log(lab, ns, p["metadata"]["name"], previous=True)
+            st = (p["status"].get("containerStatuses") or [{}])[0]
+            crashed = crashed or (st.get("restartCount", 0) >= 1 and st)
         time.sleep(1)
-    outdated = "Detected out-of-date database schema" in log
-    assert outdated or "Updating database tables" in log, log[-1500:]
+    assert refused in log and crashed, (log[-1500:], crashed)
+    assert alembic_revision(db) == REV_2_16_2  # the server refused the store, it did not touch it
+
     res, rep = verify(lab, ns, tmp_path, "heal", verify_migration_timeout=300)
     assert res.rc == 0, res.output
     assert rep["status"] == "healthy", rep["remaining"]
     found = codes(rep["findings_before"])
-    if outdated:
-        assert "DB_SCHEMA_OUTDATED" in found and "migrate" in [a["action"] for a in rep["remediated"]], rep
-        outcome = "healed: migration Job (mlflow db upgrade) + rollout restart"
-        finding = "DB_SCHEMA_OUTDATED (log)"
-    else:
-        assert "DB_SCHEMA_OUTDATED" not in found and rep["remediated"] == [], rep["remediated"]
-        outcome = ("no fault: MLflow 3.17.2 migrated the 2.22.5 SQLite store itself at start (\"Updating database "
-                   "tables\"); verify healthy, nothing to remediate")
-        finding = "none (not out-of-date after start)"
-    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    assert "DB_SCHEMA_OUTDATED" in found, found
+    done = [a for a in rep["remediated"] if a.get("changed") and not a.get("failed")]
+    assert "migrate" in [a["action"] for a in done], rep["remediated"]
+    assert {a["action"] for a in done} <= {"migrate", "restart"}, rep["remediated"]  # nothing else was patched
+    assert alembic_revision(db) == HEAD_2_22_5
+    jobs = lab.request("GET", f"/apis/batch/v1/namespaces/{ns}/jobs").json()["items"]
+    assert [j["status"].get("succeeded") for j in jobs] == [1], [j["status"] for j in jobs]
+    assert jobs[0]["spec"]["template"]["spec"]["containers"][0]["image"] == OLD_IMAGE
+    pod2, base2 = serving_pod(lab, ns)
     version = requests.get(base2 + "/version", headers={"Host": LOCAL_HOST}, timeout=10).text
-    assert version.startswith("3.17"), version
+    assert version == "2.22.5", version
     store = assert_store(lab, ns, before, base2)
-    healed_row("schema_outdated_after_upgrade", t0, fault="image 2.22.5 -> 3.17.2 without a migration Job",
-               injected_by="Deployment image JSON patch", finding=finding, detected_by="verify.yml (log scan)",
-               outcome=outcome, store=store)
+    restarts = crashed.get("restartCount", 0)
+    healed_row("schema_outdated_after_upgrade", t0,
+               fault=f"MLflow {OLDEST} -> 2.22.5 without a migration: a SQLite store written by {OLDEST} "
+                     f"(revision {REV_2_16_2}); 2.22.5 exits \"Detected out-of-date database schema\", the pod "
+                     f"crash-loops (restartCount {restarts} when seen)",
+               injected_by=f"seed_store (mlflow-skinny=={OLDEST}) on the PVC + Deployment image v2.22.5",
+               finding="DB_SCHEMA_OUTDATED (log); with it: " + ", ".join(sorted(found - {"DB_SCHEMA_OUTDATED"})),
+               detected_by="verify.yml (log scan)",
+               outcome="healed: " + " + ".join(f"{a['action']} ({', '.join(a.get('reason') or [])})" for a in done)
+               + f"; the Job ran 2.22.5's `mlflow db upgrade`: revision {REV_2_16_2} -> {HEAD_2_22_5}, "
+               "GET /version 2.22.5, healthy", store=store)
+
+
+def alembic_revision(db: Path) -> str:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    finally:
+        con.close()
 
 
 # ------------------------------------------------------------- cases sharing one healthy Deployment (in order)
