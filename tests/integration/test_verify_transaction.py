@@ -92,7 +92,8 @@ def test_worker_killed_during_upload_is_healed_and_the_same_transaction_then_pas
     assert wk["step"] == "transaction" and wk["severity"] == "critical"
     assert wk["evidence"]["step"] == "upload_artifact"
     assert any("WORKER TIMEOUT" in ln or "SIGKILL" in ln for ln in wk["evidence"]["log_lines"]), wk
-    patch = next(a for a in rep["plan"]["actions"] if a["action"] == "patch")
+    # what round 1 did (the report's "plan" is what is left to do after the last round: nothing here)
+    patch = next(a for a in rep["remediated"] if a["action"] == "patch")
     assert "timeout" in patch["targets"] and "WORKER_KILLED_DURING_REQUEST" in patch["reason"], patch
     assert rep["remediated"][0]["action"] == "patch" and rep["remediated"][0]["changed"] is True
     # re-run with the same size and pacing: passes, the run ends healthy
