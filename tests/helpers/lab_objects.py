@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 DEPLOYMENT = "mlflow-deployment"
 
@@ -38,3 +39,15 @@ def free_port() -> int:
 def codes(findings) -> set[str]:
     """The finding codes of a verify report's list of findings."""
     return {f["code"] for f in findings or []}
+
+
+def wait_container_waiting(lab, ns: str, reason: str = "CrashLoopBackOff", timeout: float = 120) -> str:
+    """Poll the MLflow pods until a container waits with ``reason``; returns the last reason seen."""
+    end = time.monotonic() + timeout
+    waiting = ""
+    while time.monotonic() < end and waiting != reason:
+        for p in live_pods(lab, ns):
+            for c in p.get("status", {}).get("containerStatuses", []):
+                waiting = (c.get("state", {}).get("waiting") or {}).get("reason", "") or waiting
+        time.sleep(1)
+    return waiting

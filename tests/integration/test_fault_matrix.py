@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fault_matrix_report as report  # noqa: E402
 from helpers.ansible_runner import run_playbook  # noqa: E402
-from helpers.lab_objects import codes, get_deployment, json_patch, live_pods  # noqa: E402
+from helpers.lab_objects import codes, get_deployment, json_patch, live_pods, wait_container_waiting  # noqa: E402
 from helpers.postgres import seed_store as seed_old_store  # noqa: E402
 
 pytestmark = pytest.mark.lab
@@ -347,14 +347,7 @@ def test_crash_loop_from_bad_flag_is_refused(lab, ns, tmp_path):
     t0 = time.monotonic()
     pod, base, before = start_healthy(lab, ns, deployment(ns=ns))
     json_patch(lab, ns, [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--no-such-flag"}])
-    end = time.monotonic() + 120
-    waiting = ""
-    while time.monotonic() < end and waiting != "CrashLoopBackOff":
-        for p in live_pods(lab, ns):
-            for c in p.get("status", {}).get("containerStatuses", []):
-                waiting = (c.get("state", {}).get("waiting") or {}).get("reason", "") or waiting
-        time.sleep(1)
-    assert waiting == "CrashLoopBackOff"
+    assert wait_container_waiting(lab, ns, "CrashLoopBackOff", timeout=120) == "CrashLoopBackOff"
     gen = get_deployment(lab, ns)["metadata"]["generation"]
     # a restart cannot help a bad flag: verify must classify it and restart nothing
     res, rep = verify(lab, ns, tmp_path, "refuse")

@@ -18,7 +18,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
-from helpers.lab_objects import codes, free_port, get_deployment, live_pods  # noqa: E402
+from helpers.lab_objects import codes, free_port, get_deployment, live_pods, wait_container_waiting  # noqa: E402
 
 pytestmark = pytest.mark.lab
 IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
@@ -105,14 +105,7 @@ def verify(lab, ns: str, tmp_path: Path, name: str, check: bool = False, **extra
 def test_crash_loop_from_a_bad_flag_is_a_config_error_never_restarted(lab, lab_namespace, tmp_path):
     ns = lab_namespace
     create(lab, ns, objects(ns, server_args("--no-such-flag")))
-    end = time.monotonic() + 120
-    waiting = ""
-    while time.monotonic() < end and waiting != "CrashLoopBackOff":
-        for p in live_pods(lab, ns):
-            for c in p.get("status", {}).get("containerStatuses", []):
-                waiting = (c.get("state", {}).get("waiting") or {}).get("reason", "") or waiting
-        time.sleep(1)
-    assert waiting == "CrashLoopBackOff"
+    assert wait_container_waiting(lab, ns, "CrashLoopBackOff", timeout=120) == "CrashLoopBackOff"
     gen = get_deployment(lab, ns)["metadata"]["generation"]
     res, rep = verify(lab, ns, tmp_path, "bad-flag", verify_max_restarts=2)
     assert res.rc != 0, "verify passed on a server that cannot start"
