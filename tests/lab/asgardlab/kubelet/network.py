@@ -52,21 +52,23 @@ def check_host() -> None:
         raise HostLacks("the lab cannot run pods on this host; it lacks: " + "; ".join(missing))
 
 
-def other_labs_running() -> list[int]:
-    """pids of other lab servers on this host (``python -m asgardlab ... serve``), even those with no pods yet:
-    they (and e.g. a PostgreSQL a test bound to 10.244.0.1) still need the bridge."""
-    out = []
+def proc_read(name: str):
+    """(pid, content of /proc/<pid>/<name>) for every other process on the host that can be read."""
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == os.getpid():
             continue
         try:
-            with open(f"/proc/{d}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
+            with open(f"/proc/{d}/{name}", "rb") as fh:
+                yield int(d), fh.read()
         except OSError:
             continue
-        if b"asgardlab" in argv and b"serve" in argv:
-            out.append(int(d))
-    return out
+
+
+def other_labs_running() -> list[int]:
+    """pids of other lab servers on this host (``python -m asgardlab ... serve``), even those with no pods yet:
+    they (and e.g. a PostgreSQL a test bound to 10.244.0.1) still need the bridge."""
+    return [pid for pid, cmdline in proc_read("cmdline")
+            if {b"asgardlab", b"serve"} <= set(cmdline.split(b"\0"))]
 
 
 class Network:

@@ -21,7 +21,7 @@ from .. import resources as R
 from .. import runtimes
 from ..controllers.events import NODE_NAME
 from ..store import ApiError, now_iso
-from .network import HOST_IP
+from .network import HOST_IP, proc_read
 
 log = logging.getLogger("asgardlab.kubelet")
 _LAUNCH_SRC = pathlib.Path(__file__).with_name("launch.py")
@@ -93,17 +93,7 @@ def tagged_pids(tag: str) -> list[int]:
     SIGTERM) are found too.
     """
     needle = b"\0" + tag.encode()
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{d}/environ", "rb") as f:
-                if needle in b"\0" + f.read():
-                    pids.append(int(d))
-        except OSError:
-            continue
-    return pids
+    return [pid for pid, environ in proc_read("environ") if needle in b"\0" + environ]
 
 
 class ConfigError(Exception):
