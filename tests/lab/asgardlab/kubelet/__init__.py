@@ -57,8 +57,8 @@ class Kubelet:
         w = self.workers.get(uid)
         node = (obj.get("spec") or {}).get("nodeName")
         if etype == "DELETED":
-            if w is not None and not w.stopping:
-                w.request_stop(0)  # force deletion: no grace
+            if w is not None:
+                w.request_stop(0)  # force deletion: no grace (cuts a grace period already running)
             return
         if w is None and etype == "ADDED" and node in (None, "", NODE_NAME) and not md.get("deletionTimestamp"):
             w = PodWorker(self, obj)
@@ -68,11 +68,11 @@ class Kubelet:
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
             return
-        if w is not None and md.get("deletionTimestamp") and not w.stopping:
+        if w is not None and md.get("deletionTimestamp"):
             grace = md.get("deletionGracePeriodSeconds")
             if grace is None:
                 grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-            w.request_stop(float(grace))
+            w.request_stop(float(grace))  # while stopping: only a shorter grace period counts
         elif w is None and md.get("deletionTimestamp") and node == NODE_NAME:
             asyncio.get_running_loop().call_soon(self._finalize_orphan, md["namespace"], md["name"], uid)
 

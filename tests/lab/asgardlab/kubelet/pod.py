@@ -96,6 +96,23 @@ def tagged_pids(tag: str) -> list[int]:
     return [pid for pid, environ in proc_read("environ") if needle in b"\0" + environ]
 
 
+def children(pid: int) -> list[int]:
+    """Host pids of ``pid``'s children (/proc/<pid>/task/<pid>/children, else a scan of /proc/*/stat)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return []
+    found = []
+    for child, stat in proc_read("stat"):
+        fields = stat.rsplit(b")", 1)[-1].split()
+        if len(fields) > 2 and fields[1] == str(pid).encode():
+            found.append(child)
+    return found
+
+
 class ConfigError(Exception):
     """Container config cannot be built (CreateContainerConfigError)."""
 
@@ -106,7 +123,8 @@ class Container:
         self.name = spec["name"]
         self.init = init
         self.runtime: runtimes.Runtime | None = None
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | None = None  # the shim (launch.py's parent in the host PID namespace)
+        self.init_pid: int | None = None  # host pid of the container's PID 1 (the shim's only child)
         self.container_id = ""
         self.state: dict = {"waiting": {"reason": "ContainerCreating"}}
         self.last_state: dict = {}
@@ -166,6 +184,8 @@ class PodWorker:
         self.mounts: dict[str, str] = {}
         self.task: asyncio.Task | None = None
         self.grace: float = 30
+        self.grace_cut = asyncio.Event()  # a later delete shortened the grace period (e.g. --grace-period=0 --force)
+        self.grace_cut_at = 0.0
         self._last_published: dict | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -275,7 +295,7 @@ class PodWorker:
     async def run(self) -> None:
         main = asyncio.create_task(self._main())
         await self.stop_event.wait()
-        await self._stop_all(self.grace)
+        await self._stop_all(max(self.grace, 1))  # the kubelet never uses less than 1 s (a force delete included)
         done, _ = await asyncio.wait({main}, timeout=self.grace + 10)
         if not done:
             main.cancel()
@@ -646,6 +666,7 @@ class PodWorker:
             env[TAG] = f"{self.k.instance}-{c.container_id}"
             c.env = env
             spec = self._launch_spec(c, argv, env, True)
+            spec["pidns"] = True
         except ConfigError as exc:
             c.container_id = ""
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
@@ -665,6 +686,7 @@ class PodWorker:
             )
         finally:
             os.close(fd)
+        c.init_pid = None
         c.pumps = [asyncio.create_task(self._pump(c.proc.stdout, "stdout", path)),
                    asyncio.create_task(self._pump(c.proc.stderr, "stderr", path))]
         c.started_mono = time.monotonic()
@@ -700,6 +722,7 @@ class PodWorker:
                 term["reason"] = "OOMKilled"
             self._sweep(c)
             c.proc = None
+            c.init_pid = None
             c.ready = False
             c.started = False
             c.gen += 1
@@ -738,30 +761,71 @@ class PodWorker:
             except ProcessLookupError:
                 pass
 
+    async def init_pid(self, c: Container) -> int | None:
+        """Host pid of the container's PID 1 while it runs (None once it has exited)."""
+        proc = c.proc
+        deadline = time.monotonic() + 2
+        while proc is not None and proc.returncode is None:
+            if c.init_pid is None:
+                kids = children(proc.pid)
+                c.init_pid = kids[0] if kids else None
+            if c.init_pid is not None or time.monotonic() > deadline:
+                return c.init_pid
+            await asyncio.sleep(0.01)  # the shim has not forked yet
+        return None
+
     async def kill_container(self, c: Container, grace: float, reason: str | None = None) -> None:
+        """Stop one container as the kubelet does (``grace`` > 0): the preStop hook first (its time counts
+        against the grace period), then SIGTERM to the container's PID 1 only, then SIGKILL when the rest of
+        the grace period (at least 2 s) has passed. PID 1 ignores SIGTERM unless it handles it (the init of a
+        PID namespace gets no default signal actions), and no other process is signalled (a shell's child
+        is not told); SIGKILL of PID 1 makes the kernel kill everything else in the container's namespace.
+        ``grace`` <= 0: SIGKILL at once (the lab's kill fault).
+        Ref: kubernetes/website content/en/docs/concepts/workloads/pods/pod-lifecycle.md "Termination of Pods";
+        kubernetes pkg/kubelet/kuberuntime/kuberuntime_container.go killContainer (minimumGracePeriodInSeconds)."""
         proc = c.proc
         if proc is None or proc.returncode is not None:
             return
         c.kill_reason = reason
-        try:
-            os.killpg(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for pid in tagged_pids(f"{TAG}={self.k.instance}-{c.container_id}\0"):
+        pid1 = await self.init_pid(c)
+        if grace > 0:
+            pre_stop = (c.spec.get("lifecycle") or {}).get("preStop")
+            if pre_stop:
+                t0 = time.monotonic()
+                await self._pre_stop(c, pre_stop, grace)
+                grace -= time.monotonic() - t0
+            grace = max(grace, 2)  # "always give containers a minimal shutdown window"
+            if pid1 is not None and proc.returncode is None:
+                try:
+                    os.kill(pid1, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                await self._wait_exit(proc, grace)
+        if pid1 is not None and proc.returncode is None:
             try:
-                os.kill(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+                os.kill(pid1, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=max(grace, 0.01))
-        except TimeoutError:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # the shim (and PID 1, should it not have been found)
         except ProcessLookupError:
             pass
         self._sweep(c)
         await proc.wait()
+
+    async def _pre_stop(self, c: Container, hook: dict, grace: float) -> None:
+        """Run a preStop hook (exec, httpGet or sleep) for at most ``grace`` seconds. A failure is a
+        FailedPreStopHook event without details ("so that secrets won't leak", as the kubelet says)."""
+        ok = True
+        if "exec" in hook:
+            rc, _ = await self.exec_capture(c, hook["exec"].get("command") or [], grace)
+            ok = rc == 0 or rc is None  # a hook still running when the grace period ends is not a failure
+        elif "httpGet" in hook:
+            ok, _ = await self.probe_once(c, {"httpGet": hook["httpGet"], "timeoutSeconds": grace})
+        elif "sleep" in hook:
+            await asyncio.sleep(min(float(hook["sleep"].get("seconds") or 0), grace))
+        if not ok:
+            self.event("Warning", "FailedPreStopHook", "PreStopHook failed", c)
 
     async def _stop_all(self, grace: float) -> None:
         running = [c for c in self.all_containers() if c.proc is not None and c.proc.returncode is None]
@@ -770,9 +834,34 @@ class PodWorker:
         await asyncio.gather(*(self.kill_container(c, grace) for c in running))
 
     def request_stop(self, grace: float) -> None:
+        """Stop the pod with ``grace`` seconds; while stopping, only a shorter grace period changes anything
+        (as the kubelet does when a pod is deleted again with a shorter one)."""
+        if self.stopping:
+            if grace < self.grace:
+                self.grace = grace
+                self.grace_cut_at = time.monotonic()
+                cut, self.grace_cut = self.grace_cut, asyncio.Event()
+                cut.set()  # wakes every container waiting out the old grace period
+            return
         self.grace = grace
         self.stopping = True
         self.stop_event.set()
+
+    async def _wait_exit(self, proc: asyncio.subprocess.Process, grace: float) -> None:
+        """Wait until ``proc`` exits or ``grace`` seconds pass (less if the pod's grace period is cut)."""
+        deadline = time.monotonic() + grace
+        exited = asyncio.ensure_future(proc.wait())
+        while not exited.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            cut = asyncio.ensure_future(self.grace_cut.wait())
+            await asyncio.wait({exited, cut}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if cut.done():  # the kubelet stops the container again with the shorter period (at least 2 s)
+                deadline = min(deadline, self.grace_cut_at + max(self.grace, 2))
+            cut.cancel()
+        if not exited.done():
+            exited.cancel()
 
     # ------------------------------------------------------------------ probes
     async def _probes(self, c: Container, gen: int) -> None:
@@ -810,7 +899,7 @@ class PodWorker:
                     return True
                 if fails >= fthr:
                     self.event("Normal", "Killing", f"Container {c.name} failed startup probe, will be restarted", c)
-                    await self.kill_container(c, probe.get("terminationGracePeriodSeconds", self.spec.get("terminationGracePeriodSeconds", 30)), "liveness")
+                    await self.kill_container(c, probe.get("terminationGracePeriodSeconds", self.spec.get("terminationGracePeriodSeconds", 30)) or 1, "liveness")
                     return False
             elif kind == "Readiness":
                 if ok and succ >= sthr and not c.ready:
@@ -821,7 +910,7 @@ class PodWorker:
                     self.publish()
             elif not ok and fails >= fthr:
                 self.event("Normal", "Killing", f"Container {c.name} failed liveness probe, will be restarted", c)
-                await self.kill_container(c, probe.get("terminationGracePeriodSeconds", self.spec.get("terminationGracePeriodSeconds", 30)), "liveness")
+                await self.kill_container(c, probe.get("terminationGracePeriodSeconds", self.spec.get("terminationGracePeriodSeconds", 30)) or 1, "liveness")
                 return False
             if await self.sleep(period):
                 return False
@@ -896,12 +985,15 @@ class PodWorker:
         """Start ``cmd`` inside the running container's network + mount namespaces, with its env and uid."""
         if c.proc is None or c.proc.returncode is not None:
             raise ApiError(400, "BadRequest", f"container {c.name} is not running")
+        pid1 = await self.init_pid(c)
+        if pid1 is None:
+            raise ApiError(400, "BadRequest", f"container {c.name} is not running")
         env = dict(c.env)
         spec = self._launch_spec(c, list(cmd), env, False)
         fd = self._spec_fd(spec)
-        try:
+        try:  # into the container's network, mount and PID namespaces (nsenter forks into the last)
             return await asyncio.create_subprocess_exec(
-                "nsenter", "-t", str(c.proc.pid), "-n", "-m", HOST_PYTHON, LAUNCH, f"fd:{fd}",
+                "nsenter", "-t", str(pid1), "-n", "-m", "-p", HOST_PYTHON, LAUNCH, f"fd:{fd}",
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True, env={"PATH": BASE_PATH},
                 pass_fds=(fd,),
