@@ -123,6 +123,27 @@ def test_unknown_image_image_pull_backoff_and_progress_deadline(lab, ns):
     assert "Failed to pull image" in events
 
 
+def test_undeclared_tag_of_a_known_image_does_not_run(lab, ns):
+    """A registry has only the tags that were pushed: a pod naming another tag of a known repository gets
+    ErrImagePull then ImagePullBackOff, with containerd's error in the container status (kubernetes/website
+    content/en/docs/concepts/containers/images.md "ImagePullBackOff"; kubelet pkg/kubelet/images/image_manager.go
+    reports the runtime's error as the ErrImagePull message). The lab declares its tags (docs/lab.md, Images)."""
+    for name, image in (("bb", "busybox:2"), ("mlf", "ghcr.io/mlflow/mlflow:v9.9.9"), ("ok", BB)):
+        apply(lab, ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+            "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}})
+    wait_for(lambda: ready(get(lab, f"/api/v1/namespaces/{ns}/pods/ok")), 30, "a declared tag running")
+    for name, ref in (("bb", "docker.io/library/busybox:2"), ("mlf", "ghcr.io/mlflow/mlflow:v9.9.9")):
+        waiting = wait_for(lambda n=name: (get(lab, f"/api/v1/namespaces/{ns}/pods/{n}")["status"].get("containerStatuses") or [{}])[0]
+                           .get("state", {}).get("waiting", {}).get("reason") == "ErrImagePull"
+                           and get(lab, f"/api/v1/namespaces/{ns}/pods/{n}")["status"]["containerStatuses"][0]["state"]["waiting"],
+                           30, f"{name}: ErrImagePull")
+        assert waiting["message"] == (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": '
+                                      f'failed to resolve reference "{ref}": {ref}: not found')
+        wait_for(lambda n=name: get(lab, f"/api/v1/namespaces/{ns}/pods/{n}")["status"]["containerStatuses"][0]["state"]
+                 .get("waiting", {}).get("reason") == "ImagePullBackOff", 30, f"{name}: ImagePullBackOff")
+        assert get(lab, f"/api/v1/namespaces/{ns}/pods/{name}")["status"]["phase"] == "Pending"
+
+
 def test_endpoints_named_port_and_selector_matching_nothing(lab, ns):
     d = deployment("web", "python3 -m http.server 8080", replicas=2)
     d["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"name": "web", "containerPort": 8080}]

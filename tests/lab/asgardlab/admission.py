@@ -241,6 +241,10 @@ class Admission:
             if rt.key == "apps/daemonsets":
                 spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
                 spec.setdefault("revisionHistoryLimit", 10)
+            if old is None:  # the zero status the apiserver serialises (its int32 fields without omitempty)
+                obj["status"] = {"replicas": 0, "availableReplicas": 0} if rt.key == "apps/statefulsets" else \
+                    {"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0, "numberReady": 0} \
+                    if rt.key == "apps/daemonsets" else {"replicas": 0}
             _default_template(obj)
         elif rt.key == R.JOBS.key and spec is not None:
             spec.setdefault("parallelism", 1)

@@ -4,12 +4,14 @@
 networking (fails with a clear message if the host lacks root / namespaces / iproute2), creates the Node
 ``asgard-lab-node``, starts the controllers and the kubelet, and registers
 ``/api/v1/namespaces/{ns}/pods/{name}/log|exec|portforward`` and ``/lab/pods/{ns}/{name}/fault``.
-``shutdown()`` stops every pod (SIGTERM, grace capped at 10 s, SIGKILL, sweep of tagged processes) and
-removes the pod network namespaces (and the bridge when no other lab uses it).
+``shutdown()`` stops every pod (SIGTERM to each container's PID 1, grace capped at 10 s, SIGKILL, sweep of
+tagged processes) and removes the pod network namespaces and the lab's bridge.
 
-Networking for tests: pods get IPs from 10.244.0.0/16 on the host bridge ``asgardlab0``; the host is
-10.244.0.1 from inside pods (e.g. a PostgreSQL on the host listening on 0.0.0.0 or 10.244.0.1), and the
-host reaches pods at their status.podIP.
+Networking for tests (kubelet/network.py): each lab has its own pod network, a /20 of 10.244.0.0/16 on its
+own bridge; the first lab in a network namespace gets 10.244.0.0/20 on ``asgardlab0``, and the host is
+10.244.0.1 from inside its pods (e.g. a PostgreSQL on the host listening on 0.0.0.0 or 10.244.0.1). A lab's
+gateway is in ``<state-dir>/network.json``, the Node's InternalIP and every pod's status.hostIP; the host
+reaches pods at their status.podIP.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ async def setup(app, store, lab) -> None:
     rec = Recorder(store)
     kubelet = Kubelet(store, rec, lab.state_dir)
     await kubelet.start()
-    cm = ControllerManager(store, rec)
+    cm = ControllerManager(store, rec, node_ip=kubelet.net.gateway, pod_cidr=str(kubelet.net.cidr))
     cm.start()
     Streams(kubelet).register(app)
     try:
@@ -37,7 +39,8 @@ async def setup(app, store, lab) -> None:
     except AttributeError:
         pass
     _state.update(kubelet=kubelet, cm=cm)
-    log.info("kubelet and controllers started (node asgard-lab-node, pod network 10.244.0.0/16 on bridge asgardlab0)")
+    log.info("kubelet and controllers started (node asgard-lab-node, pod network %s on bridge %s, gateway %s)",
+             kubelet.net.cidr, kubelet.net.bridge, kubelet.net.gateway)
 
 
 async def shutdown() -> None:

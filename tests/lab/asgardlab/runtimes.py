@@ -9,9 +9,11 @@ first on ``PATH``.
 | ghcr.io/mlflow/mlflow:v3.17.2, :3.17.2, :latest         | virtualenv with mlflow==3.17.2            |
 | ghcr.io/mlflow/mlflow:v2.22.5, :2.22.5                  | virtualenv with mlflow==2.22.5, sqlalchemy<2.1 |
 | burakince/mlflow:3.17.2 / :2.22.5 (and :latest = 3.17.2) | same virtualenvs                         |
-| busybox:*, python:3.11*, debian:*                       | the host's /bin and Debian's /usr/bin/python3 |
+| busybox:1, :1.36, :1.36.1, :1.37, :1.37.0, :latest, :stable; python:3.11, :3.11-slim, :3.11-bookworm, :3.11-slim-bookworm; debian:12, :12-slim, :bookworm, :bookworm-slim | the host's /bin and Debian's /usr/bin/python3 |
 
-Any other image fails like an image that cannot be pulled (ErrImagePull, then ImagePullBackOff).
+Any other image or tag fails as containerd fails to pull a tag that does not exist (ErrImagePull with
+containerd's message ``... docker.io/library/busybox:2: not found``, then ImagePullBackOff); lab.log names the
+declared tags.
 
 MLflow runtimes are virtualenvs made with Debian's ``/usr/bin/python3 -m venv`` (world-readable, so pods
 running as a non-root uid can use them) under ``$ASGARD_LAB_CACHE`` (default
@@ -54,8 +56,12 @@ IMAGES: dict[str, dict[str, str]] = {
     "ghcr.io/mlflow/mlflow": {"v3.17.2": "3.17.2", "3.17.2": "3.17.2", "latest": "3.17.2", "v2.22.5": "2.22.5", "2.22.5": "2.22.5"},
     "burakince/mlflow": {"3.17.2": "3.17.2", "latest": "3.17.2", "2.22.5": "2.22.5"},
 }
-# repositories whose every tag maps to the host's tools (shell, coreutils, Debian python3)
-HOST_IMAGES = ("busybox", "python", "debian", "alpine")
+# repositories whose declared tags map to the host's tools (shell, coreutils, Debian bookworm's python3 3.11)
+HOST_IMAGES: dict[str, tuple[str, ...]] = {
+    "busybox": ("1", "1.36", "1.36.1", "1.37", "1.37.0", "latest", "stable"),
+    "python": ("3.11", "3.11-slim", "3.11-bookworm", "3.11-slim-bookworm"),
+    "debian": ("12", "12-slim", "bookworm", "bookworm-slim"),
+}
 
 
 @dataclass(frozen=True)
@@ -108,19 +114,35 @@ def split_image(image: str) -> tuple[str, str]:
     return repo, tag
 
 
+def reference(image: str) -> str:
+    """The fully qualified reference containerd pulls: ``busybox`` -> ``docker.io/library/busybox:latest``."""
+    name = image.split("@", 1)[0]
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        name = "docker.io/library/" + name
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = "docker.io/" + name
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
 def resolve(image: str) -> Runtime:
-    """The runtime for ``image``; raises UnknownImage for an image the table does not list."""
+    """The runtime for ``image``; raises UnknownImage (with containerd's pull error, as the kubelet reports it in
+    the ErrImagePull message) for an image or tag the lab does not declare."""
     if not image or not isinstance(image, str):
-        raise UnknownImage("image must be a non-empty string")
+        raise UnknownImage("rpc error: code = InvalidArgument desc = image must be a non-empty string")
     repo, tag = split_image(image)
-    if repo in IMAGES:
-        ver = IMAGES[repo].get(tag)
-        if ver:
-            return Runtime(image, "mlflow", ver)
-        raise UnknownImage(f'{repo}:{tag}: not found (the lab knows tags {", ".join(sorted(IMAGES[repo]))})')
-    if repo.rsplit("/", 1)[-1] in HOST_IMAGES and "/" not in repo:
+    if repo in IMAGES and tag in IMAGES[repo]:
+        return Runtime(image, "mlflow", IMAGES[repo][tag])
+    if repo in HOST_IMAGES and tag in HOST_IMAGES[repo]:
         return Runtime(image, "host")
-    raise UnknownImage(f"{repo}:{tag}: not found (pull access denied, repository does not exist in the lab's image table)")
+    ref = reference(image)
+    known = IMAGES.get(repo) or HOST_IMAGES.get(repo)
+    log.warning("image %s is not in the lab's image table (%s)", image,
+                f"declared tags of {repo}: {', '.join(sorted(known))}" if known else "unknown repository")
+    raise UnknownImage(f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": '
+                       f'failed to resolve reference "{ref}": {ref}: not found')
 
 
 def _install_sync(version: str, echo=print) -> pathlib.Path:
@@ -189,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         for tag, ver in tags.items():
             rt = Runtime(f"{repo}:{tag}", "mlflow", ver)
             print(f"{repo}:{tag} -> mlflow {ver} at {rt.path} ({'installed' if rt.installed() else 'not installed'})")
-    for repo in HOST_IMAGES:
-        print(f"{repo}:* -> host /bin and {HOST_PYTHON}")
+    for repo, tags in HOST_IMAGES.items():
+        print(f"{repo}:{{{','.join(tags)}}} -> host /bin and {HOST_PYTHON}")
     return 0
 
 

@@ -12,11 +12,12 @@ from .events import NODE_NAME
 from .util import pod_ready
 
 log = logging.getLogger("asgardlab.controllers")
-HOST_IP = "10.244.0.1"
+HOST_IP = "10.244.0.1"  # the first lab's gateway; a lab's own is kubelet.net.gateway (kubelet/network.py)
+POD_CIDR = "10.244.0.0/20"
 SLICE_MANAGER = "endpointslice-controller.k8s.io"
 
 
-def node_object() -> dict:
+def node_object(host_ip: str = HOST_IP, pod_cidr: str = POD_CIDR) -> dict:
     ts = now_iso()
     cond = lambda t, s, r, m: {"type": t, "status": s, "reason": r, "message": m, "lastHeartbeatTime": ts, "lastTransitionTime": ts}  # noqa: E731
     return {
@@ -25,7 +26,7 @@ def node_object() -> dict:
         "metadata": {"name": NODE_NAME, "labels": {
             "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
             "node-role.kubernetes.io/control-plane": ""}},
-        "spec": {"podCIDR": "10.244.0.0/16", "podCIDRs": ["10.244.0.0/16"]},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
         "status": {
             "conditions": [
                 cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
@@ -33,7 +34,7 @@ def node_object() -> dict:
                 cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
             ],
-            "addresses": [{"type": "InternalIP", "address": HOST_IP}, {"type": "Hostname", "address": NODE_NAME}],
+            "addresses": [{"type": "InternalIP", "address": host_ip}, {"type": "Hostname", "address": NODE_NAME}],
             "capacity": {"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "100Gi"},
             "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "100Gi"},
             "nodeInfo": {
@@ -45,13 +46,13 @@ def node_object() -> dict:
     }
 
 
-def ensure_node(store: Store) -> None:
-    node = node_object()
+def ensure_node(store: Store, host_ip: str = HOST_IP, pod_cidr: str = POD_CIDR) -> None:
+    node = node_object(host_ip, pod_cidr)
     cur = store.get(R.lookup("", "nodes"), None, NODE_NAME)
     if cur is None:
         store.create(R.lookup("", "nodes"), node)
     else:
-        cur["status"] = node["status"]
+        cur["spec"], cur["status"] = node["spec"], node["status"]
         store.update(R.lookup("", "nodes"), cur, internal=True)
 
 

@@ -21,7 +21,7 @@ from .. import resources as R
 from .. import runtimes
 from ..controllers.events import NODE_NAME
 from ..store import ApiError, now_iso
-from .network import HOST_IP, proc_read
+from .network import proc_read
 
 log = logging.getLogger("asgardlab.kubelet")
 _LAUNCH_SRC = pathlib.Path(__file__).with_name("launch.py")
@@ -272,8 +272,8 @@ class PodWorker:
         st = dict(cur.get("status") or {})
         st["phase"] = self.phase
         st["conditions"] = [self.conditions[t] for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
-        st["hostIP"] = HOST_IP
-        st["hostIPs"] = [{"ip": HOST_IP}]
+        st["hostIP"] = self.k.net.gateway
+        st["hostIPs"] = [{"ip": self.k.net.gateway}]
         if self.ip:
             st["podIP"] = self.ip
             st["podIPs"] = [{"ip": self.ip}]
@@ -471,7 +471,7 @@ class PodWorker:
         simple = {
             "metadata.name": md["name"], "metadata.namespace": md["namespace"], "metadata.uid": md["uid"],
             "spec.nodeName": NODE_NAME, "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
-            "status.podIP": self.ip or "", "status.hostIP": HOST_IP, "status.podIPs": self.ip or "", "status.hostIPs": HOST_IP,
+            "status.podIP": self.ip or "", "status.hostIP": self.k.net.gateway, "status.podIPs": self.ip or "", "status.hostIPs": self.k.net.gateway,
         }
         if fp in simple:
             return simple[fp]
@@ -630,7 +630,7 @@ class PodWorker:
             except runtimes.UnknownImage as exc:
                 pulls += 1
                 self.event("Normal", "Pulling", f'Pulling image "{img}"', c)
-                msg = f'failed to pull and unpack image "{img}": {exc}'
+                msg = str(exc)
                 self.event("Warning", "Failed", f'Failed to pull image "{img}": {msg}', c)
                 self.event("Warning", "Failed", "Error: ErrImagePull", c)
                 c.state = {"waiting": {"reason": "ErrImagePull", "message": msg}}
