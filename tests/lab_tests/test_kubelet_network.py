@@ -110,3 +110,23 @@ def test_two_labs_in_one_network_namespace(lab, second_lab, lab_namespace):
     ns3 = make_namespace(lab, "net")
     assert _serving_pod(lab, ns3)["status"]["podIP"] != ips[0]
     lab.request("DELETE", f"/api/v1/namespaces/{ns3}")
+
+
+def test_a_killed_lab_is_cleaned_up_by_the_next_start(second_lab):
+    """A lab server that is killed (SIGKILL: no teardown) leaves its bridge, pod network namespaces and container
+    processes behind; the next start of that lab reclaims the bridge (the same pod network) and kills the
+    containers whose lab is gone, as a restarted kubelet does not keep running pods it no longer knows."""
+    from asgardlab.kubelet.testing import tagged_processes
+
+    ns = make_namespace(second_lab, "crash")
+    p = _serving_pod(second_lab, ns)
+    cid = p["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+    assert tagged_processes(cid)
+    before = json.loads((second_lab.state_dir / "network.json").read_text())
+    os.kill(int((second_lab.state_dir / "lab.pid").read_text()), 9)
+    wait_for(lambda: _lab(second_lab.state_dir, "status").returncode != 0, 30, "the killed lab to be gone")
+    assert tagged_processes(cid), "the containers outlive a killed lab server (no teardown ran)"
+    up = _lab(second_lab.state_dir, "up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert json.loads((second_lab.state_dir / "network.json").read_text()) == before
+    wait_for(lambda: not tagged_processes(cid), 20, "the orphaned container to be killed")

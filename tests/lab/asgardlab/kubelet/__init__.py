@@ -19,7 +19,7 @@ import signal
 from .. import resources as R
 from ..controllers.events import NODE_NAME, Recorder
 from ..store import Store
-from .network import Network
+from .network import Network, proc_read
 from .pod import TAG, PodWorker, tagged_pids
 
 log = logging.getLogger("asgardlab.kubelet")
@@ -37,11 +37,30 @@ class Kubelet:
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
+        self.reap_orphans()
         await self.net.setup()
         (self.state_dir / "pods").mkdir(parents=True, exist_ok=True)
         self.store.add_listener(self._on_change)
         for pod in list(self.store.iter_refs(R.PODS)):
             self._on_change("ADDED", R.PODS, pod, None)
+
+    @staticmethod
+    def reap_orphans() -> None:
+        """SIGKILL container processes whose lab server is gone (a lab that was killed leaves its containers
+        running): their tag ``ASGARDLAB_CONTAINER_ID=<lab pid>-<container id>`` names a pid that no longer exists.
+        Any lab on the host may do this, for any other lab's leftovers."""
+        needle = f"{TAG}=".encode()
+        for pid, environ in proc_read("environ"):
+            entry = next((e for e in environ.split(b"\0") if e.startswith(needle)), None)
+            if entry is None:
+                continue
+            owner = entry[len(needle):].split(b"-", 1)[0]
+            if owner.isdigit() and not os.path.exists(f"/proc/{int(owner)}"):  # a reused pid: left alone
+                log.warning("killing process %d of a container whose lab (pid %s) is gone", pid, owner.decode())
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def worker(self, ns: str, name: str) -> PodWorker | None:
         pod = self.store.get_ref(R.PODS, ns, name)
