@@ -245,6 +245,24 @@ def test_filters_rewrite_and_redirect(lab, ns):
     assert r.status_code == 301 and r.headers["Location"] == f"https://{host}/old/page?x=1"
 
 
+def test_route_nginx_refuses_is_not_accepted(lab, ns):
+    """A RegularExpression path match is implementation-specific (HTTPRoute API, PathMatchType): the lab's nginx
+    uses PCRE2, and a route whose regex nginx refuses is not programmed (Accepted=False, UnsupportedValue, with
+    nginx's message) while the other routes of the Gateway keep working."""
+    create(lab, ns, gateway("gw-regex", [{"name": "http", "port": 80, "protocol": "HTTP"}]))
+    create(lab, ns, route("bad-regex", "gw-regex", [f"regex.{ns}.test"], [
+        {"matches": [{"path": {"type": "RegularExpression", "value": "/y\\u0061"}}], "backendRefs": [{"name": "a", "port": 80}]}]))
+    create(lab, ns, route("good-regex", "gw-regex", [f"goodregex.{ns}.test"], [
+        {"matches": [{"path": {"type": "RegularExpression", "value": "/v[0-9]+/.*"}}], "backendRefs": [{"name": "b", "port": 80}]}]))
+    c = conds(parent_status(lab, ns, "bad-regex"))["Accepted"]
+    assert (c["status"], c["reason"]) == ("False", "UnsupportedValue") and "nginx refused" in c["message"]
+    assert conds(parent_status(lab, ns, "good-regex"))["Accepted"]["status"] == "True"
+    wait_synced(lab)
+    assert who(get(lab, f"goodregex.{ns}.test", "/v2/x")) == "b"
+    assert get(lab, f"goodregex.{ns}.test", "/vx/x").status_code == 404
+    lab.request("DELETE", f"/apis/{GW}/namespaces/{ns}/httproutes/bad-regex")
+
+
 @pytest.mark.parametrize("mutate,status,message", [
     (lambda g: g["spec"]["listeners"][0].update(protcol="HTTP"), 422, 'unknown field "spec.listeners[0].protcol"'),
     (lambda g: g["spec"]["listeners"][0].update(port="eighty"), 422, "spec.listeners[0].port"),

@@ -319,6 +319,25 @@ def test_backend_protocol_https(lab, ns, ca):
     assert get(lab, f"bpplain.{ns}.test", "/x").status_code == 502
 
 
+def test_an_ingress_nginx_refuses_is_left_out(lab, ns):
+    """ingress-nginx tests every configuration with ``nginx -t`` before reloading, and its admission webhook refuses
+    an Ingress nginx would reject; the lab has no webhook: an Ingress whose locations nginx refuses (here a regex
+    PCRE2 rejects: ``\\u`` escapes) is left out, with a Warning event quoting nginx, and every other Ingress keeps
+    being served and updated."""
+    bad = ingress("pcre-bad", [rule(f"pcrebad.{ns}.test", ("/x\\u0061", "ImplementationSpecific", "a"))],
+                  annotations={"nginx.ingress.kubernetes.io/use-regex": "true"})
+    create(lab, ns, bad)
+    try:
+        serve(lab, ns, ingress("after-bad", [rule(f"afterbad.{ns}.test", ("/", "Prefix", "b"))]))
+        assert who(get(lab, f"afterbad.{ns}.test", "/")) == "b"
+        wait_for(lambda: [e for e in events(lab, ns, "pcre-bad") if "nginx refused" in e["message"]], 30, what="Warning event")
+        assert not (read(lab, ns, bad).get("status") or {}).get("loadBalancer")
+        assert get(lab, f"pcrebad.{ns}.test", "/xa").status_code == 404 or get(lab, f"pcrebad.{ns}.test", "/xa").json()["ns"] != ns
+    finally:
+        lab.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/pcre-bad")
+        wait_synced(lab)
+
+
 # --------------------------------------------------------------------------- changes
 def test_reload_on_change_without_failed_requests(lab, ns):
     """Editing an Ingress reconfigures nginx with a graceful reload (nginx -t, then SIGHUP: old workers finish

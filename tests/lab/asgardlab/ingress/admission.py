@@ -44,12 +44,9 @@ def default_class(store) -> str | None:
                if (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"]
     if not classes:
         return None
-    classes.sort(key=lambda c: (c["metadata"].get("creationTimestamp", ""), _neg(c["metadata"]["name"])), reverse=True)
+    classes.sort(key=lambda c: c["metadata"]["name"])  # ties: the smaller name (admission.go sort)
+    classes.sort(key=lambda c: c["metadata"].get("creationTimestamp", ""), reverse=True)  # stable: newest first
     return classes[0]["metadata"]["name"]
-
-
-def _neg(name: str) -> tuple:
-    return tuple(-ord(ch) for ch in name)  # newest first, then the smaller name (admission.go sort)
 
 
 def default(store, rt, obj: dict, old: dict | None, subresource: str | None) -> None:

@@ -89,7 +89,7 @@ def parse(annotations: dict | None) -> Annotations:
             want = "true or false"
         elif isinstance(default, int):
             parsed = _int(value)
-            parsed = parsed if parsed is not None and parsed >= 0 else None
+            parsed = parsed if parsed is not None and 0 <= parsed <= 2147483 else None
             want = "a whole number of seconds like \"120\""
         elif name == "proxy-body-size":
             parsed = value if SIZE.match(value) else None

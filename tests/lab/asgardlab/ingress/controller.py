@@ -23,6 +23,7 @@ import copy
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from .. import resources as R
@@ -74,7 +75,8 @@ class IngressController:
         self.generation = 0
         self._last = ""
         self._pairs: dict = {}
-        self._seen_generations: dict[str, int] = {}
+        self._seen_generations: dict[str, str] = {}
+        self._refused: dict[tuple[str, str, str], tuple[str | None, str]] = {}
         self.ports: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -134,35 +136,60 @@ class IngressController:
                 log.exception("ingress controller sync failed")
 
     # ------------------------------------------------------------------ one sync
-    def _translate(self):
+    def _translate(self, excluded: dict | None = None):
+        excluded = excluded or {}
         cfg = Config(http_port=self.ports["http"], https_port=self.ports["https"], status_port=self.ports["status"],
                      prefix=self.prefix, default_cert=self.default_cert)
         b = Builder(cfg, Snapshot(self.store), self.prefix / "certs", self._pairs)
         classes = {c["metadata"]["name"]: c for c in self.store.iter_refs(INGRESSCLASSES)}
         ours = [i for i in self.store.iter_refs(INGRESSES) if I.is_ours(i, classes) and not i["metadata"].get("deletionTimestamp")]
-        results = I.translate(b, ours)
-        gwt = G.GatewayTranslation(b, self.store)
+        results = I.translate(b, ours, {k[1:]: v for k, v in excluded.items() if k[0] == "Ingress"})
+        gwt = G.GatewayTranslation(b, self.store, {k[1:]: v for k, v in excluded.items() if k[0] == "HTTPRoute"})
         gwt.run()
         return cfg, (results, ours), (gwt, b)
 
+    def _fingerprint(self, culprit: tuple[str, str, str]) -> str | None:
+        kind, ns, name = culprit
+        obj = self.store.get_ref(INGRESSES if kind == "Ingress" else G.HTTPROUTES, ns, name)
+        if obj is None:
+            return None
+        return json.dumps([obj["metadata"]["uid"], obj["metadata"].get("annotations"), obj.get("spec")], sort_keys=True)
+
     async def sync(self) -> None:
         rv = self.store.resource_version
-        cfg, (results, ours), (gwt, b) = self._translate()
-        text = render(cfg)
-        ok, error = True, ""
-        if text != self._last or not self.nginx.running():
+        # objects nginx refused stay out until they change (no failing nginx -t on every sync)
+        excluded: dict[tuple[str, str, str], str] = {}
+        for culprit, (fp, err) in list(self._refused.items()):
+            if self._fingerprint(culprit) == fp:
+                excluded[culprit] = err
+            else:
+                del self._refused[culprit]
+        while True:
+            cfg, (results, ours), (gwt, b) = self._translate(excluded)
+            text = render(cfg)
+            ok, error = True, ""
+            if text == self._last and self.nginx.running():
+                break
             cfg.generation = self.generation + 1
+            full = render(cfg)
             try:
                 if self.nginx.running():
-                    await self.nginx.reload(render(cfg), cfg.generation)
+                    await self.nginx.reload(full, cfg.generation)
                 else:
                     log.warning("nginx is not running: starting it again")
-                    await self.nginx.start(render(cfg), cfg.generation)
+                    await self.nginx.start(full, cfg.generation)
                 self.generation = cfg.generation
                 self._last = text
+                break
             except NginxError as exc:
                 ok, error = False, str(exc)
-                log.error("nginx rejected configuration generation %s (the previous one stays): %s", cfg.generation, error)
+                culprit = _culprit(error, full)
+                if culprit is None or culprit in excluded or len(excluded) >= 20:
+                    log.error("nginx rejected configuration generation %s (the previous one stays): %s", cfg.generation, error)
+                    break
+                log.warning("nginx rejected the configuration of %s %s/%s: leaving it out: %s", *culprit, error)
+                excluded[culprit] = error
+                self._refused[culprit] = (self._fingerprint(culprit), error)
         if ok:
             self._gc_certs(b.cert_files)
         self._publish_ingresses(results, ours, ok, error)
@@ -172,14 +199,17 @@ class IngressController:
 
     # ------------------------------------------------------------------ status
     def _publish_ingresses(self, results: dict, ours: list[dict], ok: bool, error: str) -> None:
+        live = {i["metadata"]["uid"] for i in ours}
+        self._seen_generations = {k: v for k, v in self._seen_generations.items() if k in live}
         for ing in ours:
             md = ing["metadata"]
             res = results.get((md["namespace"], md["name"]))
             if res is None:
                 continue
             seen = self._seen_generations.get(md["uid"])
-            if seen != md.get("generation"):
-                self._seen_generations[md["uid"]] = md.get("generation")
+            fp = json.dumps([md.get("annotations"), ing.get("spec")], sort_keys=True)
+            if seen != fp:  # ingress-nginx records Sync on every add/update of an Ingress it serves
+                self._seen_generations[md["uid"]] = fp
                 self.rec.event(ing, "Normal", "Sync", "Scheduled for sync", COMPONENT)
                 for w in res.warnings:
                     self.rec.event(ing, "Warning", "Sync", w, COMPONENT)
@@ -268,6 +298,26 @@ class IngressController:
         tmp.write_text(json.dumps(data) + "\n")
         os.chmod(tmp, 0o644)
         tmp.replace(path)
+
+
+_OWNER = re.compile(r"^\s*# (Ingress|HTTPRoute) ([a-z0-9.-]+)/([a-z0-9.-]+)")
+
+
+def _culprit(error: str, text: str) -> tuple[str, str, str] | None:
+    """The object whose location nginx refused: the owner comment of the location at the line nginx names."""
+    m = re.search(r"nginx\.conf\.new:(\d+)", error)
+    if not m:
+        return None
+    lines = text.splitlines()
+    n = int(m.group(1)) - 1
+    for i in [n, n + 1, *range(n - 1, -1, -1)]:
+        if 0 <= i < len(lines):
+            o = _OWNER.match(lines[i])
+            if o:
+                return o.group(1), o.group(2), o.group(3)
+            if i < n and lines[i].strip().startswith(("server {", "upstream ")):
+                return None
+    return None
 
 
 def _strip_times(status):

@@ -59,7 +59,7 @@ def seconds(duration: str) -> float:
 
 def nginx_time(duration: str) -> str:
     ms = round(seconds(duration) * 1000)
-    return NO_TIMEOUT if ms == 0 else f"{ms}ms"
+    return NO_TIMEOUT if ms == 0 or ms >= 2147483000 else f"{ms}ms"
 
 
 def cond(ctype: str, ok: bool, reason: str, message: str, generation: int) -> dict:
@@ -113,6 +113,17 @@ def intersect(listener: str | None, route_hosts: list[str]) -> list[str | None]:
     return out
 
 
+def _has_control(value) -> bool:
+    """Control characters (a newline in a header value...) cannot be written into nginx.conf."""
+    if isinstance(value, str):
+        return re.search(r"[\x00-\x1f\x7f]", value) is not None
+    if isinstance(value, dict):
+        return any(_has_control(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_control(v) for v in value)
+    return False
+
+
 def nginx_host(host: str | None) -> str:
     return CATCH_ALL if host is None else host
 
@@ -121,9 +132,10 @@ def nginx_host(host: str | None) -> str:
 class GatewayTranslation:
     """One pass over the Gateway API objects: data plane locations and the status to publish."""
 
-    def __init__(self, b: Builder, store) -> None:
+    def __init__(self, b: Builder, store, excluded: dict[tuple[str, str], str] | None = None) -> None:
         self.b = b
         self.store = store
+        self.excluded = excluded or {}  # routes nginx refused: (ns, name) -> nginx's error
         self.class_status: dict[str, dict] = {}
         self.gateway_status: dict[tuple[str, str], dict] = {}
         self.route_parents: dict[tuple[str, str], list[dict]] = {}
@@ -287,6 +299,8 @@ class GatewayTranslation:
             entry["conditions"] = conds + [resolved]
             return entry
         rules, problems = self._supported_rules(spec.get("rules") or [])
+        if (rns, rname) in self.excluded:
+            rules, problems = [], [f"nginx refused the configuration of this route: {self.excluded[(rns, rname)][:300]}"]
         if not rules:
             conds.append(cond("Accepted", False, "UnsupportedValue", "; ".join(problems), gen))
             entry["conditions"] = conds + [resolved]
@@ -333,6 +347,8 @@ class GatewayTranslation:
             for f in rule.get("filters") or []:
                 if f.get("type") not in SUPPORTED_FILTERS:
                     why.append(f"filter {f.get('type')}")
+                elif _has_control(f):
+                    why.append(f"filter {f.get('type')} with control characters")
             for br in rule.get("backendRefs") or []:
                 if br.get("filters"):
                     why.append("backendRef filters")

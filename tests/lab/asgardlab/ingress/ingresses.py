@@ -70,7 +70,8 @@ def _pcre_ok(pattern: str) -> str:
     return ""
 
 
-def translate(b: Builder, ingresses: list[dict]) -> dict[tuple[str, str], IngressResult]:
+def translate(b: Builder, ingresses: list[dict], excluded: dict[tuple[str, str], str] | None = None) -> dict[tuple[str, str], IngressResult]:
+    """``excluded``: Ingresses whose configuration nginx refused ((ns, name) -> nginx's error): not served."""
     results: dict[tuple[str, str], IngressResult] = {}
     ordered = sorted(ingresses, key=lambda i: (i["metadata"].get("creationTimestamp", ""), *_key(i)))
     anns: dict[tuple[str, str], A.Annotations] = {}
@@ -81,6 +82,10 @@ def translate(b: Builder, ingresses: list[dict]) -> dict[tuple[str, str], Ingres
         anns[_key(ing)] = ann
         res.warnings += ann.warnings
         res.warnings += [f"annotation {k} is not implemented by the lab's ingress controller (ignored)" for k in ann.unsupported]
+        if _key(ing) in (excluded or {}):
+            res.warnings.append(f"nginx refused the configuration of this Ingress: the Ingress is not served: "
+                                f"{excluded[_key(ing)][:300]}")
+            continue
         if ann.backend_protocol not in A.LAB_PROTOCOLS:
             res.warnings.append(f"backend-protocol {ann.backend_protocol} is not supported by the lab's ingress controller: "
                                 "the Ingress is not served")
