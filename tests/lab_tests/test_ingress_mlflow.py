@@ -49,7 +49,7 @@ def test_mlflow_through_ingress_and_httproute(lab):
         create(lab, ns, {"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": "mlflow"},
                          "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [gw_host],
                                   "rules": [{"backendRefs": [{"name": "mlflow", "port": 80}], "timeouts": {"request": "300s"}}]}})
-        wait_for(lambda: ready_endpoints(lab, ns, "mlflow"), 240, 0.5, what="MLflow ready")
+        wait_for(lambda: ready_endpoints(lab, ns, "mlflow"), 300, 0.5, what="MLflow ready (its first start can take minutes on a loaded machine)")
         wait_for(lambda: read(lab, ns, ingress("mlflow")).get("status", {}).get("loadBalancer", {}).get("ingress"), 30,
                  what="Ingress status")
         health = wait_for(lambda: (r := get(lab, host, "/health")).status_code == 200 and r, 30, what="/health through the Ingress")
