@@ -633,6 +633,9 @@ class Api:
         if ctype not in self.PATCH_TYPES:
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types include: {', '.join(self.PATCH_TYPES)}")
+        if ctype == "application/strategic-merge-patch+json" and t.rt.custom:  # custom resources: no strategic merge
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media "
+                           "types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
         body = await _read_body(request, allow_yaml=ctype == "application/apply-patch+yaml")
         if body is None:
             raise ApiError(400, "BadRequest", "the body of the request was empty")
