@@ -184,6 +184,14 @@ def pytest_testnodedown(node, error):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    if _MEASURED and not hasattr(session.config, "workerinput"):
+        try:
+            seen = json.loads(DURATIONS_OUT.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        seen.update({k: round(v, 1) for k, v in _MEASURED.items()})
+        DURATIONS_OUT.parent.mkdir(parents=True, exist_ok=True)
+        DURATIONS_OUT.write_text(json.dumps(dict(sorted(seen.items())), indent=0) + "\n")
     parts = _HANDED_OVER.pop("fault_matrix", None)
     if not parts:
         return
@@ -224,10 +232,22 @@ def _group_of(item) -> str | None:
     return None
 
 
+# Longest first: units (groups, or single tests) are handed out in order of their expected time, from
+# tests/durations.json (seconds per node id, setup + call + teardown, from an earlier run; a test not in it counts
+# DEFAULT_SECONDS), so a long test does not start last and keep one worker busy after the others are done. Each
+# run writes what it measured to .build/test-logs/durations.json; copy it over tests/durations.json to refresh.
+DURATIONS = REPO / "tests" / "durations.json"
+DURATIONS_OUT = REPO / ".build" / "test-logs" / "durations.json"
+DEFAULT_SECONDS = 10.0
+_MEASURED: dict[str, float] = {}
+
+
 def pytest_configure(config):
     if getattr(config.option, "dist", "no") == "loadgroup" and not hasattr(config, "workerinput"):
-        # the controller, before it starts the workers (they inherit the environment)
+        # the controller, before it starts the workers (they inherit the environment); the workers order the
+        # collection (longest unit first) and the scheduler keeps that order
         os.environ["ASGARD_XDIST_GROUPS"] = tempfile.mkdtemp(prefix="asgard-xdist-groups-")
+        config.option.loadscopereorder = False
 
 
 @pytest.hookimpl(trylast=True)
@@ -237,9 +257,27 @@ def pytest_collection_modifyitems(config, items):
     if not where or not worker:
         return
     groups = {item.nodeid: g for item in items if (g := _group_of(item))}
+    try:
+        known = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        known = {}
+    cost: dict[str, float] = {}
+    for item in items:
+        unit = groups.get(item.nodeid, item.nodeid)
+        cost[unit] = cost.get(unit, 0.0) + float(known.get(item.nodeid, DEFAULT_SECONDS))
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(groups.get(item.nodeid, item.nodeid), i)
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (-cost[u := groups.get(it.nodeid, it.nodeid)], first[u], order[id(it)]))
     tmp = Path(where) / f".{worker}.json"
     tmp.write_text(json.dumps(groups))
     tmp.rename(Path(where) / f"{worker}.json")
+
+
+def pytest_runtest_logreport(report):
+    if "lab" in getattr(report, "keywords", {}) or report.nodeid.startswith(("tests/lab_tests/", "tests/integration/")):
+        _MEASURED[report.nodeid] = _MEASURED.get(report.nodeid, 0.0) + report.duration
 
 
 def pytest_unconfigure(config):
