@@ -234,11 +234,16 @@ def _group_of(item) -> str | None:
 
 # Longest first: units (groups, or single tests) are handed out in order of their expected time, from
 # tests/durations.json (seconds per node id, setup + call + teardown, from an earlier run; a test not in it counts
-# DEFAULT_SECONDS), so a long test does not start last and keep one worker busy after the others are done. Each
+# DEFAULT_SECONDS for its directory: playbook runs against deployed MLflows take about a minute, lab conformance
+# checks seconds), so a long test does not start last and keep one worker busy after the others are done. Each
 # run writes what it measured to .build/test-logs/durations.json; copy it over tests/durations.json to refresh.
 DURATIONS = REPO / "tests" / "durations.json"
 DURATIONS_OUT = REPO / ".build" / "test-logs" / "durations.json"
-DEFAULT_SECONDS = 10.0
+DEFAULT_SECONDS = {"tests/integration/": 60.0, "tests/lab_tests/": 10.0}
+
+
+def _default_seconds(nodeid: str) -> float:
+    return next((v for k, v in DEFAULT_SECONDS.items() if nodeid.startswith(k)), 5.0)
 _MEASURED: dict[str, float] = {}
 
 
@@ -264,7 +269,7 @@ def pytest_collection_modifyitems(config, items):
     cost: dict[str, float] = {}
     for item in items:
         unit = groups.get(item.nodeid, item.nodeid)
-        cost[unit] = cost.get(unit, 0.0) + float(known.get(item.nodeid, DEFAULT_SECONDS))
+        cost[unit] = cost.get(unit, 0.0) + float(known.get(item.nodeid) or _default_seconds(item.nodeid))
     first = {}
     for i, item in enumerate(items):
         first.setdefault(groups.get(item.nodeid, item.nodeid), i)
