@@ -25,6 +25,8 @@ from asgardlab.kubelet.testing import apply, get, kubectl, make_namespace, wait_
 
 LAB_PKG = Path(__file__).resolve().parents[1] / "lab"
 SERVE = "python3 -m http.server 8080 --bind 0.0.0.0"
+# both tests start and stop a second lab: one at a time, or a freed pod network slot is claimed again mid-test
+pytestmark = pytest.mark.xdist_group("second_lab")
 
 
 def _lab(state: Path, *args: str) -> subprocess.CompletedProcess:
