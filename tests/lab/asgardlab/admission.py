@@ -1,7 +1,7 @@
 """Admission: strict schema validation, server-side defaults, name rules, immutable fields.
 
-``Admission(store)`` is a callable set as ``store.admission``: ``(rt, obj, old, subresource) -> obj``;
-it raises ``ApiError(422, "Invalid", ...)`` worded like the real apiserver.
+``Admission(store)`` is a callable set as ``store.admission``: ``(rt, obj, old, subresource, internal) -> obj``;
+it raises ``ApiError(422, "Invalid", ...)`` worded like the real apiserver (Pod rules: ``pod_rules.py``).
 Defaults are idempotent (defaulting a defaulted object changes nothing), so a no-op patch stays a no-op.
 """
 
@@ -13,8 +13,9 @@ import ipaddress
 import random
 import re
 
+from . import pod_rules, schemas
 from . import resources as R
-from . import schemas
+from .controllers.util import rand_suffix
 from .resources import ResourceType
 from .schemas import FieldError, GoLiteral, go_repr
 from .store import ApiError
@@ -89,6 +90,11 @@ def name_errors(rt: ResourceType, md: dict) -> list[FieldError]:
     if rt.key in _1035_NAMED:
         if len(name) > 63 or not DNS1035_LABEL.match(name):
             return [FieldError("metadata.name", "Invalid value", MSG_1035, name)]
+    elif rt.group == "rbac.authorization.k8s.io":  # ValidateRBACName: any path segment name (system:basic-user)
+        bad = next((m for m, hit in (("may not be '.'", name == "."), ("may not be '..'", name == ".."),
+                                     ("may not contain '/'", "/" in name), ("may not contain '%'", "%" in name)) if hit), None)
+        if bad:
+            return [FieldError("metadata.name", "Invalid value", bad, name)]
     elif rt.key in _LABEL_NAMED:
         if len(name) > 63 or not DNS1123_LABEL.match(name):
             return [FieldError("metadata.name", "Invalid value", MSG_LABEL, name)]
@@ -149,12 +155,9 @@ def default_pod_spec(spec: dict, is_pod: bool) -> None:
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("securityContext", {})
-    if "serviceAccountName" in spec:
-        spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    pod_rules.service_account_alias(spec)
     if is_pod:
         spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("serviceAccountName", "default")
-        spec.setdefault("serviceAccount", spec["serviceAccountName"])
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
         spec.setdefault("tolerations", [
@@ -392,9 +395,13 @@ class Admission:
         return errs
 
     # ------------------------------------------------------------------ entry point
-    def __call__(self, rt: ResourceType, obj: dict, old: dict | None, subresource: str | None) -> dict:
+    def __call__(self, rt: ResourceType, obj: dict, old: dict | None, subresource: str | None, internal: bool = False) -> dict:
         obj = strip_nulls(copy.deepcopy(obj))
         md = obj.setdefault("metadata", {})
+        if old is None and rt.key == R.PODS.key:
+            pod_rules.admit_service_account(self.store, obj)  # mutating admission runs before names are generated
+        if old is None and not md.get("name") and md.get("generateName"):
+            md["name"] = md["generateName"] + rand_suffix()
         name = md.get("name") or ""
         errs = name_errors(rt, md) if old is None else []
         if errs:
@@ -408,6 +415,8 @@ class Admission:
         errs = self._semantic(rt, obj, old)
         if old is not None:
             errs += self._immutable(rt, obj, old)
+            if rt.key == R.PODS.key and not internal:
+                errs += pod_rules.update_errors(obj, old)
         if errs:
             raise invalid(rt, name, errs)
         return obj

@@ -10,13 +10,16 @@ Contract (used by server.py, controllers/ and kubelet/):
 
 - ``Store.get(rt, ns, name) -> dict | None``      deep copy, or None
 - ``Store.list(rt, ns=None, label_selector=None, field_selector=None) -> (items, resource_version)``
-- ``Store.create(rt, obj, dry_run=False) -> dict``  raises ApiError 409 AlreadyExists, 404 (namespace
-  missing), 403 (namespace terminating), 422 (admission)
-- ``Store.update(rt, obj, subresource=None, dry_run=False, check_rv=False) -> dict``
+- ``Store.create(rt, obj, dry_run=False, writer=None) -> dict``  raises ApiError 409 AlreadyExists, 404 (namespace
+  missing), 403 (namespace terminating or admission), 422 (admission)
+- ``Store.update(rt, obj, subresource=None, dry_run=False, check_rv=False, internal=False, writer=None) -> dict``
   replace the stored object. ``subresource="status"`` only takes ``status`` from obj; otherwise ``status``
   from obj is ignored for types with a status subresource... except when the caller is internal
   (``internal=True``), which may write everything. resourceVersion bumps only on a real change;
-  generation bumps only on a ``spec`` (or non-metadata/status top-level) change.
+  generation bumps only on a ``spec`` (or non-metadata/status top-level) change; a change of managedFields alone
+  is a change.
+- ``writer`` (a ``managed_fields.Writer``: who writes, for ``metadata.managedFields``); without one, an API-less
+  write is the controllers' (``kube-controller-manager``).
 - ``Store.delete(rt, ns, name, propagation="Background", grace_period=None, dry_run=False) -> dict``
   pods get ``deletionTimestamp`` (graceful, kubelet finishes with ``finalize_delete``); namespaces go
   Terminating and the namespace controller finishes them; objects with finalizers get deletionTimestamp.
@@ -26,8 +29,10 @@ Contract (used by server.py, controllers/ and kubelet/):
   ``(type, obj)``; raises ApiError 410 Gone if ``since_rv`` is older than the retained history.
 - ``Store.add_listener(fn)``  ``fn(event_type, rt, obj, old)`` called synchronously after each change
   (controllers use it to enqueue work; they must not block).
-- ``Store.admission``  callable ``(rt, obj, old, subresource) -> obj`` set by the server to default and
+- ``Store.admission``  callable ``(rt, obj, old, subresource, internal) -> obj`` set by the server to default and
   validate; raise ApiError(422) to refuse.
+- ``Store.fields``  callable ``(rt, old, new, writer) -> new`` set by the server: records ``metadata.managedFields``
+  (``managed_fields.track_update``); ``Store.default_writer`` is the writer of internal writes without one.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:  # errors that are not a metav1.Status (e.g. a 500 from server-side apply) have none
+            del body["reason"]
         if self.details:
             body["details"] = self.details
         return body
@@ -160,7 +167,9 @@ class Store:
         self._history: collections.deque = collections.deque(maxlen=HISTORY)
         self._watches: list[Watch] = []
         self._listeners: list[Callable] = []
-        self.admission: Callable[[ResourceType, dict, dict | None, str | None], dict] | None = None
+        self.admission: Callable[..., dict] | None = None
+        self.fields: Callable[..., dict] | None = None
+        self.default_writer = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -234,19 +243,22 @@ class Store:
             yield obj
 
     # ------------------------------------------------------------------ writes
-    def create(self, rt: ResourceType, obj: dict, dry_run: bool = False) -> dict:
+    def create(self, rt: ResourceType, obj: dict, dry_run: bool = False, writer=None) -> dict:
         obj = copy.deepcopy(obj)
         md = obj.setdefault("metadata", {})
-        if not md.get("name") and md.get("generateName"):
-            md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
         ns = md.get("namespace") if rt.namespaced else None
         if not rt.namespaced:
             md.pop("namespace", None)
         self._check_namespace(rt, ns, creating=True)
-        name = md.get("name")
         md["uid"] = str(uuid.uuid4())  # before admission: defaults may refer to it (Job selectors)
-        if self.admission:
-            obj = self.admission(rt, obj, None, None)
+        if self.admission:  # generates the name from generateName after mutating admission
+            obj = self.admission(rt, obj, None, None, writer is None or writer.internal)
+            md = obj["metadata"]
+        if not md.get("name") and md.get("generateName"):
+            md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
+        name = md.get("name")
+        if self.fields:
+            obj = self.fields(rt, None, obj, writer or self.default_writer)
             md = obj["metadata"]
         if self._key(rt, ns, name) in self._objects[rt.key]:
             raise already_exists(rt, name)
@@ -265,7 +277,8 @@ class Store:
         self._emit("ADDED", rt, obj, None)
         return copy.deepcopy(obj)
 
-    def update(self, rt: ResourceType, obj: dict, subresource: str | None = None, dry_run: bool = False, check_rv: bool = False, internal: bool = False) -> dict:
+    def update(self, rt: ResourceType, obj: dict, subresource: str | None = None, dry_run: bool = False, check_rv: bool = False,
+               internal: bool = False, writer=None) -> dict:
         obj = copy.deepcopy(obj)
         md = obj.setdefault("metadata", {})
         ns = md.get("namespace") if rt.namespaced else None
@@ -294,7 +307,9 @@ class Store:
         obj["apiVersion"] = rt.api_version
         obj["kind"] = rt.kind
         if self.admission:
-            obj = self.admission(rt, obj, old, subresource)
+            obj = self.admission(rt, obj, old, subresource, internal)
+        if self.fields:
+            obj = self.fields(rt, old, obj, writer or self.default_writer)
         obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _strip_volatile(obj) == _strip_volatile(old):
             return copy.deepcopy(old)
@@ -412,7 +427,6 @@ def _strip_volatile(obj: dict) -> dict:
     o = copy.copy(obj)
     md = dict(o.get("metadata", {}))
     md.pop("resourceVersion", None)
-    md.pop("managedFields", None)
     o["metadata"] = md
     return o
 
