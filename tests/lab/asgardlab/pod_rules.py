@@ -35,6 +35,7 @@ def service_account_alias(spec: dict) -> None:
 def admit_service_account(store, pod: dict) -> None:
     """On create: default ``serviceAccountName`` to ``default``; refuse a Pod whose ServiceAccount does not exist."""
     spec, md = pod.setdefault("spec", {}), pod["metadata"]
+    service_account_alias(spec)  # decoding (v1 conversion) comes before admission
     spec["serviceAccountName"] = spec.get("serviceAccountName") or DEFAULT_SA
     spec["serviceAccount"] = spec["serviceAccountName"]
     ns, sa = md.get("namespace"), spec["serviceAccountName"]
