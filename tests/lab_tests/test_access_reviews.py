@@ -150,6 +150,10 @@ def test_impersonation_is_authorized_with_the_impersonate_verb(lab, lab_namespac
                     headers={"Impersonate-User": target, "Impersonate-Group": "devs"},
                     json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
     assert r.json()["status"]["userInfo"] == {"username": target, "groups": ["devs", "system:authenticated"]}
+    r = lab.request("GET", f"/api/v1/namespaces/{ns}/configmaps", token=token, headers={"Impersonate-User": target, "Impersonate-Uid": "42"})
+    assert r.status_code == 403
+    assert r.json()["message"] == (f'uids.authentication.k8s.io "42" is forbidden: User "{caller}" cannot impersonate resource '
+                                   '"uids" in API group "authentication.k8s.io" at the cluster scope')
     r = lab.request("GET", "/api/v1/namespaces", headers={"Impersonate-Group": "devs"})
     assert r.status_code == 500 and r.headers["Content-Type"].startswith("text/plain")
     assert r.text == 'Internal Server Error: "/api/v1/namespaces": requested [{Group  devs    }] without impersonating a user\n'

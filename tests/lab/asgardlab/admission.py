@@ -8,7 +8,6 @@ Defaults are idempotent (defaulting a defaulted object changes nothing), so a no
 from __future__ import annotations
 
 import base64
-import copy
 import ipaddress
 import random
 import re
@@ -50,9 +49,9 @@ SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 
 
 def strip_nulls(v):
-    """JSON null in a map means "absent" once decoded by the apiserver."""
+    """JSON null in a map means "absent" once decoded by the apiserver (a copy; managedFields stay shared)."""
     if isinstance(v, dict):
-        return {k: strip_nulls(x) for k, x in v.items() if x is not None}
+        return {k: x if k == "managedFields" else strip_nulls(x) for k, x in v.items() if x is not None}
     if isinstance(v, list):
         return [strip_nulls(x) for x in v]
     return v
@@ -396,7 +395,7 @@ class Admission:
 
     # ------------------------------------------------------------------ entry point
     def __call__(self, rt: ResourceType, obj: dict, old: dict | None, subresource: str | None, internal: bool = False) -> dict:
-        obj = strip_nulls(copy.deepcopy(obj))
+        obj = strip_nulls(obj)
         md = obj.setdefault("metadata", {})
         if old is None and rt.key == R.PODS.key:
             pod_rules.admit_service_account(self.store, obj)  # mutating admission runs before names are generated

@@ -17,6 +17,7 @@ apiserver's 500 ``failed to create typed patch object (...): .spec.foo: field no
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from . import fieldpath, schemas
 from .resources import ResourceType
@@ -120,10 +121,11 @@ def drop(obj: dict, unknown: list[tuple[str, str, tuple]]) -> dict:
 
 
 # --------------------------------------------------------------------------- the decision
-def check(rt: ResourceType, obj: dict, mode: str, duplicates: list[str] = (), *, patch_value: str | None = None) -> list[str]:
+def check(rt: ResourceType, obj: dict, mode: str, duplicates: list[str] = (), *,
+          patch_value: Callable[[], str] | None = None) -> list[str]:
     """Apply ``mode`` to ``obj`` in place (unknown fields dropped unless the request fails). Returns the warnings.
 
-    ``patch_value`` (a PATCH request) is what the 422 quotes: the patch map (strategic merge) or the patched JSON."""
+    ``patch_value`` (a PATCH request) gives what the 422 quotes: the patch map (strategic merge) or the patched JSON."""
     unknown = unknown_fields(rt, obj)
     problems = list(duplicates) + [f'unknown field "{p}"' for p, _, _ in unknown]
     drop(obj, unknown)
@@ -135,7 +137,7 @@ def check(rt: ResourceType, obj: dict, mode: str, duplicates: list[str] = (), *,
     if patch_value is None:
         version = rt.version
         raise ApiError(400, "BadRequest", f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: {detail}')
-    quoted = json.dumps(patch_value, ensure_ascii=False)
+    quoted = json.dumps(patch_value(), ensure_ascii=False)
     raise ApiError(422, "Invalid", f' "" is invalid: patch: Invalid value: {quoted}: {detail}',
                    {"causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {quoted}: {detail}", "field": "patch"}]})
 

@@ -172,6 +172,8 @@ def _same(a, b) -> bool:
 
 
 def _cmp(lv, rv, schema, path: Path, c: Comparison) -> None:
+    if lv is not MISSING and rv is not MISSING and type(lv) is type(rv) and lv == rv:
+        return  # an unchanged subtree (compared in C) has nothing to report
     n = node(schema, rv if rv is not MISSING else lv)
     lc = lv is not MISSING and _is_container(lv)
     rc = rv is not MISSING and _is_container(rv)

@@ -39,17 +39,19 @@ class Writer:
     """Who writes: ``manager`` and ``operation`` as recorded; ``internal`` for the lab's controllers and kubelet.
 
     An internal writer without a subresource that changes only ``status`` is recorded with subresource ``status``
-    (controllers write status through that subresource)."""
+    (controllers write status through that subresource). ``tracked=False``: a write the apiserver does not pass
+    through the field manager (the scheduler's binding, ``pods/binding``)."""
 
     manager: str
     operation: str = UPDATE
     subresource: str = ""
     internal: bool = False
+    tracked: bool = True
 
 
 CONTROLLERS = Writer("kube-controller-manager", internal=True)
 KUBELET = Writer("kubelet", subresource="status", internal=True)
-SCHEDULER = Writer("kube-scheduler", subresource="binding", internal=True)
+SCHEDULER = Writer("kube-scheduler", subresource="binding", internal=True, tracked=False)
 APISERVER = Writer("kube-apiserver", internal=True)
 
 
@@ -87,6 +89,7 @@ class Entry:
     subresource: str = ""
     time: str | None = None
     fields: set[Path] = field(default_factory=set)
+    source: dict | None = None  # the JSON entry it was decoded from, while unchanged (saves re-encoding)
 
     @property
     def ident(self) -> tuple:
@@ -105,7 +108,14 @@ class Entry:
     def sort_key(self) -> tuple:
         return (self.operation, self.time or "", self.manager, self.api_version, self.subresource)
 
+    def drop(self, paths: set[Path]) -> None:
+        if self.fields & paths:
+            self.fields = self.fields - paths
+            self.source = None
+
     def to_json(self) -> dict:
+        if self.source is not None:
+            return self.source
         out = {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version}
         if self.time:
             out["time"] = self.time
@@ -119,8 +129,9 @@ class Entry:
 Managed = dict[tuple, Entry]
 
 
-def decode(entries) -> Managed:
-    """Raises ValueError for anything the apiserver would not decode."""
+def decode(entries, keep_source: bool = False) -> Managed:
+    """Raises ValueError for anything the apiserver would not decode. ``keep_source``: the entries are the
+    server's own (re-encoding an unchanged one may reuse it)."""
     if not isinstance(entries, list):
         raise ValueError("managedFields must be a list")
     out: Managed = {}
@@ -128,7 +139,8 @@ def decode(entries) -> Managed:
         if not isinstance(e, dict) or e.get("operation") not in (APPLY, UPDATE) or e.get("fieldsType", "FieldsV1") != "FieldsV1":
             raise ValueError(f"invalid managedFields entry {e!r}")
         entry = Entry(str(e.get("manager") or ""), e["operation"], str(e.get("apiVersion") or ""),
-                      str(e.get("subresource") or ""), e.get("time"), fieldpath.decode(e.get("fieldsV1") or {}))
+                      str(e.get("subresource") or ""), e.get("time"), fieldpath.decode(e.get("fieldsV1") or {}),
+                      e if keep_source else None)
         if entry.ident in out:
             raise ValueError(f"duplicate entries for manager {entry.manager}")
         out[entry.ident] = entry
@@ -141,7 +153,7 @@ def encode(managed: Managed) -> list[dict]:
 
 def _live(obj: dict | None) -> Managed:
     try:
-        return decode(((obj or {}).get("metadata") or {}).get("managedFields") or [])
+        return decode(((obj or {}).get("metadata") or {}).get("managedFields") or [], keep_source=True)
     except ValueError:
         return {}
 
@@ -171,7 +183,7 @@ def _cap(managed: Managed) -> None:
             oldest = managed.pop(first[e.api_version].ident)
             bucket = managed[bucket_id] = Entry(ANCIENT, UPDATE, e.api_version, "", oldest.time, set(oldest.fields))
         bucket.fields |= e.fields
-        bucket.time = e.time
+        bucket.time, bucket.source = e.time, None
         del managed[e.ident]
         count -= 1
 
@@ -197,6 +209,18 @@ def track_update(rt: ResourceType, old: dict | None, new: dict, writer: Writer) 
     given = md.get("managedFields")
     if writer.operation == APPLY:  # server-side apply computed them (apply() below)
         return new
+    if not writer.tracked:
+        _set(md, ((old or {}).get("metadata") or {}).get("managedFields"))
+        return new
+    schema = schemas.definition_for(rt)
+    # compared with the old object, or the empty one on create; top-level structs always exist (Go zero values)
+    base = {**{k: {} for k in ("metadata", "spec", "status") if isinstance(new.get(k), dict)}, **_strip(old)}
+    c = fieldpath.compare(base, _strip(new), schema)
+    changed = (c.added | c.modified) - _STRIPPED
+    live = ((old or {}).get("metadata") or {}).get("managedFields")
+    if not changed and not c.removed and (writer.subresource or given is None or given is live or given == live):
+        _set(md, live)  # nothing to record, and the request did not set managedFields
+        return new
     if writer.subresource or given is None:
         managed = _live(old)
     elif given in ([], [{}]):  # fieldmanager.go isResetManagedFields
@@ -206,16 +230,11 @@ def track_update(rt: ResourceType, old: dict | None, new: dict, writer: Writer) 
             managed = decode(given) or _live(old)
         except ValueError:
             managed = _live(old)
-    schema = schemas.definition_for(rt)
-    # compared with the old object, or the empty one on create; top-level structs always exist (Go zero values)
-    base = {**{k: {} for k in ("metadata", "spec", "status") if isinstance(new.get(k), dict)}, **_strip(old)}
-    c = fieldpath.compare(base, _strip(new), schema)
-    changed = (c.added | c.modified) - _STRIPPED
     subresource = writer.subresource
     if writer.internal and not subresource and changed | c.removed and all(p[0] == "f:status" for p in changed | c.removed):
         subresource = "status"
     for e in managed.values():
-        e.fields -= changed | c.removed
+        e.drop(changed | c.removed)
     if changed:
         entry = Entry(writer.manager, UPDATE, rt.api_version, subresource, now_iso())
         prev = managed.get(entry.ident)
@@ -295,7 +314,7 @@ def apply(rt: ResourceType, live: dict | None, config: dict, manager: str, force
         raise conflict_error(conflicts)
     for ident, e in managed.items():
         if ident != me.ident:
-            e.fields -= touched | c.removed
+            e.drop(touched | c.removed)
     annotations = (merged.get("metadata") or {}).get("annotations") or {}
     if manager == "kubectl" and annotations.get(LAST_APPLIED):  # lastappliedupdater.go keeps the annotation true
         applied = copy.deepcopy(config)

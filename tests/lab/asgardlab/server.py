@@ -712,8 +712,9 @@ class Api:
                 raise ApiError(400, "BadRequest", str(e)) from None
             if not isinstance(new, dict):
                 raise ApiError(400, "BadRequest", "the patched object is not a JSON object")
-        quoted = fv.go_map(body) if ctype == "application/strategic-merge-patch+json" else json.dumps(new, separators=(",", ":"))
-        warnings = fv.check(t.rt, new, mode, duplicates, patch_value=quoted)
+        smp = ctype == "application/strategic-merge-patch+json"
+        warnings = fv.check(t.rt, new, mode, duplicates,  # a strict failure quotes the patch, or the patched JSON
+                            patch_value=lambda: fv.go_map(body) if smp else json.dumps(new, separators=(",", ":")))
         md = new.setdefault("metadata", {})
         md["name"] = t.name
         if t.rt.namespaced:

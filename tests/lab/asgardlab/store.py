@@ -50,6 +50,14 @@ from .resources import ResourceType
 from .selectors import match_fields, match_labels
 
 
+def clone(obj):
+    """A deep copy of an object that shares its ``metadata.managedFields``: nothing changes them in place (every
+    write builds a new list), and copying them would double the cost of every read and write."""
+    md = obj.get("metadata") if isinstance(obj, dict) else None
+    mf = md.get("managedFields") if isinstance(md, dict) else None
+    return copy.deepcopy(obj, {id(mf): mf} if mf is not None else None)
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -187,10 +195,10 @@ class Store:
         self._listeners.append(fn)
 
     def _emit(self, etype: str, rt: ResourceType, obj: dict, old: dict | None) -> None:
-        self._history.append((int(obj["metadata"]["resourceVersion"]), etype, rt.key, copy.deepcopy(obj)))
+        self._history.append((int(obj["metadata"]["resourceVersion"]), etype, rt.key, clone(obj)))
         for w in list(self._watches):
             if w.matches(rt, obj):
-                w.push(etype, copy.deepcopy(obj))
+                w.push(etype, clone(obj))
         for fn in list(self._listeners):
             fn(etype, rt, obj, old)
 
@@ -216,7 +224,7 @@ class Store:
     # ------------------------------------------------------------------ reads
     def get(self, rt: ResourceType, ns: str | None, name: str) -> dict | None:
         obj = self._objects[rt.key].get(self._key(rt, ns, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def get_ref(self, rt: ResourceType, ns: str | None, name: str) -> dict | None:
         """The stored object itself (read-only use, no copy): for hot paths in controllers."""
@@ -232,7 +240,7 @@ class Store:
                 continue
             if field_selector and not match_fields(field_selector, obj):
                 continue
-            items.append(copy.deepcopy(obj))
+            items.append(clone(obj))
         return items, self.resource_version
 
     def iter_refs(self, rt: ResourceType, ns: str | None = None):
@@ -244,7 +252,7 @@ class Store:
 
     # ------------------------------------------------------------------ writes
     def create(self, rt: ResourceType, obj: dict, dry_run: bool = False, writer=None) -> dict:
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         md = obj.setdefault("metadata", {})
         ns = md.get("namespace") if rt.namespaced else None
         if not rt.namespaced:
@@ -275,11 +283,11 @@ class Store:
         md["resourceVersion"] = self._next_rv()
         self._objects[rt.key][self._key(rt, ns, name)] = obj
         self._emit("ADDED", rt, obj, None)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def update(self, rt: ResourceType, obj: dict, subresource: str | None = None, dry_run: bool = False, check_rv: bool = False,
                internal: bool = False, writer=None) -> dict:
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         md = obj.setdefault("metadata", {})
         ns = md.get("namespace") if rt.namespaced else None
         name = md.get("name")
@@ -291,7 +299,7 @@ class Store:
             raise conflict(rt, name)
         if not internal and rt.key in _STATUS_TYPES:
             if subresource == "status":
-                new = copy.deepcopy(old)
+                new = clone(old)
                 new["status"] = obj.get("status", {})
                 obj = new
             else:
@@ -312,7 +320,7 @@ class Store:
             obj = self.fields(rt, old, obj, writer or self.default_writer)
         obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _strip_volatile(obj) == _strip_volatile(old):
-            return copy.deepcopy(old)
+            return clone(old)
         if _spec_part(obj) != _spec_part(old) and "generation" in old["metadata"]:
             obj["metadata"]["generation"] = old["metadata"]["generation"] + 1
         if dry_run:
@@ -323,7 +331,7 @@ class Store:
         # finalizers removed from an object being deleted -> really delete
         if obj["metadata"].get("deletionTimestamp") and not obj["metadata"].get("finalizers") and rt.key not in (R.PODS.key, R.NAMESPACES.key):
             self.finalize_delete(rt, ns, name)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def delete(self, rt: ResourceType, ns: str | None, name: str, propagation: str = "Background", grace_period: int | None = None, dry_run: bool = False) -> dict:
         key = self._key(rt, ns, name)
@@ -331,21 +339,21 @@ class Store:
         if obj is None:
             raise not_found(rt, name)
         if dry_run:
-            return copy.deepcopy(obj)
+            return clone(obj)
         md = obj["metadata"]
         graceful = rt.key == R.PODS.key and grace_period != 0 and obj.get("spec", {}).get("nodeName")
         if rt.key == R.NAMESPACES.key:
             if not md.get("deletionTimestamp"):
-                old = copy.deepcopy(obj)
+                old = clone(obj)
                 md["deletionTimestamp"] = now_iso()
                 obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
                 obj.setdefault("status", {})["phase"] = "Terminating"
                 md["resourceVersion"] = self._next_rv()
                 self._emit("MODIFIED", rt, obj, old)
-            return copy.deepcopy(obj)
+            return clone(obj)
         if graceful or md.get("finalizers"):
             if not md.get("deletionTimestamp"):
-                old = copy.deepcopy(obj)
+                old = clone(obj)
                 md["deletionTimestamp"] = now_iso()
                 if rt.key == R.PODS.key:
                     gp = grace_period if grace_period is not None else obj["spec"].get("terminationGracePeriodSeconds", 30)
@@ -354,7 +362,7 @@ class Store:
                 self._emit("MODIFIED", rt, obj, old)
             if propagation != "Orphan":
                 self._cascade(md.get("uid"))
-            return copy.deepcopy(obj)
+            return clone(obj)
         result = self.finalize_delete(rt, ns, name)
         if propagation == "Orphan":
             self._orphan(md.get("uid"))
@@ -368,7 +376,7 @@ class Store:
         obj["metadata"]["resourceVersion"] = self._next_rv()
         self._emit("DELETED", rt, obj, None)
         self._cascade(obj["metadata"].get("uid"))
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def _dependents(self, uid: str):
         for key, objs in list(self._objects.items()):
@@ -391,7 +399,7 @@ class Store:
         if not uid:
             return
         for rt, obj in list(self._dependents(uid)):
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             new["metadata"]["ownerReferences"] = [r for r in obj["metadata"]["ownerReferences"] if r.get("uid") != uid]
             if not new["metadata"]["ownerReferences"]:
                 del new["metadata"]["ownerReferences"]
@@ -407,7 +415,7 @@ class Store:
                 raise ApiError(410, "Expired", f"too old resource version: {rv} ({oldest - 1})")
             for hrv, etype, _key, obj in self._history:
                 if hrv > rv and w.matches(rt, obj):
-                    w.push(etype, copy.deepcopy(obj))
+                    w.push(etype, clone(obj))
         else:
             items, _ = self.list(rt, ns, label_selector, field_selector)
             for obj in items:
