@@ -684,6 +684,9 @@ class Api:
         if ctype not in self.PATCH_TYPES:
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types include: {', '.join(self.PATCH_TYPES)}")
+        if ctype == "application/strategic-merge-patch+json" and t.rt.custom:  # custom resources: no strategic merge
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media "
+                           "types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
         apply = ctype == "application/apply-patch+yaml"
         mode = self._options(request, "PatchOptions", [
             "fieldManager: Required value: is required for apply patch" if apply and not request.query.get("fieldManager") else "",
