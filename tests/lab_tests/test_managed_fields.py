@@ -85,8 +85,9 @@ def test_update_moves_only_changed_fields_and_a_noop_write_changes_nothing(lab, 
 
 
 def test_subresource_writes_have_their_own_entries(lab, lab_namespace):
-    """Status and scale writes are recorded with ``subresource`` (apiVersion stays the main resource's);
-    the lab's controllers write Deployment status as kube-controller-manager through the status subresource."""
+    """Status and scale writes are recorded with ``subresource`` (apiVersion stays the main resource's); the lab's
+    controllers write Deployment status as kube-controller-manager through the status subresource, and main-resource
+    writes own no status (the strategies' reset fields, ``GetResetFields``)."""
     ns = lab_namespace
     dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
@@ -106,6 +107,7 @@ def test_subresource_writes_have_their_own_entries(lab, lab_namespace):
     status_entry = got[("kube-controller-manager", "Update", "status")]
     assert status_entry["apiVersion"] == "apps/v1" and "f:status" in status_entry["fieldsV1"]
     assert got[("deployer", "Update", "")]["fieldsV1"]["f:spec"]["f:replicas"] == {}
+    assert "f:status" not in got[("deployer", "Update", "")]["fieldsV1"]  # status is a reset field of the main resource
 
 
 def test_kubectl_records_its_own_managers(lab, lab_namespace):

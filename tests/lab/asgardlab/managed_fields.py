@@ -188,6 +188,16 @@ def _cap(managed: Managed) -> None:
         count -= 1
 
 
+def _reset(rt: ResourceType, subresource: str, paths: set[Path]) -> set[Path]:
+    """Reset fields (the strategies' ``GetResetFields``): with a status subresource, ``status`` is owned through it
+    alone, and a status write owns nothing else."""
+    if "status" not in rt.subresources:
+        return paths
+    if subresource == "status":
+        return {p for p in paths if p[0] == "f:status"}
+    return {p for p in paths if p[0] != "f:status"}
+
+
 def _finish(managed: Managed) -> list[dict] | None:
     for ident in [i for i, e in managed.items() if not e.fields]:
         del managed[ident]
@@ -233,6 +243,7 @@ def track_update(rt: ResourceType, old: dict | None, new: dict, writer: Writer) 
     subresource = writer.subresource
     if writer.internal and not subresource and changed | c.removed and all(p[0] == "f:status" for p in changed | c.removed):
         subresource = "status"
+    changed = _reset(rt, subresource, changed)
     for e in managed.values():
         e.drop(changed | c.removed)
     if changed:
@@ -297,7 +308,7 @@ def apply(rt: ResourceType, live: dict | None, config: dict, manager: str, force
     managed = _live(live)
     base = _strip(live) if live is not None else {}
     cfg = _strip(config)
-    me = Entry(manager, APPLY, rt.api_version, subresource, None, fieldpath.to_set(cfg, schema) - _STRIPPED)
+    me = Entry(manager, APPLY, rt.api_version, subresource, None, _reset(rt, subresource, fieldpath.to_set(cfg, schema) - _STRIPPED))
     last = managed.get(me.ident)
     me.time = last.time if last else None
     managed[me.ident] = me
