@@ -12,8 +12,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.ansible_runner import run_playbook  # noqa: E402
 
 KUBECTL = "/usr/bin/kubectl"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -225,3 +230,20 @@ spec:
     got = entries(lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/web").json())
     assert "f:replicas" in got[("kubectl", "Apply", "")]["fieldsV1"]["f:spec"]
     assert ("kubectl-client-side-apply", "Update", "") not in got  # migrated by kubectl (csaupgrade)
+
+
+def test_kubernetes_core_second_run_is_unchanged_and_unknown_fields_warn(lab, lab_namespace):
+    """kubernetes.core sends the whole definition as a strategic merge patch and reports ``changed`` from the diff
+    of GET and PATCH responses: with managedFields recorded (manager ``OpenAPI-Generator``, its User-Agent) a
+    second run is still unchanged, because a no-op write changes nothing. It sends no fieldValidation, so an unknown
+    field is the apiserver's default Warn: dropped, and shown as an Ansible warning, not a failure."""
+    res = run_playbook(Path(__file__).parent / "playbooks" / "k8s_field_management.yml", kubeconfig=lab.kubeconfig,
+                       extra_vars={"ns": lab_namespace}, tmpdir=str(lab.env()["TMPDIR"]))
+    assert res.rc == 0, res.output
+    assert [h["changed"] for h in res.task("First run")] == [True]
+    assert [h["changed"] for h in res.task("Second run")] == [False]
+    [typo] = res.task("With a typo")
+    assert typo["changed"] is False and 'unknown field "spec.replicaz"' in typo.get("warnings", []), typo
+    dep = lab.request("GET", f"/apis/apps/v1/namespaces/{lab_namespace}/deployments/web").json()
+    assert "replicaz" not in dep["spec"]
+    assert ("OpenAPI-Generator", "Update", "") in entries(dep)
