@@ -1,20 +1,20 @@
 """Admission: strict schema validation, server-side defaults, name rules, immutable fields.
 
-``Admission(store)`` is a callable set as ``store.admission``: ``(rt, obj, old, subresource) -> obj``;
-it raises ``ApiError(422, "Invalid", ...)`` worded like the real apiserver.
+``Admission(store)`` is a callable set as ``store.admission``: ``(rt, obj, old, subresource, internal) -> obj``;
+it raises ``ApiError(422, "Invalid", ...)`` worded like the real apiserver (Pod rules: ``pod_rules.py``).
 Defaults are idempotent (defaulting a defaulted object changes nothing), so a no-op patch stays a no-op.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import ipaddress
 import random
 import re
 
+from . import pod_rules, schemas
 from . import resources as R
-from . import schemas
+from .controllers.util import rand_suffix
 from .resources import ResourceType
 from .schemas import FieldError, GoLiteral, go_repr
 from .store import ApiError
@@ -49,9 +49,9 @@ SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 
 
 def strip_nulls(v):
-    """JSON null in a map means "absent" once decoded by the apiserver."""
+    """JSON null in a map means "absent" once decoded by the apiserver (a copy; managedFields stay shared)."""
     if isinstance(v, dict):
-        return {k: strip_nulls(x) for k, x in v.items() if x is not None}
+        return {k: x if k == "managedFields" else strip_nulls(x) for k, x in v.items() if x is not None}
     if isinstance(v, list):
         return [strip_nulls(x) for x in v]
     return v
@@ -89,6 +89,11 @@ def name_errors(rt: ResourceType, md: dict) -> list[FieldError]:
     if rt.key in _1035_NAMED:
         if len(name) > 63 or not DNS1035_LABEL.match(name):
             return [FieldError("metadata.name", "Invalid value", MSG_1035, name)]
+    elif rt.group == "rbac.authorization.k8s.io":  # ValidateRBACName: any path segment name (system:basic-user)
+        bad = next((m for m, hit in (("may not be '.'", name == "."), ("may not be '..'", name == ".."),
+                                     ("may not contain '/'", "/" in name), ("may not contain '%'", "%" in name)) if hit), None)
+        if bad:
+            return [FieldError("metadata.name", "Invalid value", bad, name)]
     elif rt.key in _LABEL_NAMED:
         if len(name) > 63 or not DNS1123_LABEL.match(name):
             return [FieldError("metadata.name", "Invalid value", MSG_LABEL, name)]
@@ -149,12 +154,9 @@ def default_pod_spec(spec: dict, is_pod: bool) -> None:
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("terminationGracePeriodSeconds", 30)
     spec.setdefault("securityContext", {})
-    if "serviceAccountName" in spec:
-        spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    pod_rules.service_account_alias(spec)
     if is_pod:
         spec.setdefault("enableServiceLinks", True)
-        spec.setdefault("serviceAccountName", "default")
-        spec.setdefault("serviceAccount", spec["serviceAccountName"])
         spec.setdefault("priority", 0)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
         spec.setdefault("tolerations", [
@@ -396,9 +398,13 @@ class Admission:
         return errs
 
     # ------------------------------------------------------------------ entry point
-    def __call__(self, rt: ResourceType, obj: dict, old: dict | None, subresource: str | None) -> dict:
-        obj = strip_nulls(copy.deepcopy(obj))
+    def __call__(self, rt: ResourceType, obj: dict, old: dict | None, subresource: str | None, internal: bool = False) -> dict:
+        obj = strip_nulls(obj)
         md = obj.setdefault("metadata", {})
+        if old is None and rt.key == R.PODS.key:
+            pod_rules.admit_service_account(self.store, obj)  # mutating admission runs before names are generated
+        if old is None and not md.get("name") and md.get("generateName"):
+            md["name"] = md["generateName"] + rand_suffix()
         name = md.get("name") or ""
         errs = name_errors(rt, md) if old is None else []
         if errs:
@@ -415,6 +421,8 @@ class Admission:
         errs = self._semantic(rt, obj, old) + ingress_admission.validate(rt, obj, old, subresource)
         if old is not None:
             errs += self._immutable(rt, obj, old)
+            if rt.key == R.PODS.key and not internal:
+                errs += pod_rules.update_errors(obj, old)
         if errs:
             raise invalid(rt, name, errs)
         return obj

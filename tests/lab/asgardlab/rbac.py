@@ -169,7 +169,7 @@ class Authorizer:
         self.groups: dict[str, tuple[str, ...]] = {}  # user -> extra groups (from /lab/tokens)
 
     def groups_of(self, user: str) -> tuple[str, ...]:
-        out = list(self.groups.get(user, ()))
+        out = ["system:masters"] if user == ADMIN_USER else list(self.groups.get(user, ()))
         if user.startswith(SA_PREFIX):
             ns = user[len(SA_PREFIX):].split(":", 1)[0]
             out += ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
@@ -188,20 +188,58 @@ class Authorizer:
         return list((role or {}).get("rules") or [])
 
     def allowed(self, a: Attributes) -> bool:
-        if a.user == ADMIN_USER:
-            return True
+        return self.decide(a)[0]
+
+    def decide(self, a: Attributes) -> tuple[bool, str]:
+        """(allowed, reason) as the apiserver's authorizer chain answers: ``system:masters`` is allowed outright
+        (no reason), then RBAC (``RBAC: allowed by ClusterRoleBinding "b" of ClusterRole "r" to User "u"``,
+        k/k ``plugin/pkg/auth/authorizer/rbac/rbac.go``, ``pkg/registry/rbac/validation/rule.go``)."""
+        if a.user == ADMIN_USER or "system:masters" in a.groups:
+            return True, ""
+        for binding, ns, subject in self._bindings(a.user, a.groups, a.namespace if a.resource_request else ""):
+            if any(rule_allows(rule, a) for rule in self._rules(binding, ns)):
+                return True, f"RBAC: allowed by {_describe(binding, ns, subject)}"
+        return False, ""
+
+    def _bindings(self, user: str, groups: tuple[str, ...], namespace: str):
+        """(binding, its namespace or None, the matching subject) for every binding that applies to the identity."""
         store = self.lab.store
         candidates: list[tuple[dict, str | None]] = [(b, None) for b in store.iter_refs(CLUSTERROLEBINDINGS)]
-        if a.resource_request and a.namespace:
-            candidates += [(b, a.namespace) for b in store.iter_refs(ROLEBINDINGS, a.namespace)]
+        if namespace:
+            candidates += [(b, namespace) for b in store.iter_refs(ROLEBINDINGS, namespace)]
         for binding, ns in candidates:
             if binding["metadata"].get("deletionTimestamp"):
                 continue
-            if not any(subject_matches(s, ns, a.user, a.groups) for s in binding.get("subjects") or []):
-                continue
-            if any(rule_allows(rule, a) for rule in self._rules(binding, ns)):
-                return True
-        return False
+            subject = next((s for s in binding.get("subjects") or [] if subject_matches(s, ns, user, groups)), None)
+            if subject is not None:
+                yield binding, ns, subject
+
+    def rules(self, user: str, groups: tuple[str, ...], namespace: str) -> tuple[list[dict], list[dict]]:
+        """(resourceRules, nonResourceRules) of a SelfSubjectRulesReview (``rbac.go RulesFor``)."""
+        if user == ADMIN_USER or "system:masters" in groups:  # cluster-admin, bound to system:masters
+            return [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}], [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+        resource, non_resource = [], []
+        for binding, ns, _ in self._bindings(user, groups, namespace):
+            for rule in self._rules(binding, ns):
+                if rule.get("nonResourceURLs"):
+                    non_resource.append({"verbs": rule.get("verbs") or [], "nonResourceURLs": rule["nonResourceURLs"]})
+                else:
+                    out = {"verbs": rule.get("verbs") or [], "apiGroups": rule.get("apiGroups") or [],
+                           "resources": rule.get("resources") or []}
+                    if rule.get("resourceNames"):
+                        out["resourceNames"] = rule["resourceNames"]
+                    resource.append(out)
+        return resource, non_resource
+
+
+def _describe(binding: dict, ns: str | None, subject: dict) -> str:
+    ref = binding.get("roleRef") or {}
+    name = binding["metadata"]["name"] + (f"/{ns}" if ns else "")
+    who = subject.get("name", "")
+    if subject.get("kind") == "ServiceAccount":
+        who += "/" + (subject.get("namespace") or ns or "")
+    kind = "RoleBinding" if ns else "ClusterRoleBinding"
+    return f'{kind} {json.dumps(name)} of {ref.get("kind")} {json.dumps(ref.get("name"))} to {subject.get("kind")} {json.dumps(who)}'
 
 
 def forbidden_message(a: Attributes) -> tuple[str, dict]:
@@ -349,7 +387,8 @@ def install(app: web.Application, lab) -> None:
         user = request.get("user")
         if user is None or user == ADMIN_USER or request.path in ("/readyz", "/healthz", "/livez"):
             return await handler(request)
-        a = request_attributes(request.method, request.path, request.query, user, lab.rbac.groups_of(user))
+        groups = request.get("groups") or lab.rbac.groups_of(user)  # set by impersonation.py
+        a = request_attributes(request.method, request.path, request.query, user, groups)
         if not a.resource_request and request.method in ("GET", "HEAD") and request.path.startswith(_DISCOVERY_PREFIXES):
             return await handler(request)
         if lab.rbac.allowed(a):

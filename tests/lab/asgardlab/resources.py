@@ -80,7 +80,16 @@ _GATEWAY_API = [
                  categories=("gateway-api",), custom=True),
 ]
 
-ALL_TYPES: list[ResourceType] = _CORE + _APPS + _OTHER + _GATEWAY_API
+_CREATE_ONLY = ("create",)
+_REVIEWS = [  # never stored: reviews.py answers them
+    ResourceType("authorization.k8s.io", "v1", "localsubjectaccessreviews", "LocalSubjectAccessReview", True, verbs=_CREATE_ONLY),
+    ResourceType("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False, verbs=_CREATE_ONLY),
+    ResourceType("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False, verbs=_CREATE_ONLY),
+    ResourceType("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False, verbs=_CREATE_ONLY),
+    ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=_CREATE_ONLY),
+]
+
+ALL_TYPES: list[ResourceType] = _CORE + _APPS + _OTHER + _GATEWAY_API + _REVIEWS
 BY_GROUP_PLURAL: dict[tuple[str, str], ResourceType] = {(r.group, r.plural): r for r in ALL_TYPES}
 BY_KIND: dict[tuple[str, str], ResourceType] = {(r.api_version, r.kind): r for r in ALL_TYPES}
 

@@ -45,7 +45,9 @@ from collections.abc import Callable
 import yaml
 from aiohttp import web
 
-from . import discovery, patch, schemas, tables
+from . import discovery, impersonation, metadata_only, patch, reviews, schemas, tables
+from . import field_validation as fv
+from . import managed_fields as mf
 from . import resources as R
 from .admission import Admission
 from .resources import ResourceType
@@ -155,6 +157,27 @@ async def _read_body(request: web.Request, allow_yaml: bool = False) -> Any:
         return json.loads(raw)
     except (ValueError, yaml.YAMLError) as e:
         raise ApiError(400, "BadRequest", f"couldn't get version/kind; json parse error: {e}") from None
+
+
+async def _read_object(request: web.Request) -> tuple[Any, list[str]]:
+    """A create/update/patch body and the duplicate fields a strict decoder reports (JSON bodies)."""
+    ctype = request.content_type or ""
+    if "json" not in ctype or "protobuf" in ctype:
+        return await _read_body(request), []
+    raw = await request.read()
+    if not raw:
+        return None, []
+    try:
+        return fv.loads(raw)
+    except ValueError as e:
+        raise ApiError(400, "BadRequest", f"couldn't get version/kind; json parse error: {e}") from None
+
+
+def _json(obj: Any, status: int = 200, warnings: list[str] = ()) -> web.Response:
+    resp = web.json_response(obj, status=status)
+    for w in warnings:
+        resp.headers.add("Warning", fv.warning_header(w))
+    return resp
 
 
 # --------------------------------------------------------------------------- faults
@@ -433,6 +456,8 @@ class Api:
         t = parse_target(path)
         if t is None:
             raise NOT_FOUND_GENERIC
+        if reviews.serves(t.rt):
+            return await reviews.handle(self.lab, request, t.rt, t.namespace, t.name)
         m = request.method
         if t.name is None:
             if m == "GET":
@@ -493,10 +518,12 @@ class Api:
         return ls, fs
 
     def _respond(self, request, t: Target, obj: dict, status: int = 200) -> web.Response:
-        if tables.wants_table(request.headers.get("Accept", "")):
+        accept = request.headers.get("Accept", "")
+        if tables.wants_table(accept):
             return web.json_response(tables.table(t.rt, [obj], obj["metadata"].get("resourceVersion", ""),
                                                   request.query.get("includeObject", "Metadata")), status=status)
-        return web.json_response(obj, status=status)
+        form = metadata_only.requested(accept)
+        return web.json_response(metadata_only.single(t.rt, obj, form) if form else obj, status=status)
 
     def get(self, request, t: Target):
         obj = self.store.get(t.rt, t.namespace, t.name)
@@ -528,7 +555,9 @@ class Api:
         if tables.wants_table(request.headers.get("Accept", "")):
             return web.json_response(tables.table(t.rt, items, meta["resourceVersion"], request.query.get("includeObject", "Metadata"),
                                                   {k: v for k, v in meta.items() if k != "resourceVersion"}))
-        return web.json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": meta, "items": items})
+        doc = {"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": meta, "items": items}
+        form = metadata_only.requested(request.headers.get("Accept", ""))
+        return web.json_response(metadata_only.as_list(t.rt, doc, form) if form else doc)
 
     async def watch(self, request, t: Target):
         ls, fs = self._selectors(request)
@@ -537,6 +566,8 @@ class Api:
         bookmarks = _bool(request.query.get("allowWatchBookmarks"))
         send_initial = _bool(request.query.get("sendInitialEvents"))
         as_table = tables.wants_table(request.headers.get("Accept", ""))
+        form = metadata_only.requested(request.headers.get("Accept", ""))
+        partial = form if form and form[0] == metadata_only.SINGLE else None  # the list form: whole objects, as the apiserver falls back
         include = request.query.get("includeObject", "Metadata")
         rv = request.query.get("resourceVersion")
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Cache-Control": "no-cache, private"})
@@ -546,6 +577,8 @@ class Api:
         def encode(etype: str, obj: dict) -> bytes:
             if as_table and etype != "BOOKMARK" and etype != "ERROR":
                 obj = tables.table(t.rt, [obj], obj["metadata"].get("resourceVersion", ""), include)
+            elif partial and etype not in ("BOOKMARK", "ERROR"):
+                obj = metadata_only.single(t.rt, obj, partial)
             return (json.dumps({"type": etype, "object": obj}) + "\n").encode()
 
         def bookmark(extra: dict | None = None) -> bytes:
@@ -619,19 +652,37 @@ class Api:
         body["kind"] = t.rt.kind
         return body
 
+    def _writer(self, request, t: Target, operation: str = mf.UPDATE) -> mf.Writer:
+        manager = mf.manager_from(request.query.get("fieldManager"), request.headers.get("User-Agent"))
+        return mf.Writer(manager, operation, t.subresource if t.subresource in ("status", "scale") else "")
+
+    def _options(self, request, kind: str, errors: list[str] = ()) -> str:
+        """Validate the write options (``<kind>.meta.k8s.io "" is invalid``, 422); the fieldValidation directive."""
+        errors = [e for e in (*errors, mf.validate_manager(request.query.get("fieldManager", ""))) if e]
+        if errors:
+            raise ApiError(422, "Invalid", f'{kind}.meta.k8s.io "" is invalid: ' + (errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"),
+                           {"group": "meta.k8s.io", "kind": kind})
+        return fv.directive(request.query.get("fieldValidation"), kind)
+
     async def create(self, request, t: Target):
-        body = self._check_body(t, await _read_body(request))
-        obj = self.store.create(t.rt, body, dry_run=_dry_run(request))
-        return web.json_response(obj, status=201)
+        mode = self._options(request, "CreateOptions")
+        raw, duplicates = await _read_object(request)
+        body = self._check_body(t, raw)
+        warnings = fv.check(t.rt, body, mode, duplicates)
+        obj = self.store.create(t.rt, body, dry_run=_dry_run(request), writer=self._writer(request, t))
+        return _json(obj, 201, warnings)
 
     async def replace(self, request, t: Target):
-        body = self._check_body(t, await _read_body(request), t.name)
+        mode = self._options(request, "UpdateOptions")
+        raw, duplicates = await _read_object(request)
+        body = self._check_body(t, raw, t.name)
+        warnings = fv.check(t.rt, body, mode, duplicates)
         cur = self.store.get(t.rt, t.namespace, t.name)
         if cur is None:
             raise not_found(t.rt, t.name)
         sub = "status" if t.subresource == "status" else None
-        obj = self.store.update(t.rt, body, subresource=sub, dry_run=_dry_run(request), check_rv=True)
-        return web.json_response(obj)
+        obj = self.store.update(t.rt, body, subresource=sub, dry_run=_dry_run(request), check_rv=True, writer=self._writer(request, t))
+        return _json(obj, 200, warnings)
 
     PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                    "application/strategic-merge-patch+json", "application/apply-patch+yaml")
@@ -644,23 +695,18 @@ class Api:
         if ctype == "application/strategic-merge-patch+json" and t.rt.custom:  # custom resources: no strategic merge
             raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media "
                            "types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
-        body = await _read_body(request, allow_yaml=ctype == "application/apply-patch+yaml")
+        apply = ctype == "application/apply-patch+yaml"
+        mode = self._options(request, "PatchOptions", [
+            "fieldManager: Required value: is required for apply patch" if apply and not request.query.get("fieldManager") else "",
+            "force: Forbidden: may not be specified for non-apply patch" if not apply and "force" in request.query else ""])
+        body, duplicates = await _read_object(request) if not apply else (await _read_body(request, allow_yaml=True), [])
         if body is None:
             raise ApiError(400, "BadRequest", "the body of the request was empty")
         dry = _dry_run(request)
         cur = self.store.get(t.rt, t.namespace, t.name)
         sub = "status" if t.subresource == "status" else None
-        if ctype == "application/apply-patch+yaml":
-            if not request.query.get("fieldManager"):
-                raise ApiError(400, "BadRequest", "PATCH, application/apply-patch+yaml requires fieldManager to be set")
-            body = self._check_body(t, body, t.name)
-            if cur is None:
-                if sub:
-                    raise not_found(t.rt, t.name)
-                obj = self.store.create(t.rt, body, dry_run=dry)
-                return web.json_response(obj, status=201)
-            new = patch.strategic_merge(cur, body, schemas.definition_for(t.rt))
-            new["metadata"]["resourceVersion"] = body["metadata"].get("resourceVersion") or cur["metadata"]["resourceVersion"]
+        if apply:
+            return await self._apply(request, t, body, cur, sub, dry)
         else:
             if cur is None:
                 raise not_found(t.rt, t.name)
@@ -677,12 +723,34 @@ class Api:
                 raise ApiError(400, "BadRequest", str(e)) from None
             if not isinstance(new, dict):
                 raise ApiError(400, "BadRequest", "the patched object is not a JSON object")
+        smp = ctype == "application/strategic-merge-patch+json"
+        warnings = fv.check(t.rt, new, mode, duplicates,  # a strict failure quotes the patch, or the patched JSON
+                            patch_value=lambda: fv.go_map(body) if smp else json.dumps(new, separators=(",", ":")))
         md = new.setdefault("metadata", {})
         md["name"] = t.name
         if t.rt.namespaced:
             md["namespace"] = t.namespace
-        obj = self.store.update(t.rt, new, subresource=sub, dry_run=dry, check_rv=True)
-        return web.json_response(obj)
+        obj = self.store.update(t.rt, new, subresource=sub, dry_run=dry, check_rv=True, writer=self._writer(request, t))
+        return _json(obj, 200, warnings)
+
+    async def _apply(self, request, t: Target, body: Any, cur: dict | None, sub: str | None, dry: bool):
+        """Server-side apply (managed_fields.apply): 201 when it created the object."""
+        if isinstance(body, dict) and isinstance(body.get("metadata"), dict) and body["metadata"].get("managedFields") is not None:
+            raise ApiError(400, "BadRequest", "metadata.managedFields must be nil")
+        body = self._check_body(t, body, t.name)
+        fv.check_apply(t.rt, body)
+        if cur is None and sub:
+            raise not_found(t.rt, t.name)
+        writer = self._writer(request, t, mf.APPLY)
+        new, _ = mf.apply(t.rt, cur, body, writer.manager, _bool(request.query.get("force")), writer.subresource)
+        md = new["metadata"]
+        md["name"] = t.name
+        if t.rt.namespaced:
+            md["namespace"] = t.namespace
+        if cur is None:
+            return web.json_response(self.store.create(t.rt, new, dry_run=dry, writer=writer), status=201)
+        md["resourceVersion"] = body["metadata"].get("resourceVersion") or cur["metadata"]["resourceVersion"]
+        return web.json_response(self.store.update(t.rt, new, subresource=sub, dry_run=dry, check_rv=True, writer=writer))
 
     async def delete(self, request, t: Target):
         body = await _read_body(request) if request.can_read_body else None
@@ -773,16 +841,18 @@ class Api:
             raise ApiError(422, "Invalid", f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0')
         new = copy.deepcopy(cur)
         new.setdefault("spec", {})["replicas"] = replicas
-        obj = self.store.update(t.rt, new, dry_run=_dry_run(request))
+        obj = self.store.update(t.rt, new, dry_run=_dry_run(request), writer=self._writer(request, t))
         return web.json_response(to_scale(obj))
 
 
 # --------------------------------------------------------------------------- built-in bits of the control plane
 def _seed(store: Store) -> None:
     for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
-        store.create(R.NAMESPACES, {"metadata": {"name": ns}})
+        store.create(R.NAMESPACES, {"metadata": {"name": ns}}, writer=mf.APISERVER)
     store.create(R.SERVICES, {"metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-                              "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}})
+                              "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}},
+                 writer=mf.APISERVER)
+    reviews.seed(store)
 
 
 def install_namespace_hooks(lab: Lab) -> None:
@@ -850,6 +920,7 @@ async def build_app(lab: Lab, requests_log) -> web.Application:
     lab.watches = set()
     from . import rbac  # RBAC for every identity but the lab admin, + token minting (rbac.py)
 
+    impersonation.install(app, lab)  # before RBAC, which then authorizes the impersonated identity
     rbac.install(app, lab)
     api = Api(lab)
     cluster = None
@@ -906,6 +977,8 @@ async def serve(lab: Lab, ready: Callable[[], None] | None = None, sock=None) ->
     lab.tokens.setdefault(lab.token, "asgard-lab-admin")
     lab.store = lab.store or Store()
     lab.store.admission = Admission(lab.store)
+    lab.store.fields = mf.track_update
+    lab.store.default_writer = mf.CONTROLLERS
     lab.faults = FaultInjector()
     install_namespace_hooks(lab)
     _seed(lab.store)

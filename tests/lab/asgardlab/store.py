@@ -10,13 +10,16 @@ Contract (used by server.py, controllers/ and kubelet/):
 
 - ``Store.get(rt, ns, name) -> dict | None``      deep copy, or None
 - ``Store.list(rt, ns=None, label_selector=None, field_selector=None) -> (items, resource_version)``
-- ``Store.create(rt, obj, dry_run=False) -> dict``  raises ApiError 409 AlreadyExists, 404 (namespace
-  missing), 403 (namespace terminating), 422 (admission)
-- ``Store.update(rt, obj, subresource=None, dry_run=False, check_rv=False) -> dict``
+- ``Store.create(rt, obj, dry_run=False, writer=None) -> dict``  raises ApiError 409 AlreadyExists, 404 (namespace
+  missing), 403 (namespace terminating or admission), 422 (admission)
+- ``Store.update(rt, obj, subresource=None, dry_run=False, check_rv=False, internal=False, writer=None) -> dict``
   replace the stored object. ``subresource="status"`` only takes ``status`` from obj; otherwise ``status``
   from obj is ignored for types with a status subresource... except when the caller is internal
   (``internal=True``), which may write everything. resourceVersion bumps only on a real change;
-  generation bumps only on a ``spec`` (or non-metadata/status top-level) change.
+  generation bumps only on a ``spec`` (or non-metadata/status top-level) change; a change of managedFields alone
+  is a change.
+- ``writer`` (a ``managed_fields.Writer``: who writes, for ``metadata.managedFields``); without one, an API-less
+  write is the controllers' (``kube-controller-manager``).
 - ``Store.delete(rt, ns, name, propagation="Background", grace_period=None, dry_run=False) -> dict``
   pods get ``deletionTimestamp`` (graceful, kubelet finishes with ``finalize_delete``); namespaces go
   Terminating and the namespace controller finishes them; objects with finalizers get deletionTimestamp.
@@ -26,8 +29,10 @@ Contract (used by server.py, controllers/ and kubelet/):
   ``(type, obj)``; raises ApiError 410 Gone if ``since_rv`` is older than the retained history.
 - ``Store.add_listener(fn)``  ``fn(event_type, rt, obj, old)`` called synchronously after each change
   (controllers use it to enqueue work; they must not block).
-- ``Store.admission``  callable ``(rt, obj, old, subresource) -> obj`` set by the server to default and
+- ``Store.admission``  callable ``(rt, obj, old, subresource, internal) -> obj`` set by the server to default and
   validate; raise ApiError(422) to refuse.
+- ``Store.fields``  callable ``(rt, old, new, writer) -> new`` set by the server: records ``metadata.managedFields``
+  (``managed_fields.track_update``); ``Store.default_writer`` is the writer of internal writes without one.
 """
 
 from __future__ import annotations
@@ -43,6 +48,14 @@ from collections.abc import Callable
 from . import resources as R
 from .resources import ResourceType
 from .selectors import match_fields, match_labels
+
+
+def clone(obj):
+    """A deep copy of an object that shares its ``metadata.managedFields``: nothing changes them in place (every
+    write builds a new list), and copying them would double the cost of every read and write."""
+    md = obj.get("metadata") if isinstance(obj, dict) else None
+    mf = md.get("managedFields") if isinstance(md, dict) else None
+    return copy.deepcopy(obj, {id(mf): mf} if mf is not None else None)
 
 
 def now_iso() -> str:
@@ -69,6 +82,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
+        if not self.reason:  # errors that are not a metav1.Status (e.g. a 500 from server-side apply) have none
+            del body["reason"]
         if self.details:
             body["details"] = self.details
         return body
@@ -160,7 +175,9 @@ class Store:
         self._history: collections.deque = collections.deque(maxlen=HISTORY)
         self._watches: list[Watch] = []
         self._listeners: list[Callable] = []
-        self.admission: Callable[[ResourceType, dict, dict | None, str | None], dict] | None = None
+        self.admission: Callable[..., dict] | None = None
+        self.fields: Callable[..., dict] | None = None
+        self.default_writer = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -178,10 +195,10 @@ class Store:
         self._listeners.append(fn)
 
     def _emit(self, etype: str, rt: ResourceType, obj: dict, old: dict | None) -> None:
-        self._history.append((int(obj["metadata"]["resourceVersion"]), etype, rt.key, copy.deepcopy(obj)))
+        self._history.append((int(obj["metadata"]["resourceVersion"]), etype, rt.key, clone(obj)))
         for w in list(self._watches):
             if w.matches(rt, obj):
-                w.push(etype, copy.deepcopy(obj))
+                w.push(etype, clone(obj))
         for fn in list(self._listeners):
             fn(etype, rt, obj, old)
 
@@ -207,7 +224,7 @@ class Store:
     # ------------------------------------------------------------------ reads
     def get(self, rt: ResourceType, ns: str | None, name: str) -> dict | None:
         obj = self._objects[rt.key].get(self._key(rt, ns, name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def get_ref(self, rt: ResourceType, ns: str | None, name: str) -> dict | None:
         """The stored object itself (read-only use, no copy): for hot paths in controllers."""
@@ -223,7 +240,7 @@ class Store:
                 continue
             if field_selector and not match_fields(field_selector, obj):
                 continue
-            items.append(copy.deepcopy(obj))
+            items.append(clone(obj))
         return items, self.resource_version
 
     def iter_refs(self, rt: ResourceType, ns: str | None = None):
@@ -234,19 +251,22 @@ class Store:
             yield obj
 
     # ------------------------------------------------------------------ writes
-    def create(self, rt: ResourceType, obj: dict, dry_run: bool = False) -> dict:
-        obj = copy.deepcopy(obj)
+    def create(self, rt: ResourceType, obj: dict, dry_run: bool = False, writer=None) -> dict:
+        obj = clone(obj)
         md = obj.setdefault("metadata", {})
-        if not md.get("name") and md.get("generateName"):
-            md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
         ns = md.get("namespace") if rt.namespaced else None
         if not rt.namespaced:
             md.pop("namespace", None)
         self._check_namespace(rt, ns, creating=True)
-        name = md.get("name")
         md["uid"] = str(uuid.uuid4())  # before admission: defaults may refer to it (Job selectors)
-        if self.admission:
-            obj = self.admission(rt, obj, None, None)
+        if self.admission:  # generates the name from generateName after mutating admission
+            obj = self.admission(rt, obj, None, None, writer is None or writer.internal)
+            md = obj["metadata"]
+        if not md.get("name") and md.get("generateName"):
+            md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
+        name = md.get("name")
+        if self.fields:
+            obj = self.fields(rt, None, obj, writer or self.default_writer)
             md = obj["metadata"]
         if self._key(rt, ns, name) in self._objects[rt.key]:
             raise already_exists(rt, name)
@@ -263,10 +283,11 @@ class Store:
         md["resourceVersion"] = self._next_rv()
         self._objects[rt.key][self._key(rt, ns, name)] = obj
         self._emit("ADDED", rt, obj, None)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
-    def update(self, rt: ResourceType, obj: dict, subresource: str | None = None, dry_run: bool = False, check_rv: bool = False, internal: bool = False) -> dict:
-        obj = copy.deepcopy(obj)
+    def update(self, rt: ResourceType, obj: dict, subresource: str | None = None, dry_run: bool = False, check_rv: bool = False,
+               internal: bool = False, writer=None) -> dict:
+        obj = clone(obj)
         md = obj.setdefault("metadata", {})
         ns = md.get("namespace") if rt.namespaced else None
         name = md.get("name")
@@ -278,7 +299,7 @@ class Store:
             raise conflict(rt, name)
         if not internal and rt.key in _STATUS_TYPES:
             if subresource == "status":
-                new = copy.deepcopy(old)
+                new = clone(old)
                 new["status"] = obj.get("status", {})
                 obj = new
             else:
@@ -294,10 +315,12 @@ class Store:
         obj["apiVersion"] = rt.api_version
         obj["kind"] = rt.kind
         if self.admission:
-            obj = self.admission(rt, obj, old, subresource)
+            obj = self.admission(rt, obj, old, subresource, internal)
+        if self.fields:
+            obj = self.fields(rt, old, obj, writer or self.default_writer)
         obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         if _strip_volatile(obj) == _strip_volatile(old):
-            return copy.deepcopy(old)
+            return clone(old)
         if _spec_part(obj) != _spec_part(old) and "generation" in old["metadata"]:
             obj["metadata"]["generation"] = old["metadata"]["generation"] + 1
         if dry_run:
@@ -308,7 +331,7 @@ class Store:
         # finalizers removed from an object being deleted -> really delete
         if obj["metadata"].get("deletionTimestamp") and not obj["metadata"].get("finalizers") and rt.key not in (R.PODS.key, R.NAMESPACES.key):
             self.finalize_delete(rt, ns, name)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def delete(self, rt: ResourceType, ns: str | None, name: str, propagation: str = "Background", grace_period: int | None = None, dry_run: bool = False) -> dict:
         key = self._key(rt, ns, name)
@@ -316,21 +339,21 @@ class Store:
         if obj is None:
             raise not_found(rt, name)
         if dry_run:
-            return copy.deepcopy(obj)
+            return clone(obj)
         md = obj["metadata"]
         graceful = rt.key == R.PODS.key and grace_period != 0 and obj.get("spec", {}).get("nodeName")
         if rt.key == R.NAMESPACES.key:
             if not md.get("deletionTimestamp"):
-                old = copy.deepcopy(obj)
+                old = clone(obj)
                 md["deletionTimestamp"] = now_iso()
                 obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
                 obj.setdefault("status", {})["phase"] = "Terminating"
                 md["resourceVersion"] = self._next_rv()
                 self._emit("MODIFIED", rt, obj, old)
-            return copy.deepcopy(obj)
+            return clone(obj)
         if graceful or md.get("finalizers"):
             if not md.get("deletionTimestamp"):
-                old = copy.deepcopy(obj)
+                old = clone(obj)
                 md["deletionTimestamp"] = now_iso()
                 if rt.key == R.PODS.key:
                     gp = grace_period if grace_period is not None else obj["spec"].get("terminationGracePeriodSeconds", 30)
@@ -339,7 +362,7 @@ class Store:
                 self._emit("MODIFIED", rt, obj, old)
             if propagation != "Orphan":
                 self._cascade(md.get("uid"))
-            return copy.deepcopy(obj)
+            return clone(obj)
         result = self.finalize_delete(rt, ns, name)
         if propagation == "Orphan":
             self._orphan(md.get("uid"))
@@ -353,7 +376,7 @@ class Store:
         obj["metadata"]["resourceVersion"] = self._next_rv()
         self._emit("DELETED", rt, obj, None)
         self._cascade(obj["metadata"].get("uid"))
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def _dependents(self, uid: str):
         for key, objs in list(self._objects.items()):
@@ -376,7 +399,7 @@ class Store:
         if not uid:
             return
         for rt, obj in list(self._dependents(uid)):
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             new["metadata"]["ownerReferences"] = [r for r in obj["metadata"]["ownerReferences"] if r.get("uid") != uid]
             if not new["metadata"]["ownerReferences"]:
                 del new["metadata"]["ownerReferences"]
@@ -392,7 +415,7 @@ class Store:
                 raise ApiError(410, "Expired", f"too old resource version: {rv} ({oldest - 1})")
             for hrv, etype, _key, obj in self._history:
                 if hrv > rv and w.matches(rt, obj):
-                    w.push(etype, copy.deepcopy(obj))
+                    w.push(etype, clone(obj))
         else:
             items, _ = self.list(rt, ns, label_selector, field_selector)
             for obj in items:
@@ -412,7 +435,6 @@ def _strip_volatile(obj: dict) -> dict:
     o = copy.copy(obj)
     md = dict(o.get("metadata", {}))
     md.pop("resourceVersion", None)
-    md.pop("managedFields", None)
     o["metadata"] = md
     return o
 

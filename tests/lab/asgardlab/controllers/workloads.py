@@ -17,7 +17,6 @@ from .util import (
     pod_active,
     pod_available,
     pod_ready,
-    rand_suffix,
     set_condition,
     template_hash,
 )
@@ -31,6 +30,19 @@ def _rev(rs: dict) -> int:
         return int((rs["metadata"].get("annotations") or {}).get(REV, "0"))
     except ValueError:
         return 0
+
+
+def _replica_failure(rs: dict, error: ApiError | None) -> list[dict]:
+    """The ReplicaSet's conditions after a sync (k/k ``replica_set_utils.go calculateStatus``): a failed pod
+    creation adds ``ReplicaFailure`` (reason ``FailedCreate``) once; a sync without error removes it."""
+    conds = [dict(c) for c in (rs.get("status") or {}).get("conditions") or []]
+    failure = next((c for c in conds if c.get("type") == "ReplicaFailure"), None)
+    if error is not None and failure is None:
+        conds.append({"type": "ReplicaFailure", "status": "True", "lastTransitionTime": now_iso(),
+                      "reason": "FailedCreate", "message": error.message})
+    elif error is None and failure is not None:
+        conds.remove(failure)
+    return conds
 
 
 def _spec_replicas(obj: dict) -> int:
@@ -191,6 +203,13 @@ class Workloads:
         # compare observedGeneration with generation (kubernetes.core wait) do not pass too early.
         if complete or paused or (prog and prog["status"] == "False"):
             status["observedGeneration"] = md.get("generation", 1)
+        # sync.go syncRolloutStatus: the new ReplicaSet's ReplicaFailure (else an old one's) becomes the Deployment's
+        failure = next((c for rs in sorted(rss, key=lambda r: new_rs is None or r["metadata"]["uid"] != new_rs["metadata"]["uid"])
+                        for c in (rs.get("status") or {}).get("conditions") or [] if c.get("type") == "ReplicaFailure"), None)
+        if failure is not None:
+            set_condition(status, "ReplicaFailure", failure["status"], failure["reason"], failure["message"], failure["lastTransitionTime"])
+        else:
+            status["conditions"] = [c for c in status.get("conditions", []) if c["type"] != "ReplicaFailure"]
         status["conditions"] = sorted(status.get("conditions", []), key=lambda c: c["type"] != "Available")
         if status != status_before:
             cur = self.store.get(R.DEPLOYMENTS, ns, md["name"])
@@ -270,6 +289,7 @@ class Workloads:
         pods = self._pods_of(ns, md["uid"])
         active = [p for p in pods if pod_active(p)]
         want = _spec_replicas(rs)
+        create_error = None
         if len(active) < want:
             for _ in range(want - len(active)):
                 tpl = copy.deepcopy(rs["spec"].get("template") or {})
@@ -278,7 +298,7 @@ class Workloads:
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": {
-                        "name": f"{md['name']}-{rand_suffix()}",
+                        "generateName": f"{md['name']}-",
                         "namespace": ns,
                         "labels": pmd.get("labels") or {},
                         "annotations": pmd.get("annotations") or {},
@@ -288,7 +308,12 @@ class Workloads:
                 }
                 if not pod["metadata"]["annotations"]:
                     del pod["metadata"]["annotations"]
-                created = self.store.create(R.PODS, pod)
+                try:
+                    created = self.store.create(R.PODS, pod)
+                except ApiError as exc:  # e.g. ServiceAccount admission; retried on the next sync
+                    create_error = exc
+                    self.rec.event(rs, "Warning", "FailedCreate", f"Error creating: {exc.message}", "replicaset-controller")
+                    break
                 self.rec.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", "replicaset-controller")
         elif len(active) > want:
             newest_first = sorted(active, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
@@ -305,6 +330,7 @@ class Workloads:
             "readyReplicas": sum(1 for p in pods if pod_ready(p)),
             "availableReplicas": sum(1 for p in pods if pod_available(p, min_ready, now)),
             "observedGeneration": md.get("generation", 1),
+            "conditions": _replica_failure(rs, create_error),
         }
         status = {k: v for k, v in status.items() if v or k in ("replicas", "observedGeneration")}
         if status != (rs.get("status") or {}):
@@ -390,11 +416,15 @@ class Workloads:
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"{md['name']}-{rand_suffix()}", "namespace": md["namespace"], "labels": labels,
+            "metadata": {"generateName": f"{md['name']}-", "namespace": md["namespace"], "labels": labels,
                          "ownerReferences": [controller_ref(job)]},
             "spec": pspec,
         }
         if pmd.get("annotations"):
             pod["metadata"]["annotations"] = pmd["annotations"]
-        created = self.store.create(R.PODS, pod)
+        try:
+            created = self.store.create(R.PODS, pod)
+        except ApiError as exc:  # job_controller.go: FailedCreate event, retried on the next sync
+            self.rec.event(job, "Warning", "FailedCreate", f"Error creating: {exc.message}", "job-controller")
+            raise
         self.rec.event(job, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", "job-controller")

@@ -4,7 +4,7 @@
 ``openAPIV3Schema`` (kubernetes-sigs/gateway-api ``config/crd/standard/gateway.networking.k8s.io_*.yaml``, v1,
 standard channel; field names, types, enums, defaults, patterns and bounds copied from there) that the lab
 needs to refuse typos and wrong types the way the apiserver does: every object is closed
-(``additionalProperties: false``, so an unknown field answers 422 like the rest of the lab), except a few
+(``additionalProperties: false``, so ``field_validation.py`` finds unknown fields as for built-in kinds), except a few
 extended subtrees the lab does not implement (kept open: ``spec.tls``, ``spec.allowedListeners``,
 ``requestMirror``, ``cors``, ``sessionPersistence``) so valid manifests that use them are not refused.
 

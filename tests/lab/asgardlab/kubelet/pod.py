@@ -20,6 +20,7 @@ import aiohttp
 from .. import resources as R
 from .. import runtimes
 from ..controllers.events import NODE_NAME
+from ..managed_fields import KUBELET, SCHEDULER
 from ..store import ApiError, now_iso
 from .network import proc_read
 
@@ -287,7 +288,7 @@ class PodWorker:
             return
         cur["status"] = st
         try:
-            self.store.update(R.PODS, cur, internal=True)
+            self.store.update(R.PODS, cur, internal=True, writer=KUBELET)
         except ApiError as exc:
             log.debug("pod %s/%s status: %s", self.ns, self.name, exc.message)
 
@@ -328,7 +329,7 @@ class PodWorker:
             return
         if not cur["spec"].get("nodeName"):
             cur["spec"]["nodeName"] = NODE_NAME
-            self.store.update(R.PODS, cur, internal=True)
+            self.store.update(R.PODS, cur, internal=True, writer=SCHEDULER)
             self.k.rec.event(cur, "Normal", "Scheduled", f"Successfully assigned {self.ns}/{self.name} to {NODE_NAME}", "default-scheduler")
         self.publish()
         if await self.sleep(float(self.fault().get("delayStartSeconds") or 0)):
