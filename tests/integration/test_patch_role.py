@@ -205,7 +205,8 @@ def test_seed_before_is_patched_to_after_and_stays_idempotent(lab, lab_namespace
     assert {"localhost:*", "127.0.0.1:*", f"mlflow-service.{ns}.svc.cluster.local:5000"} <= set(hosts)
     assert c["startupProbe"]["httpGet"]["path"] == "/health"
     assert dep["spec"]["template"]["spec"]["enableServiceLinks"] is False
-    assert dep["spec"]["template"]["metadata"]["annotations"]["asgard.mlflow/patch"].startswith("timeout=300;workers=4")
+    # patch_gunicorn_timeout_mode defaults to at_least (the seed's "timeout at least 300"): README = argument spec
+    assert dep["spec"]["template"]["metadata"]["annotations"]["asgard.mlflow/patch"].startswith("timeout>=300;workers=4")
     result = res.task("Report what was enforced")[0]["ansible_facts"]["patch_result"]
     assert result["changed"] is True and result["health_path"] == "/health"
 
@@ -276,7 +277,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(lab, lab_namespace):
     assert writes_since(lab, mark, ns) == []
     res = patch(lab, ns, patch_allow_helm_managed=True, patch_wait=False)
     assert res.rc == 0, res.output
-    assert "WARNING: Deployment" in res.stdout and "helm upgrade" in res.stdout
+    assert "is managed by Helm; the next `helm upgrade` reverts this patch" in res.stdout
     assert get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"] == [AFTER]
     # an unparseable script
     r = lab.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}")
