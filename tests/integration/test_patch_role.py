@@ -349,11 +349,12 @@ def test_operator_strings_check_diff_and_no_credential(lab, lab_namespace):
     assert "value: '***'" in out and "postgresql://mlflow:***@db:5432/mlflow" in out
     assert "enableServiceLinks: unset" not in out and "startupProbe" not in out  # null / false: left alone
 
+    sidecar_before = get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]
     res = patch(lab, ns, cli=cli)
     assert res.rc == 0 and res.changed >= 1, res.output
     assert PW not in res.stdout + res.stderr
     got = get_deployment(lab, ns)["spec"]["template"]["spec"]
-    assert got["containers"][0] == sidecar
+    assert got["containers"][0] == sidecar_before and sidecar_before["command"] == sidecar["command"]
     c = got["containers"][1]
     assert {e["name"]: e.get("value") for e in c["env"]}["GUNICORN_CMD_ARGS"] == "--timeout 300"
     assert "--workers=3" in c["args"][0] and "startupProbe" not in c and "enableServiceLinks" not in got
