@@ -179,8 +179,8 @@ def check_permissions(api, permissions: list[dict]) -> tuple[list[dict], str]:
         entry = {k: p.get(k) for k in ("verb", "group", "resource", "subresource", "namespace", "name")}
         entry.update(allowed=None, checked_by=None, reason="")
         if ssar == "SelfSubjectAccessReview":
-            attrs = {k: v for k, v in entry.items() if k in ("verb", "group", "resource", "subresource", "namespace",
-                                                              "name") and v}
+            keys = ("verb", "group", "resource", "subresource", "namespace", "name")
+            attrs = {k: v for k, v in entry.items() if k in keys and v}
             attrs.setdefault("group", "")
             body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
                     "spec": {"resourceAttributes": attrs}}

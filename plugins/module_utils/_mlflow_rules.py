@@ -127,6 +127,7 @@ def uvicorn_env(key):
     """The environment variable uvicorn reads for option ``key`` (``timeout_keep_alive`` -> ``UVICORN_TIMEOUT_KEEP_ALIVE``)."""
     return UVICORN_ENV_PREFIX + key.upper()
 
+
 # --------------------------------------------------------------------------------------------------
 # Versions
 # --------------------------------------------------------------------------------------------------

@@ -152,10 +152,14 @@ def diff_of(plan, dep, ns, name) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- rollout evidence
+def _selector(dep) -> str:
+    labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
 def evidence(api, dep, ns, name, container, log_lines) -> dict:
     """Why the new pods are not ready: waiting reasons, the last events, the newest pod's last log lines (redacted)."""
-    selector = ",".join(f"{k}={v}" for k, v in (((dep.get("spec") or {}).get("selector") or {}).get("matchLabels")
-                                               or {}).items())
+    selector = _selector(dep)
     out = {"waiting": [], "events": [], "log": []}
     try:
         pods = api.list_pods(ns, selector) if selector else []
@@ -198,8 +202,7 @@ def previous_template(api, dep, ns):
     """The pod template of the previous ReplicaSet revision (what ``kubectl rollout undo`` restores), or None."""
     meta = dep.get("metadata") or {}
     current = int((meta.get("annotations") or {}).get("deployment.kubernetes.io/revision") or 0)
-    selector = ",".join(f"{k}={v}" for k, v in (((dep.get("spec") or {}).get("selector") or {}).get("matchLabels")
-                                               or {}).items())
+    selector = _selector(dep)
     items = api.get(f"/apis/apps/v1/namespaces/{ns}/replicasets", [("labelSelector", selector)]).get("items") or []
     best = None
     for rs in items:
@@ -266,7 +269,7 @@ def run(api, params: dict, check_mode: bool = False, diff: bool = False, waiter=
         "settings_before": plan["before_settings"], "settings_after": plan["after_settings"],
         "patched": False, "rolled_back": False, "warnings": warnings,
     }
-    left = [c for c in plan["after_settings"].get("contradictions") or []]
+    left = list(plan["after_settings"].get("contradictions") or [])
     if left and not plan["compliant"]:
         result["warnings"].append("after the patch these sources still contradict the effective settings: " + "; ".join(
             f"{c['where']} sets {c['setting']}={c['value']} (runs with {c['effective']})" for c in left))

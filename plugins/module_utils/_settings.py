@@ -22,15 +22,24 @@ Effective values (what the server really runs with):
   ``allowed_hosts``: a list of patterns, ``"default"`` (MLflow's defaults), None before MLflow 3.5;
   ``host_check``: False before 3.5 or with ``--disable-security-middleware``.
   ``backend_store_uri``: redacted; None when it comes from a Secret or is not set.
-  ``gunicorn`` / ``uvicorn``: the server options of the server that runs (None for the other): ``timeout``,
-  ``workers`` (as written in the options, overridden), ``worker_class``, ``keep_alive``, ``threads``,
-  ``graceful_timeout``, ``timeout_keep_alive``, ... (ints where numeric), ``other`` (options kept verbatim),
-  ``effective_workers``; the server's defaults filled in (gunicorn ``timeout`` 30, ``keep_alive`` 2,
-  ``worker_class`` sync; uvicorn ``timeout_keep_alive`` 5).
+  ``gunicorn`` / ``uvicorn``: the server options of the server that runs (None for the other), each resolved as
+  the server resolves it: its default < ``GUNICORN_CMD_ARGS`` / ``UVICORN_<OPTION>`` (env or ConfigMap) < the
+  options on its command line (``--gunicorn-opts`` / ``--uvicorn-opts`` or their ``MLFLOW_*`` variable). Keys:
+  ``timeout``, ``workers`` (as the options say; mlflow's own ``--workers`` overrides it: ``effective_workers``),
+  ``worker_class``, ``keep_alive``, ``threads``, ``graceful_timeout``, ``timeout_keep_alive``, ... (ints where
+  numeric), ``other`` (options kept verbatim, redacted), ``effective_workers``, and ``sources``: option ->
+  ``{value, source, where[, overridden]}`` with ``source`` ``default``, ``flag``, ``env`` or ``configmap`` and
+  ``overridden`` the lower sources that set it too (``[{value, source, where}]``).
 Where each setting comes from:
-  ``sources``: setting name (a key of ``_mlflow_rules.SERVER_OPTIONS``) -> ``{value, source, where}``; ``source`` is
-  ``flag``, ``env``, ``configmap``, ``secret`` or ``fieldref``; ``where`` e.g. ``args[0] script line 7 chars
-  187-250`` or ``env[2] MLFLOW_WORKERS``; ``shell_expansion``/``resolved`` for ``${VAR}`` values. Values redacted.
+  ``sources``: ``mlflow server`` setting (a key of ``_mlflow_rules.SERVER_OPTIONS``) -> ``{value, source, where}``;
+  ``source`` is ``flag``, ``env``, ``configmap``, ``secret`` or ``fieldref``; ``where`` e.g. ``args[0] script line 7
+  chars 187-250`` or ``env[2] MLFLOW_WORKERS`` or ``envFrom[0] configmap cfg``; ``shell_expansion``/``resolved``
+  for ``${VAR}`` values. Values redacted. Env precedence as Kubernetes applies it: an ``env`` entry over
+  ``envFrom``, the last ``envFrom`` source holding a key wins; a flag over its variable (click).
+  ``contradictions``: sources that say something else than what the server runs with, each
+  ``{setting, value, source, where, effective, effective_where}`` (``setting`` a server setting such as
+  ``workers``, or ``gunicorn.timeout`` / ``uvicorn.timeout_keep_alive``): a flag over its env var, a repeated
+  flag, ``GUNICORN_CMD_ARGS`` under ``--gunicorn-opts``, a ``--workers`` in the options under mlflow's own.
   ``warnings``: what could not be read (Secret references, ``$EXTRA_ARGS`` on the command line, ...).
 
 Pure Python (no Ansible, no Kubernetes client).

@@ -23,7 +23,7 @@ description:
   - With O(wait=true) waits for the rollout with kubernetes.core's Deployment waiter; when the new pods do not
     become ready in O(wait_timeout) seconds, reads the waiting reasons, events and the MLflow container's last log
     lines, rolls back (O(rollback)) and fails with them.
-  - Never returns the Deployment or a credential: values, diffs and messages are redacted.
+  - Never returns the Deployment or a credential; values, diffs and messages are redacted.
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 options:

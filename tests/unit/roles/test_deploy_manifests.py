@@ -385,8 +385,8 @@ def test_the_settings_parser_reads_back_what_deploy_rendered(rendered, variant):
     keep_alive = int(v.get("deploy_keep_alive", 5))
     if s["server"] == "gunicorn":
         g = s["gunicorn"]
-        assert (g["timeout"], g["keep_alive"], g["worker_class"]) == (int(v.get("deploy_gunicorn_timeout", 300)),
-                                                                     keep_alive, "sync")
+        want = (int(v.get("deploy_gunicorn_timeout", 300)), keep_alive, "sync")
+        assert (g["timeout"], g["keep_alive"], g["worker_class"]) == want
     else:
         assert s["uvicorn"]["timeout_keep_alive"] == keep_alive
     assert s["contradictions"] == []

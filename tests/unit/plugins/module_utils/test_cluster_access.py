@@ -100,8 +100,8 @@ def test_permissions_through_self_subject_access_review():
     res, how = check_permissions(api, PERMS)
     assert how == "SelfSubjectAccessReview"
     assert [r["allowed"] for r in res] == [True, False, True, True]
-    assert api.sent[1][2]["spec"]["resourceAttributes"] == {"verb": "patch", "group": "apps", "resource": "deployments",
-                                                             "namespace": "ns", "name": "mlflow"}
+    want = {"verb": "patch", "group": "apps", "resource": "deployments", "namespace": "ns", "name": "mlflow"}
+    assert api.sent[1][2]["spec"]["resourceAttributes"] == want
 
 
 def test_without_ssar_reads_check_what_can_be_read_and_say_so():

@@ -31,6 +31,13 @@ def deployment(**meta):
                                   "spec": {"containers": [sidecar, container]}}}}
 
 
+def replicaset(rev, container):
+    return {"metadata": {"ownerReferences": [{"uid": "u1"}],
+                         "annotations": {"deployment.kubernetes.io/revision": str(rev)}},
+            "spec": {"template": {"metadata": {"labels": {"app": "mlflow", "pod-template-hash": "h"}},
+                                  "spec": {"containers": [{"name": container}]}}}}
+
+
 class FakeAPI:
     def __init__(self, dep):
         self.dep = dep
@@ -49,11 +56,7 @@ class FakeAPI:
             return {"items": [{"involvedObject": {"name": "mlflow-abc"}, "reason": "BackOff",
                                "message": f"Back-off restarting; DB_PASSWORD={PW}", "lastTimestamp": "2026-01-01T00:00:01Z"}]}
         if path.endswith("/replicasets"):
-            rs = lambda rev, wc: {"metadata": {"ownerReferences": [{"uid": "u1"}],  # noqa: E731
-                                               "annotations": {"deployment.kubernetes.io/revision": str(rev)}},
-                                  "spec": {"template": {"metadata": {"labels": {"app": "mlflow", "pod-template-hash": "h"}},
-                                                        "spec": {"containers": [{"name": wc}]}}}}
-            return {"items": [rs(1, "one"), rs(2, "two"), rs(3, "three")]}
+            return {"items": [replicaset(1, "one"), replicaset(2, "two"), replicaset(3, "three")]}
         raise AssertionError(path)
 
     def get_text(self, path, query=None, accept=None):
@@ -103,7 +106,7 @@ def test_patch_wait_ok():
     [(method, path, body, ctype)] = api.writes
     assert (method, path, ctype) == ("PATCH", DEP_PATH, "application/json-patch+json")
     assert body[0] == {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "mlflow"}
-    no_password({k: v for k, v in r.items()})
+    no_password(r)
 
 
 @pytest.mark.parametrize(("method", "restored"), [("patch", None), ("k8s_rollback", "two")])
