@@ -25,17 +25,20 @@ import re
 
 from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
-from ansible_collections.asgard.mlflow.plugins.module_utils._redact import container_view, contains_credentials
+from ansible_collections.asgard.mlflow.plugins.module_utils._redact import container_view, contains_credentials, redact
 from ansible_collections.asgard.mlflow.plugins.module_utils._settings import (
     effective,
     int_or_none,
+    option_layers,
     parse_deployment,
     parse_server_opts,
+    resolve_options,
     server_kind,
     settings_dict,
 )
 from ansible_collections.asgard.mlflow.plugins.module_utils._settings_edit import (
     Editor,
+    align_env,
     ensure_setting,
     opts_edits,
     remove_setting,
@@ -154,6 +157,8 @@ def compliance(deployment, targets=None, configmaps=None):
         cur = p.setting("port")
         if cur is None or cur[1] != "flag" or int_or_none(effective(p, "port")) != t["port"]:
             ensure_setting(ed, "port", str(t["port"]), effective(p, "port"), force_flag=True)
+        else:
+            align_env(ed, "port", str(t["port"]))
     if t["host"] is not None:
         ensure_setting(ed, "host", t["host"], effective(p, "host"))
 
@@ -179,10 +184,8 @@ def compliance(deployment, targets=None, configmaps=None):
             prefix_after = want
 
     # ---- server options --------------------------------------------------------------------------
-    if kind == "gunicorn":
-        _enforce_opts(ed, "gunicorn_opts", R.GUNICORN_OPTS, t, target_workers)
-    elif kind == "uvicorn":
-        _enforce_opts(ed, "uvicorn_opts", R.UVICORN_OPTS, t, target_workers)
+    if kind in ("gunicorn", "uvicorn"):
+        _enforce_opts(ed, kind, t, target_workers)
 
     # ---- allowed hosts (MLflow >= 3.5) -------------------------------------------------------------
     if t["allowed_hosts"] is not None and R.host_check_applies(p.version):
@@ -201,7 +204,7 @@ def compliance(deployment, targets=None, configmaps=None):
         ):
             want = desired_probe(health, port, t[key])
             have = p.container.get(field)
-            if not probe_matches(have, want):
+            if not probe_matches(have, want, p.container):
                 new_c[field] = want
                 changes.append(f"{field}: {probe_text(have)} -> {probe_text(want)}")
 
@@ -294,12 +297,47 @@ def _json_patches(deployment, p, new_c, pod_changes, t, targets):
     return patch, rollback
 
 
-def _enforce_opts(ed, name, table, t, target_workers):
-    """Edit --gunicorn-opts/--uvicorn-opts (or their env var) in place."""
+def _desired_options(kind, t, have, target_workers, unreadable):
+    """key -> (flag, value, add when missing) for the server options the targets ask for."""
+    defaults = R.GUNICORN_DEFAULTS if kind == "gunicorn" else R.UVICORN_DEFAULTS
+    wanted = []
+    if kind == "gunicorn":
+        if t["gunicorn_timeout"] is not None:
+            want = t["gunicorn_timeout"]
+            cur = have.get("timeout")
+            if t["gunicorn_timeout_mode"] == "at_least" and isinstance(cur, int) and cur >= want:
+                want = cur
+            wanted.append(("timeout", "--timeout", want))
+        if t["gunicorn_keep_alive"] is not None:
+            wanted.append(("keep_alive", "--keep-alive", t["gunicorn_keep_alive"]))
+        if t["gunicorn_worker_class"] is not None:
+            wanted.append(("worker_class", "--worker-class", t["gunicorn_worker_class"]))
+    elif t["uvicorn_timeout_keep_alive"] is not None:
+        wanted.append(("timeout_keep_alive", "--timeout-keep-alive", t["uvicorn_timeout_keep_alive"]))
+    # an unreadable source (a Secret) may set anything: then the target is written out even when it is the default
+    desired = {key: (flag, value, value != defaults.get(key) or unreadable) for key, flag, value in wanted}
+    # a --workers inside the options is overridden by mlflow's own --workers: keep it consistent (never added)
+    if target_workers is not None and "workers" in have:
+        desired["workers"] = ("--workers", target_workers, False)
+    return desired
+
+
+def _enforce_opts(ed, kind, t, target_workers):
+    """Make the server options take the targets, wherever they are set, and align every source that contradicts.
+
+    A value is edited where it takes effect (--gunicorn-opts / --uvicorn-opts, or GUNICORN_CMD_ARGS /
+    UVICORN_<OPTION> when only they set it); a missing one is added to the options on the command line, which win.
+    A lower source that sets another value is edited too when it is a literal env value; one from a ConfigMap
+    cannot be edited here and is reported in ``warnings``.
+    """
     p = ed.p
     cmd = p.cmd
+    name = f"{kind}_opts"
+    table = R.GUNICORN_OPTS if kind == "gunicorn" else R.UVICORN_OPTS
     flag = R.SERVER_OPTIONS[name][0][0]
     envvar = R.SERVER_OPTIONS[name][2]
+    layers, warns = option_layers(p, kind)
+    have, _sources = resolve_options(layers)
     occs = cmd.occurrences.get(name) or []
     cur_val = None
     where = None
@@ -314,7 +352,7 @@ def _enforce_opts(ed, name, table, t, target_workers):
             cur_val = env[0]
             where = ("env", envvar)
         elif env:
-            if env[1] in ("secret", "fieldref") or env[0].startswith("<from configmap"):
+            if not p.readable(env):
                 p.warnings.append(
                     f"{envvar} comes from {env[2]} and cannot be read; {name} not checked. Set it literally "
                     "or pass the ConfigMap"
@@ -322,47 +360,45 @@ def _enforce_opts(ed, name, table, t, target_workers):
                 return
             cur_val = env[0]
             where = ("configmap", env)
-    values = parse_server_opts(cur_val or "", table, ())[0]
-    desired = {}
-    if name == "gunicorn_opts":
-        if t["gunicorn_timeout"] is not None:
-            want = t["gunicorn_timeout"]
-            have = values.get("timeout")
-            if t["gunicorn_timeout_mode"] == "at_least" and isinstance(have, int) and have >= want:
-                want = have
-            desired["timeout"] = ("--timeout", want, want != R.GUNICORN_DEFAULTS["timeout"])
-        if t["gunicorn_keep_alive"] is not None:
-            desired["keep_alive"] = (
-                "--keep-alive",
-                t["gunicorn_keep_alive"],
-                t["gunicorn_keep_alive"] != R.GUNICORN_DEFAULTS["keep_alive"],
-            )
-        if t["gunicorn_worker_class"] is not None:
-            desired["worker_class"] = (
-                "--worker-class",
-                t["gunicorn_worker_class"],
-                t["gunicorn_worker_class"] != R.GUNICORN_DEFAULTS["worker_class"],
-            )
-    else:
-        if t["uvicorn_timeout_keep_alive"] is not None:
-            desired["timeout_keep_alive"] = (
-                "--timeout-keep-alive",
-                t["uvicorn_timeout_keep_alive"],
-                t["uvicorn_timeout_keep_alive"] != R.UVICORN_DEFAULTS["timeout_keep_alive"],
-            )
-    # a --workers inside the options is overridden by mlflow's own --workers: keep it consistent
-    # (same number, never added)
-    if target_workers is not None and "workers" in values:
-        desired["workers"] = ("--workers", target_workers, False)
+    opts_values = parse_server_opts(cur_val or "", table, ())[0]
+    desired = _desired_options(kind, t, have, target_workers, bool(warns))
+    to_opts = {}
+    env_edits = {}  # envvar -> (layer, {key: (flag, value, False)})
+    for key, (oflag, value, add) in desired.items():
+        setters = [la for la in layers if la.origin in ("env_args", "env_option") and key in la.values]
+        if key in opts_values:
+            to_opts[key] = (oflag, value, False)
+        elif setters and setters[-1].source == "env":
+            pass  # edited in place below, where it takes effect
+        else:
+            to_opts[key] = (oflag, value, add or bool(setters))
+        for la in setters:
+            if str(la.values[key]) == str(value):
+                continue
+            if la.source == "env":
+                env_edits.setdefault(la.envvar, (la, {}))[1][key] = (oflag, value, False)
+            else:
+                p.warnings.append(
+                    f"{la.envvar} from {la.where} sets {oflag} {la.values[key]}, which the {flag} value {value} on the "
+                    f"command line overrides; it cannot be edited here: change it there so that no source contradicts"
+                )
+    for env_name, (la, want) in env_edits.items():
+        idx, entry = p.env[env_name]
+        if la.origin == "env_args":
+            new_val = apply_string_edits(la.raw, opts_edits(la.raw, table, want))
+        else:
+            new_val = str(next(iter(want.values()))[1])
+        if new_val != la.raw:
+            ed.env_sets[idx] = dict(entry, value=new_val)
+            ed.changes.append(f"env {env_name}: {redact(la.raw)!r} -> {redact(new_val)!r}")
     base = cur_val or ""
-    edits = opts_edits(base, table, desired)
+    edits = opts_edits(base, table, to_opts)
     if not edits:
         return
     new_val = apply_string_edits(base, edits)
-    label = "gunicorn" if name == "gunicorn_opts" else "uvicorn"
     if where is None:
         ed.add_flag(flag, new_val)
-        ed.changes.append(f"{flag}: unset -> {new_val!r} ({label} options added)")
+        ed.changes.append(f"{flag}: unset -> {new_val!r} ({kind} options added)")
         return
     if where[0] == "flag":
         occ = where[1]
@@ -446,8 +482,10 @@ def desired_probe(path, port, timing):
     return probe
 
 
-def probe_matches(have, want):
+def probe_matches(have, want, container=None):
     """Same handler (HTTP GET on the path and port) and at least as tolerant as ``want``.
+
+    A named port (``port: http``, as the deploy role writes it) is resolved through the container's ``ports``.
 
     At least as tolerant: ``timeoutSeconds`` and the failure window (``periodSeconds`` x ``failureThreshold``)
     not smaller, ``initialDelaySeconds``/``successThreshold`` as wanted. So a stricter probe is fixed, a more
@@ -461,7 +499,11 @@ def probe_matches(have, want):
     wg = want["httpGet"]
     if hg.get("path") != wg["path"] or str(hg.get("scheme", "HTTP")).upper() != "HTTP":
         return False
-    if str(hg.get("port")) != str(wg["port"]):
+    port = hg.get("port")
+    for cp in (container or {}).get("ports") or []:
+        if isinstance(port, str) and cp.get("name") == port:
+            port = cp.get("containerPort")
+    if str(port) != str(wg["port"]):
         return False
 
     def get(probe, key):

@@ -65,6 +65,7 @@ class KubeAPI:
         self.api_client = api_client
         self.timeout = timeout
         self.requests = 0
+        self.k8s = None  # kubernetes.core's K8SClient when built by api_from_module (for its waiters)
 
     # ------------------------------------------------------------ REST
     def _serialize(self, method: str, path: str, query=None):
@@ -75,8 +76,21 @@ class KubeAPI:
 
     def get_text(self, path: str, query=None, accept: str = "application/json") -> str:
         """GET ``path``; the body as text. Raises KubeError (with the API's status and reason) on failure."""
-        method, url, headers, body, post = self._serialize("GET", path, query)
+        return self._call("GET", path, query, accept=accept)
+
+    def send(self, method: str, path: str, body, content_type: str = "application/json", query=None) -> dict:
+        """``method`` (POST, PATCH, ...) ``path`` with a JSON ``body``; the answer as a dict. Raises KubeError."""
+        text = self._call(method, path, query, body=body, content_type=content_type)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise KubeError(f"{method} {path}: answer is not JSON", status=200) from exc
+
+    def _call(self, method: str, path: str, query=None, accept: str = "application/json", body=None,
+              content_type: str = "application/json") -> str:
+        method, url, headers, _body, post = self._serialize(method, path, query)
         headers["Accept"] = accept
+        headers["Content-Type"] = content_type
         self.requests += 1
         try:
             resp = self.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
@@ -84,7 +98,7 @@ class KubeAPI:
             data = resp.read()
         except Exception as exc:  # noqa: BLE001 - urllib3/ApiException/SSL: the API server was not reached
             status = getattr(exc, "status", None) or None
-            raise KubeError(f"GET {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", status=status,
+            raise KubeError(f"{method} {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", status=status,
                             reason="TLSError" if _is_tls_error(exc) else "") from exc
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         if not 200 <= resp.status <= 299:
@@ -96,7 +110,7 @@ class KubeAPI:
                 message = st.get("message", message)
             except ValueError:
                 pass
-            raise KubeError(f"GET {path}: HTTP {resp.status}: {message}", status=resp.status, reason=reason)
+            raise KubeError(f"{method} {path}: HTTP {resp.status}: {message}", status=resp.status, reason=reason)
         return text
 
     def get(self, path: str, query=None) -> dict:
@@ -255,12 +269,13 @@ def kube_argspec(*specs: dict) -> dict:
     return spec
 
 
-def kube_module(argument_spec: dict, validators=(), **kwargs):
+def kube_module(argument_spec: dict, validators=(), check_auth_files: bool = True, **kwargs):
     """The module object for a collection module that talks to Kubernetes (what both modules share).
 
     Built with kubernetes.core's ``AnsibleK8SModule`` (so KUBECONFIG / K8S_AUTH_* work as in kubernetes.core),
     check mode supported. ``validators`` are callables ``params -> [error, ...]``; with
-    ``validate_auth_params`` first, every error is reported at once, each naming its field, before any API call.
+    ``validate_auth_params`` first (unless ``check_auth_files`` is false: the caller explains a bad kubeconfig
+    itself), every error is reported at once, each naming its field, before any API call.
     """
     import traceback
 
@@ -275,7 +290,7 @@ def kube_module(argument_spec: dict, validators=(), **kwargs):
         raise  # not reached: fail_json exits
     module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argument_spec, supports_check_mode=True,
                               check_pyyaml=False, **kwargs)
-    errors = validate_auth_params(module.params)
+    errors = validate_auth_params(module.params) if check_auth_files else []
     for validate in validators:
         errors += validate(module.params)
     if errors:
@@ -295,7 +310,9 @@ def api_from_module(module, timeout: float = 10.0) -> KubeAPI:
         if hint:
             raise KubeError(f"connecting to the API server: {hint}", status=status) from exc
         raise
-    return KubeAPI(k8s.client.client, timeout=timeout)
+    api = KubeAPI(k8s.client.client, timeout=timeout)
+    api.k8s = k8s
+    return api
 
 
 def _status_of(exc: BaseException | None) -> int | None:

@@ -20,6 +20,7 @@ Pure Python. Also copied next to the background port forwarder (``_forwarder.RUN
 
 from __future__ import annotations
 
+import fnmatch
 import re
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
@@ -108,7 +109,24 @@ UVICORN_DEFAULTS = {"timeout_keep_alive": 5}
 UVICORN_BOOL_OPTS = {"--reload", "--proxy-headers", "--no-proxy-headers", "--access-log", "--no-access-log"}
 GUNICORN_BOOL_OPTS = {"--preload", "--reload", "--daemon", "-D", "--capture-output", "--check-config"}
 # option keys whose values are integers
-INT_OPTS = ("timeout", "workers", "keep_alive", "threads", "timeout_keep_alive", "graceful_timeout")
+INT_OPTS = (
+    "timeout", "workers", "keep_alive", "threads", "timeout_keep_alive", "graceful_timeout", "max_requests",
+    "timeout_graceful_shutdown", "timeout_worker_healthcheck", "limit_concurrency",
+)
+# Server options that do not live in the mlflow command line (checked with gunicorn 26.2 and uvicorn 0.55, the
+# servers of MLflow 3.17.2): gunicorn reads GUNICORN_CMD_ARGS (an options string, shlex-split) below its command
+# line; uvicorn's CLI reads UVICORN_<OPTION> (click auto_envvar_prefix) below its command line. mlflow builds
+# `gunicorn <opts> -b host:port -w N app` / `uvicorn <opts> --host H --port P --workers N app`, so its own
+# workers/host/port win over both (a --bind inside --gunicorn-opts ADDS a listener: gunicorn's bind appends).
+GUNICORN_ENV = "GUNICORN_CMD_ARGS"
+UVICORN_ENV_PREFIX = "UVICORN_"
+MLFLOW_OWN_OPTS = {"gunicorn": ("workers",), "uvicorn": ("workers", "host", "port")}
+
+
+def uvicorn_env(key):
+    """The environment variable uvicorn reads for option ``key`` (``timeout_keep_alive`` -> ``UVICORN_TIMEOUT_KEEP_ALIVE``)."""
+    return UVICORN_ENV_PREFIX + key.upper()
+
 
 # --------------------------------------------------------------------------------------------------
 # Versions
@@ -170,6 +188,46 @@ def health_path(prefix, version):
     if prefix and _v(version) >= HEALTH_UNDER_PREFIX_FROM:
         return prefix.rstrip("/") + "/health"
     return "/health"
+
+
+# --------------------------------------------------------------------------------------------------
+# Host header allow-list (MLflow >= 3.5, mlflow/server/security_utils.py)
+# --------------------------------------------------------------------------------------------------
+# MLflow's default loopback entries (any port), written the way its own defaults are (an IPv6 bracket escaped
+# for fnmatch); the list given in --allowed-hosts / MLFLOW_SERVER_ALLOWED_HOSTS REPLACES the defaults
+LOOPBACK_HOSTS = ("localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[[]::1]:*")
+# the private IPv4 ranges of pod IPs (RFC 1918), as fnmatch patterns: the roles' default *_allowed_hosts_pod_ranges
+POD_IP_RANGES = ("10.*",) + tuple(f"172.{n}.*" for n in range(16, 32)) + ("192.168.*",)
+
+
+def host_allowed(host, patterns):
+    """MLflow's own test (is_allowed_host_header): ``*`` allows all; a pattern with ``*`` is an fnmatch pattern,
+    any other pattern must equal the Host header."""
+    if "*" in patterns:
+        return True
+    return any(fnmatch.fnmatch(host, p) if "*" in p else host == p for p in patterns)
+
+
+def allowed_hosts(service, namespace, service_port, cluster_domain="cluster.local", ingress_hosts=(),
+                  pod_ranges=POD_IP_RANGES, extra=()):
+    """THE allow-list a server behind Service ``service`` needs (the deploy and patch roles both use it).
+
+    Loopback (port-forwards), the Service's DNS names with its port (and without a port when the port is 80, as
+    clients then send no port), Ingress hosts with and without a port, pod-IP ranges, and ``extra``; in that order,
+    without duplicates.
+    """
+    port = int(service_port)
+    names = [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+             f"{service}.{namespace}.svc.{cluster_domain}"]
+    out = list(LOOPBACK_HOSTS)
+    out += [f"{n}:{port}" for n in names]
+    if port == 80:
+        out += names
+    for h in ingress_hosts or ():
+        out += [h, f"{h}:*"]
+    out += list(pod_ranges or ()) + list(extra or ())
+    seen = set()
+    return [h for h in out if not (h in seen or seen.add(h))]
 
 
 # --------------------------------------------------------------------------------------------------

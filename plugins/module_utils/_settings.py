@@ -22,15 +22,24 @@ Effective values (what the server really runs with):
   ``allowed_hosts``: a list of patterns, ``"default"`` (MLflow's defaults), None before MLflow 3.5;
   ``host_check``: False before 3.5 or with ``--disable-security-middleware``.
   ``backend_store_uri``: redacted; None when it comes from a Secret or is not set.
-  ``gunicorn`` / ``uvicorn``: the server options of the server that runs (None for the other): ``timeout``,
-  ``workers`` (as written in the options, overridden), ``worker_class``, ``keep_alive``, ``threads``,
-  ``graceful_timeout``, ``timeout_keep_alive``, ... (ints where numeric), ``other`` (options kept verbatim),
-  ``effective_workers``; the server's defaults filled in (gunicorn ``timeout`` 30, ``keep_alive`` 2,
-  ``worker_class`` sync; uvicorn ``timeout_keep_alive`` 5).
+  ``gunicorn`` / ``uvicorn``: the server options of the server that runs (None for the other), each resolved as
+  the server resolves it: its default < ``GUNICORN_CMD_ARGS`` / ``UVICORN_<OPTION>`` (env or ConfigMap) < the
+  options on its command line (``--gunicorn-opts`` / ``--uvicorn-opts`` or their ``MLFLOW_*`` variable). Keys:
+  ``timeout``, ``workers`` (as the options say; mlflow's own ``--workers`` overrides it: ``effective_workers``),
+  ``worker_class``, ``keep_alive``, ``threads``, ``graceful_timeout``, ``timeout_keep_alive``, ... (ints where
+  numeric), ``other`` (options kept verbatim, redacted), ``effective_workers``, and ``sources``: option ->
+  ``{value, source, where[, overridden]}`` with ``source`` ``default``, ``flag``, ``env`` or ``configmap`` and
+  ``overridden`` the lower sources that set it too (``[{value, source, where}]``).
 Where each setting comes from:
-  ``sources``: setting name (a key of ``_mlflow_rules.SERVER_OPTIONS``) -> ``{value, source, where}``; ``source`` is
-  ``flag``, ``env``, ``configmap``, ``secret`` or ``fieldref``; ``where`` e.g. ``args[0] script line 7 chars
-  187-250`` or ``env[2] MLFLOW_WORKERS``; ``shell_expansion``/``resolved`` for ``${VAR}`` values. Values redacted.
+  ``sources``: ``mlflow server`` setting (a key of ``_mlflow_rules.SERVER_OPTIONS``) -> ``{value, source, where}``;
+  ``source`` is ``flag``, ``env``, ``configmap``, ``secret`` or ``fieldref``; ``where`` e.g. ``args[0] script line 7
+  chars 187-250`` or ``env[2] MLFLOW_WORKERS`` or ``envFrom[0] configmap cfg``; ``shell_expansion``/``resolved``
+  for ``${VAR}`` values. Values redacted. Env precedence as Kubernetes applies it: an ``env`` entry over
+  ``envFrom``, the last ``envFrom`` source holding a key wins; a flag over its variable (click).
+  ``contradictions``: sources that say something else than what the server runs with, each
+  ``{setting, value, source, where, effective, effective_where}`` (``setting`` a server setting such as
+  ``workers``, or ``gunicorn.timeout`` / ``uvicorn.timeout_keep_alive``): a flag over its env var, a repeated
+  flag, ``GUNICORN_CMD_ARGS`` under ``--gunicorn-opts``, a ``--workers`` in the options under mlflow's own.
   ``warnings``: what could not be read (Secret references, ``$EXTRA_ARGS`` on the command line, ...).
 
 Pure Python (no Ansible, no Kubernetes client).
@@ -69,16 +78,19 @@ class ParsedServer:
         self.configmaps = {}
         self.warnings = []
 
-    def env_setting(self, name):
-        """(value, source, where) of the env var behind setting ``name`` (click: empty = unset)."""
-        envvar = R.SERVER_OPTIONS[name][2]
-        if not envvar:
-            return None
+    def env_value(self, envvar):
+        """(value, source, where) of env var ``envvar`` as the container gets it; None when it is not set.
+
+        Kubernetes: an ``env`` entry wins over ``envFrom`` (the last ``env`` entry of a name wins); among ``envFrom``
+        sources the last one holding the key wins. ``source``: ``env`` (a literal), ``configmap`` (value read from a
+        ConfigMap that was passed, else ``<from configmap, not read>``), ``secret`` (never read: ``<from secret>``),
+        ``fieldref`` (downward API). An empty value is returned as it is ("").
+        """
         if envvar in self.env:
             idx, entry = self.env[envvar]
             where = f"env[{idx}] {envvar}"
-            if "valueFrom" in entry and entry["valueFrom"]:
-                vf = entry["valueFrom"]
+            vf = entry.get("valueFrom")
+            if vf:
                 if vf.get("secretKeyRef"):
                     ref = vf["secretKeyRef"]
                     return ("<from secret>", "secret", f"{where} (secret {ref.get('name')}/{ref.get('key')})")
@@ -89,15 +101,12 @@ class ParsedServer:
                     if cm is None:
                         return ("<from configmap, not read>", "configmap", cmwhere)
                     val = (cm.get("data") or {}).get(ref.get("key"))
-                    if val in (None, ""):
-                        return None
-                    return (val, "configmap", cmwhere)
+                    return None if val is None else (val, "configmap", cmwhere)
                 return ("<from " + ",".join(sorted(vf)) + ">", "fieldref", where)
             val = entry.get("value")
-            if val in (None, ""):
-                return None
-            return (val, "env", where)
-        for idx, ef in enumerate(self.env_from):
+            return ("" if val is None else str(val), "env", where)
+        for idx in range(len(self.env_from) - 1, -1, -1):
+            ef = self.env_from[idx]
             prefix = ef.get("prefix") or ""
             if not envvar.startswith(prefix):
                 continue
@@ -105,11 +114,23 @@ class ParsedServer:
             if ef.get("configMapRef"):
                 cmname = ef["configMapRef"].get("name")
                 cm = self.configmaps.get(cmname)
-                if cm is not None:
-                    val = (cm.get("data") or {}).get(key)
-                    if val not in (None, ""):
-                        return (val, "configmap", f"envFrom[{idx}] configmap {cmname}")
+                if cm is not None and key in (cm.get("data") or {}):
+                    return (str(cm["data"][key]), "configmap", f"envFrom[{idx}] configmap {cmname}")
         return None
+
+    def env_setting(self, name):
+        """(value, source, where) of the env var behind ``mlflow server`` setting ``name`` (click: empty = unset)."""
+        envvar = R.SERVER_OPTIONS[name][2]
+        if not envvar:
+            return None
+        got = self.env_value(envvar)
+        if got is None or got[0] == "":
+            return None
+        return got
+
+    def readable(self, got):
+        """True when an ``env_value`` result holds the real value (not a Secret, field or unread ConfigMap)."""
+        return got is not None and got[1] in ("env", "configmap") and not got[0].startswith("<from configmap")
 
     def setting(self, name):
         """(value, source, where, shell expansion) with click semantics: flag wins over env; None when unset."""
@@ -276,6 +297,155 @@ def _truthy(v):
     return str(v).lower() in ("1", "true", "yes", "on", "--disable-security-middleware")
 
 
+# --------------------------------------------------------------------------------------------------
+# Server options (gunicorn / uvicorn): every source the server reads, lowest precedence first
+# --------------------------------------------------------------------------------------------------
+class Layer:
+    """One source of server options: ``values`` set there, ``source``/``where`` as in ``sources``.
+
+    ``origin``: ``default`` (the server's own defaults), ``env_args`` (GUNICORN_CMD_ARGS, an options string),
+    ``env_option`` (one UVICORN_<OPTION> variable), ``opts`` (--gunicorn-opts/--uvicorn-opts or their MLFLOW_*
+    variable: the server's command line), ``mlflow`` (what mlflow itself passes after the options: workers, and
+    host/port for uvicorn). ``envvar``/``raw``: the variable and its text, for edits.
+    """
+
+    __slots__ = ("values", "source", "where", "origin", "envvar", "raw")
+
+    def __init__(self, values, source, where, origin, envvar=None, raw=None):
+        self.values = values
+        self.source = source
+        self.where = where
+        self.origin = origin
+        self.envvar = envvar
+        self.raw = raw
+
+
+def _tables(kind):
+    if kind == "gunicorn":
+        return R.GUNICORN_OPTS, R.GUNICORN_BOOL_OPTS, R.GUNICORN_DEFAULTS
+    return R.UVICORN_OPTS, R.UVICORN_BOOL_OPTS, R.UVICORN_DEFAULTS
+
+
+def option_layers(p, kind):
+    """``([Layer], [warning])``: the option sources of the server that runs, lowest precedence first."""
+    if kind not in ("gunicorn", "uvicorn"):
+        return [], []
+    table, bools, defaults = _tables(kind)
+    layers = [Layer(dict(defaults), "default", f"{kind}'s default", "default")]
+    warns = []
+    if kind == "gunicorn":
+        got = p.env_value(R.GUNICORN_ENV)
+        if got is not None and p.readable(got):
+            values = parse_server_opts(got[0], table, bools)[0]
+            layers.append(Layer(values, got[1], got[2], "env_args", R.GUNICORN_ENV, got[0]))
+        elif got is not None:
+            warns.append(f"{R.GUNICORN_ENV} comes from {got[2]} and cannot be read: gunicorn options set there are "
+                         "not known (the options on the command line win over it)")
+    else:
+        for key in sorted(set(table.values())):
+            envvar = R.uvicorn_env(key)
+            got = p.env_value(envvar)
+            if got is None or got[0] == "":  # click: empty = unset
+                continue
+            if p.readable(got):
+                value = int_or_none(got[0]) if key in R.INT_OPTS and int_or_none(got[0]) is not None else got[0]
+                layers.append(Layer({key: value}, got[1], got[2], "env_option", envvar, got[0]))
+            else:
+                warns.append(f"{envvar} comes from {got[2]} and cannot be read (the options on the command line win "
+                             "over it)")
+    name = f"{kind}_opts"
+    s = p.setting(name)
+    if s is not None:
+        val = effective(p, name)
+        if val is None:
+            warns.append(f"--{kind}-opts comes from {s[2]} and cannot be read: {kind} options set there are not known")
+        else:
+            layers.append(Layer(parse_server_opts(val, table, bools)[0], s[1], s[2], "opts",
+                                R.SERVER_OPTIONS[name][2], val))
+    own = {"workers": int_or_none(effective(p, "workers")) or R.DEFAULT_WORKERS}
+    ws = p.setting("workers")
+    where = f"mlflow server --workers ({ws[2]})" if ws else "mlflow server --workers (its default)"
+    if kind == "uvicorn":
+        own["host"] = effective(p, "host") or R.DEFAULT_HOST
+        own["port"] = int_or_none(effective(p, "port")) or R.DEFAULT_PORT
+        where = "mlflow server --workers/--host/--port"
+    layers.append(Layer(own, "mlflow", where, "mlflow"))
+    return layers, warns
+
+
+def resolve_options(layers):
+    """``(values, sources)``: each option's value from the highest layer below mlflow's own, with where it comes
+    from and the lower sources it ``overridden`` (mlflow's own workers/host/port are reported apart)."""
+    values = {}
+    sources = {}
+    other = []
+    for layer in layers:
+        if layer.origin == "mlflow":
+            continue
+        for k, v in layer.values.items():
+            if k == "other":
+                other.extend(redact(o) for o in v)
+                continue
+            entry = {"value": redact(v) if isinstance(v, str) else v, "source": layer.source, "where": layer.where}
+            prev = sources.get(k)
+            if prev and prev["source"] != "default":
+                entry["overridden"] = prev.get("overridden", []) + [
+                    {x: prev[x] for x in ("value", "source", "where")}
+                ]
+            values[k] = v
+            sources[k] = entry
+    if other:
+        values["other"] = other
+    return values, sources
+
+
+def _option_contradictions(kind, layers, sources):
+    """Sources that set an option to something else than what the server runs with."""
+    out = []
+    for key, entry in sources.items():
+        for lower in entry.get("overridden", []):
+            if lower["value"] != entry["value"]:
+                out.append({"setting": f"{kind}.{key}", "value": lower["value"], "source": lower["source"],
+                            "where": lower["where"], "effective": entry["value"], "effective_where": entry["where"]})
+    own = next((la for la in layers if la.origin == "mlflow"), None)
+    for key, value in (own.values if own else {}).items():
+        entry = sources.get(key)
+        if entry and entry["source"] != "default" and str(entry["value"]) != str(value):
+            for e in [entry] + entry.get("overridden", []):
+                out.append({"setting": f"{kind}.{key}", "value": e["value"], "source": e["source"], "where": e["where"],
+                            "effective": value, "effective_where": own.where})
+    return out
+
+
+def _flag_literal(p, occ):
+    """The value of a flag occurrence, with a ``$VAR`` resolved from the literal env; None when unknown."""
+    w = p.cmd.words[occ.value_word]
+    value = w.value[occ.value_offset :]
+    return resolve_expansion(p, value) if w.expansion else value
+
+
+def _setting_contradictions(p):
+    """mlflow server settings given twice with different values: a flag over its env var, or a flag repeated."""
+    out = []
+    cmd = p.cmd
+    for name, occs in cmd.occurrences.items():
+        if not occs or occs[-1].form == "bool":
+            continue
+        eff = _flag_literal(p, occs[-1])
+        if eff is None:  # a shell expansion that cannot be resolved: nothing to compare
+            continue
+        where = cmd.where(occs[-1])
+        lower = [(_flag_literal(p, occ), "flag", cmd.where(occ)) for occ in occs[:-1]]
+        env = p.env_setting(name)
+        if env and p.readable(env):
+            lower.append(env)
+        for value, source, lwhere in lower:
+            if value is not None and value != eff:
+                out.append({"setting": name, "value": redact(value, name), "source": source, "where": lwhere,
+                            "effective": redact(eff, name), "effective_where": where})
+    return out
+
+
 def server_settings(deployment, configmaps=None, mlflow_version=None, container=None):
     """Effective settings with their sources, as plain data (the ``mlflow_server_settings`` filter)."""
     return settings_dict(parse_deployment(deployment, configmaps, mlflow_version, container))
@@ -334,16 +504,14 @@ def settings_dict(p):
         "uvicorn": None,
         "warnings": list(p.warnings),
     }
-    if kind == "gunicorn":
-        values = parse_server_opts(effective(p, "gunicorn_opts") or "", R.GUNICORN_OPTS, R.GUNICORN_BOOL_OPTS)[0]
+    layers, warns = option_layers(p, kind)
+    result["warnings"].extend(warns)
+    contradictions = _setting_contradictions(p)
+    if kind in ("gunicorn", "uvicorn"):
+        values, opt_sources = resolve_options(layers)
         values["effective_workers"] = eff["workers"]
-        for k, v in R.GUNICORN_DEFAULTS.items():
-            values.setdefault(k, v)
-        result["gunicorn"] = values
-    elif kind == "uvicorn":
-        values = parse_server_opts(effective(p, "uvicorn_opts") or "", R.UVICORN_OPTS, R.UVICORN_BOOL_OPTS)[0]
-        values["effective_workers"] = eff["workers"]
-        for k, v in R.UVICORN_DEFAULTS.items():
-            values.setdefault(k, v)
-        result["uvicorn"] = values
+        values["sources"] = opt_sources
+        result[kind] = values
+        contradictions += _option_contradictions(kind, layers, opt_sources)
+    result["contradictions"] = contradictions
     return result

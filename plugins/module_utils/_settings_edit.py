@@ -230,6 +230,7 @@ def ensure_setting(ed, name, value, current, force_flag=False):
         for occ in occs[:-1]:
             ed.remove_occ(occ)
             ed.changes.append(f"{longf}: removed duplicate occurrence ({cmd.where(occ)})")
+        align_env(ed, name, value)
         return
     envvar = SERVER_OPTIONS[name][2]
     env = p.env_setting(name)
@@ -246,6 +247,25 @@ def ensure_setting(ed, name, value, current, force_flag=False):
     ed.add_flag(longf, value)
     was = f"{redact(env[0])} from {env[2]}" if env else "unset"
     ed.changes.append(f"{longf}: {was} -> {value} (flag added)")
+    align_env(ed, name, value)
+
+
+def align_env(ed, name, value):
+    """The flag carries ``value`` now: its env var (which the flag overrides) must not say something else."""
+    p = ed.p
+    envvar = SERVER_OPTIONS[name][2]
+    env = p.env_setting(name)
+    if not env or env[0] == value:
+        return
+    if env[1] == "env" and envvar in p.env:
+        idx, entry = p.env[envvar]
+        ed.env_sets[idx] = dict(entry, value=value)
+        ed.changes.append(f"env {envvar}: {redact(env[0], envvar)} -> {value} (agrees with the flag)")
+    elif p.readable(env):
+        p.warnings.append(
+            f"{envvar} from {env[2]} is {redact(env[0], envvar)!r}, which the flag {SERVER_OPTIONS[name][0][0]}={value} "
+            "overrides; it cannot be edited here: change it there so that no source contradicts"
+        )
 
 
 def remove_setting(ed, name):

@@ -97,7 +97,10 @@ def run_playbook(
     timeout: int = 900,
     tmpdir: str | None = None,
     env: dict | None = None,
+    cli_vars: list[str] | None = None,
 ) -> PlaybookResult:
+    """``extra_vars`` go in as a JSON file (typed); ``cli_vars`` as ``-e name=value`` each, strings as an operator
+    types them."""
     playbook = Path(playbook)
     if not playbook.is_absolute():
         playbook = REPO / playbook
@@ -108,6 +111,8 @@ def run_playbook(
         json.dump(extra_vars, vars_file)
         vars_file.close()
         cmd += ["-e", f"@{vars_file.name}"]
+    for item in cli_vars or []:
+        cmd += ["-e", item]
     if check:
         cmd.append("--check")
     if diff:

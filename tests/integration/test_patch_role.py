@@ -123,7 +123,7 @@ def wait_http_ok(lab, ns, path, timeout=180, exclude=()):
     raise AssertionError(f"no pod answers {path} with 200 (last: {last}): {json.dumps(r.json())[:3000]}")
 
 
-def patch(lab, ns, check=False, diff=False, **extra):
+def patch(lab, ns, check=False, diff=False, cli=None, verbosity=0, json_output=True, **extra):
     extra_vars = {"patch_namespace": ns, "patch_wait_timeout": 240, "patch_wait_sleep": 2}
     extra_vars.update(extra)
     return run_playbook(
@@ -133,6 +133,9 @@ def patch(lab, ns, check=False, diff=False, **extra):
         check=check,
         diff=diff,
         tmpdir=str(lab.env()["TMPDIR"]),
+        cli_vars=cli,
+        verbosity=verbosity,
+        json_output=json_output,
     )
 
 
@@ -205,7 +208,8 @@ def test_seed_before_is_patched_to_after_and_stays_idempotent(lab, lab_namespace
     assert {"localhost:*", "127.0.0.1:*", f"mlflow-service.{ns}.svc.cluster.local:5000"} <= set(hosts)
     assert c["startupProbe"]["httpGet"]["path"] == "/health"
     assert dep["spec"]["template"]["spec"]["enableServiceLinks"] is False
-    assert dep["spec"]["template"]["metadata"]["annotations"]["asgard.mlflow/patch"].startswith("timeout=300;workers=4")
+    # patch_gunicorn_timeout_mode defaults to at_least (the seed's "timeout at least 300"): README = argument spec
+    assert dep["spec"]["template"]["metadata"]["annotations"]["asgard.mlflow/patch"].startswith("timeout>=300;workers=4")
     result = res.task("Report what was enforced")[0]["ansible_facts"]["patch_result"]
     assert result["changed"] is True and result["health_path"] == "/health"
 
@@ -232,14 +236,31 @@ def test_seed_before_is_patched_to_after_and_stays_idempotent(lab, lab_namespace
     assert get_deployment(lab, ns)["metadata"]["generation"] == dep["metadata"]["generation"]
 
 
+PW = "S3cr3t-pw-4711"
+
+
+def with_password(dep):
+    """The password in every place a Deployment can show it: an env literal, a URI's userinfo, and kubectl's
+    last-applied-configuration annotation (which repeats both)."""
+    c = dep["spec"]["template"]["spec"]["containers"][-1]
+    c["env"] = c["env"] + [{"name": "DB_PASSWORD", "value": PW},
+                           {"name": "MLFLOW_TRACKING_URI", "value": f"postgresql://mlflow:{PW}@db:5432/mlflow"}]
+    dep["metadata"]["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": json.dumps(dep)}
+    return dep
+
+
 def test_patch_that_cannot_become_ready_is_rolled_back(lab, lab_namespace):
     ns = lab_namespace
-    create(lab, f"/apis/apps/v1/namespaces/{ns}/deployments", seed_deployment(ns))
+    create(lab, f"/apis/apps/v1/namespaces/{ns}/deployments", with_password(seed_deployment(ns)))
     old_pod, _ip = wait_http_ok(lab, ns, "/static/health")
     before = get_deployment(lab, ns)["spec"]["template"]
-    # a worker class gunicorn cannot load: the new pod never becomes ready
-    res = patch(lab, ns, patch_gunicorn_worker_class="nosuchworker", patch_wait_timeout=60)
+    # a worker class gunicorn cannot load: the new pod never becomes ready. Typed as an operator types it, at -vvv:
+    # the failing rollout path prints no credential (issue 14 item 2: it printed the password twice at default
+    # verbosity when the wait task failed)
+    res = patch(lab, ns, verbosity=3, cli=["patch_gunicorn_worker_class=nosuchworker", "patch_wait_timeout=60",
+                                           "patch_rollback=true", "patch_wait=yes"])
     assert res.rc != 0, res.output
+    assert PW not in res.stdout + res.stderr
     failed = [h for t in res.tasks() for h in t["hosts"].values() if h.get("failed") and not h.get("ignored")]
     msg = failed[-1]["msg"]
     print("\nfailure message:", msg)
@@ -276,7 +297,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(lab, lab_namespace):
     assert writes_since(lab, mark, ns) == []
     res = patch(lab, ns, patch_allow_helm_managed=True, patch_wait=False)
     assert res.rc == 0, res.output
-    assert "WARNING: Deployment" in res.stdout and "helm upgrade" in res.stdout
+    assert "is managed by Helm; the next `helm upgrade` reverts this patch" in res.stdout
     assert get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]["args"] == [AFTER]
     # an unparseable script
     r = lab.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}")
@@ -300,3 +321,47 @@ def test_bad_input_fails_clearly_and_changes_nothing(lab, lab_namespace):
     assert failed and failed[0]["msg"].startswith('patch_static_prefix="static" is invalid'), res.output
     ran = [h.get("action", "") for t in res.tasks() for h in t["hosts"].values()]
     assert ran and not [a for a in ran if a.startswith("kubernetes.core.")], ran
+
+
+def test_operator_strings_check_diff_and_no_credential(lab, lab_namespace):
+    """Issue 14 items 1, 2, 4, 5, 7 the way an operator types them: `-e name=value` strings, `--check --diff` (a real
+    Ansible diff, redacted), `-vvv`; a log-tailing sidecar listed before MLflow; GUNICORN_CMD_ARGS holding the
+    timeout the server really runs with."""
+    ns = lab_namespace
+    dep = seed_deployment(ns, replicas=0)
+    pod = dep["spec"]["template"]["spec"]
+    pod["containers"][0]["env"].append({"name": "GUNICORN_CMD_ARGS", "value": "--timeout 60"})
+    sidecar = {"name": "log-tail", "image": "busybox:1.36", "command": ["tail", "-F", "/mlflow/logs/server.log"]}
+    pod["containers"].insert(0, sidecar)
+    create(lab, f"/apis/apps/v1/namespaces/{ns}/deployments", with_password(dep))
+    cli = ["patch_probes=false", "patch_enable_service_links=null", "patch_workers=3", "patch_wait=false",
+           "patch_read_configmaps=no", "patch_gunicorn_keep_alive=null"]
+
+    mark = lab.log_mark()
+    res = patch(lab, ns, check=True, diff=True, verbosity=3, json_output=False, cli=cli)
+    assert res.rc == 0, res.output
+    out = res.stdout + res.stderr
+    assert PW not in out
+    assert writes_since(lab, mark, ns) == []
+    # Ansible's own diff rendering of the MLflow container (not the sidecar), redacted
+    assert f"--- before: Deployment {ns}/{NAME}, container mlflow" in out
+    assert "-    value: --timeout 60" in out and "+    value: --timeout 300" in out
+    assert "value: '***'" in out and "postgresql://mlflow:***@db:5432/mlflow" in out
+    assert "enableServiceLinks: unset" not in out and "startupProbe" not in out  # null / false: left alone
+
+    sidecar_before = get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]
+    res = patch(lab, ns, cli=cli)
+    assert res.rc == 0 and res.changed >= 1, res.output
+    assert PW not in res.stdout + res.stderr
+    got = get_deployment(lab, ns)["spec"]["template"]["spec"]
+    assert got["containers"][0] == sidecar_before and sidecar_before["command"] == sidecar["command"]
+    c = got["containers"][1]
+    assert {e["name"]: e.get("value") for e in c["env"]}["GUNICORN_CMD_ARGS"] == "--timeout 300"
+    assert "--workers=3" in c["args"][0] and "startupProbe" not in c and "enableServiceLinks" not in got
+    result = res.task("Report what was enforced")[0]["ansible_facts"]["patch_result"]
+    assert result["container"] == "mlflow" and result["changed"] is True
+
+    mark = lab.log_mark()
+    res = patch(lab, ns, cli=cli)
+    assert res.rc == 0 and res.changed == 0, res.changed_tasks()
+    assert writes_since(lab, mark, ns) == []

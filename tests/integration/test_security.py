@@ -370,7 +370,12 @@ def test_playbooks_pass_with_the_least_privilege_role(lab, automation, tmp_path)
         run_playbook(stop, kubeconfig=kc, env=env)
     mine = [e for e in lab.requests_since(mark) if e.get("user") == automation["user"]]
     assert mine, "the playbooks did not authenticate as the automation account"
-    assert [e for e in mine if e["status"] == 403] == [], "the playbooks needed more than the Role grants"
+    # asgard.mlflow.cluster_access asks its permissions with SelfSubjectAccessReviews, which every authenticated
+    # account may create on a real cluster (ClusterRole system:basic-user); a lab without that API or role answers
+    # 403, and the module then checks by reading (its result says so): not a permission the Role lacks
+    ssar = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    assert [e for e in mine if e["status"] == 403 and e["path"] != ssar] == [], \
+        "the playbooks needed more than the Role grants"
     created = {e["path"].rsplit("/", 1)[-1] for e in mine if e["method"] == "POST" and e["status"] == 201}
     assert {"deployments", "services", "persistentvolumeclaims"} <= created, created
 

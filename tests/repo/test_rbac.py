@@ -45,8 +45,10 @@ KINDS = {
 # Definitions passed as a variable whose kind the task does not name.
 KNOWN_DEFINITIONS = {"_verify_migration_job": "Job"}
 # REST calls of module_utils that are not plain GETs: (group, resource) -> extra verbs.
-# The portforward WebSocket is a GET, and API servers >= 1.30 also check `create` on it.
-EXTRA_VERBS = {("", "pods/portforward"): {"create"}}
+# The portforward WebSocket is a GET, and API servers >= 1.30 also check `create` on it; mlflow_patch JSON-patches
+# the Deployment it read (and rolls back the same way). cluster_access's SelfSubjectAccessReview (a create on
+# authorization.k8s.io selfsubjectaccessreviews) needs no grant: system:basic-user allows it to every account.
+EXTRA_VERBS = {("", "pods/portforward"): {"create"}, ("apps", "deployments"): {"patch"}}
 
 Perm = tuple[str, str, str]  # (group, resource, verb)
 
@@ -174,7 +176,8 @@ def required_from_tasks() -> dict[Perm, set[str]]:
 def required_from_plugins() -> dict[Perm, set[str]]:
     """REST paths the collection's own Python calls (module_utils builds them as f-strings)."""
     need: dict[Perm, set[str]] = defaultdict(set)
-    path_re = re.compile(r"^/api/v1/namespaces/\{[^}]+\}(?:/([a-z]+)(?:/\{[^}]+\}(?:/([a-z]+))?)?)?")
+    path_re = re.compile(r"^/api(?:/v1|s/([a-z0-9.]+)/v[0-9a-z]+)/namespaces/\{[^}]+\}"
+                         r"(?:/([a-z]+)(?:/\{[^}]+\}(?:/([a-z]+))?)?)?")
     for path in sorted((ROOT / "plugins").rglob("*.py")):
         where = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text())):
@@ -186,15 +189,15 @@ def required_from_plugins() -> dict[Perm, set[str]]:
                 if text.startswith("/api"):
                     pytest.fail(f"{where}:{node.lineno}: REST path {text} is not modelled in test_rbac.py")
                 continue
-            plural, sub = m.group(1), m.group(2)
+            group, plural, sub = m.group(1) or "", m.group(2), m.group(3)
             if plural is None:
                 need[("", "namespaces", "get")].add(where)
                 continue
             resource = f"{plural}/{sub}" if sub else plural
             named = text.count("{") >= 2
-            verbs = {"get" if named else "list"} | EXTRA_VERBS.get(("", resource), set())
+            verbs = {"get" if named else "list"} | EXTRA_VERBS.get((group, resource), set())
             for verb in verbs:
-                need[("", resource, verb)].add(where)
+                need[(group, resource, verb)].add(where)
     return need
 
 

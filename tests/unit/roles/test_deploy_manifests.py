@@ -53,11 +53,20 @@ VARIANTS: dict[str, dict] = {
         "deploy_static_prefix": "/mlflow",
     },
     "mlflow_defaults_hosts": {"deploy_allowed_hosts_mode": "mlflow_defaults", "deploy_service_port": 80},
+    # every boolean and integer as `-e name=value` passes it: a string
+    "strings": {
+        "deploy_workers": "2", "deploy_replicas": "1", "deploy_pvc_enabled": "false", "deploy_serve_artifacts": "no",
+        "deploy_ingress_enabled": "false", "deploy_enable_job_execution": "0", "deploy_service_port": "80",
+        "deploy_container_port": "5000", "deploy_read_only_root_filesystem": "false",
+        "deploy_backend_store_uri": "sqlite:////tmp/mlflow.db", "deploy_pdb_enabled": "false",
+        "deploy_automount_service_account_token": "no", "deploy_run_as_user": "1001", "deploy_server": "gunicorn",
+        "deploy_gunicorn_timeout": "600", "deploy_keep_alive": "7",
+    },
 }
 ENABLED = {
     "namespace": lambda v: True,
     "serviceaccount": lambda v: True,
-    "pvc": lambda v: v.get("deploy_pvc_enabled", True),
+    "pvc": lambda v: v.get("deploy_pvc_enabled", True) not in (False, "false"),
     "deployment": lambda v: True,
     "dbupgrade_job": lambda v: True,
     "service": lambda v: True,
@@ -65,6 +74,7 @@ ENABLED = {
     "pdb": lambda v: v.get("deploy_pdb_enabled", False),
     "networkpolicy": lambda v: v.get("deploy_network_policy_enabled", False),
 }
+IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +101,7 @@ def rendered(tmp_path_factory) -> dict[str, dict]:
     playbook = tmp / "render.yml"
     playbook.write_text(yaml.safe_dump(plays, sort_keys=False))
     # render only: no cluster here, so the preflight's one API read is skipped
-    res = run_playbook(playbook, json_output=False, timeout=300, skip_tags="deploy_preflight_cluster")
+    res = run_playbook(playbook, json_output=False, timeout=900, skip_tags="deploy_preflight_cluster")
     assert res.rc == 0, res.output
     return {name: json.loads((tmp / f"{name}.json").read_text()) for name in VARIANTS}
 
@@ -319,3 +329,85 @@ def test_templates_carry_the_managed_comment():
         if f.name == "pod_spec.yaml.j2":  # included fragment
             continue
         assert f.read_text().startswith("{{ ansible_managed | comment }}"), f.name
+
+
+def test_string_typed_variables_mean_what_they_say(rendered):
+    """`-e deploy_pvc_enabled=false` is the string "false", true in Jinja: the role converts every boolean and
+    integer once (vars/main.yml) and uses only the converted values."""
+    out = rendered["strings"]
+    dep = out["objects"]["deployment"]
+    c = _container(out)
+    pod = dep["spec"]["template"]["spec"]
+    assert "data" not in {v["name"] for v in pod["volumes"]}  # deploy_pvc_enabled=false
+    assert "--no-serve-artifacts" in c["args"] and "--serve-artifacts" not in c["args"]
+    assert "--workers=2" in c["args"] and dep["spec"]["replicas"] == 1
+    assert "--gunicorn-opts=--timeout 600 --worker-class sync --keep-alive 7" in c["args"]
+    assert _env(c)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+    assert "/dev/shm" not in {m["mountPath"] for m in c["volumeMounts"]}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is False
+    assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsUser"] == 1001
+    assert out["objects"]["service"]["spec"]["ports"][0]["port"] == 80
+    assert c["ports"][0]["containerPort"] == 5000
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_settings_parser_reads_back_what_deploy_rendered(rendered, variant):
+    """Issue 16 "rules once": the Deployment the deploy role renders, read back by the collection's settings parser
+    (what verify and patch read), says what the role meant, and the patch role's rules find nothing to change."""
+    from ansible_collections.asgard.mlflow.plugins.filter.mlflow_rules import mlflow_allowed_hosts, mlflow_server_facts
+    from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
+    from ansible_collections.asgard.mlflow.plugins.module_utils._compliance import compliance
+    from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings
+
+    v = VARIANTS[variant]
+    dep = rendered[variant]["objects"]["deployment"]
+    prefix = v.get("deploy_static_prefix", "")
+    facts = mlflow_server_facts(v.get("deploy_image", IMAGE), v.get("deploy_mlflow_version", ""), prefix,
+                                v.get("deploy_server", ""))
+    s = server_settings(dep, mlflow_version=v.get("deploy_mlflow_version") or None)
+    assert (s["server"], s["mlflow_version"], s["health_path"]) == (facts["server"], facts["mlflow_version"],
+                                                                    facts["health_path"])
+    assert s["workers"] == int(v.get("deploy_workers", 4)) and s["port"] == 5000 and s["host"] == "0.0.0.0"
+    assert s["static_prefix"] == (prefix or None)
+    c = _container(rendered[variant])
+    assert {c[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {s["health_path"]}
+    hosts = None
+    if not facts["host_check"]:
+        assert s["allowed_hosts"] is None
+    elif v.get("deploy_allowed_hosts_mode") == "mlflow_defaults":
+        assert s["allowed_hosts"] == "default"
+    else:
+        ns = v.get("deploy_namespace", "asgard")
+        hosts = mlflow_allowed_hosts("mlflow-service", ns, int(v.get("deploy_service_port", 5000)),
+                                     ingress_hosts=v.get("deploy_ingress_hosts") if v.get("deploy_ingress_enabled") else [],
+                                     extra=v.get("deploy_allowed_hosts_extra", []))
+        assert s["allowed_hosts"] == hosts
+    keep_alive = int(v.get("deploy_keep_alive", 5))
+    if s["server"] == "gunicorn":
+        g = s["gunicorn"]
+        want = (int(v.get("deploy_gunicorn_timeout", 300)), keep_alive, "sync")
+        assert (g["timeout"], g["keep_alive"], g["worker_class"]) == want
+    else:
+        assert s["uvicorn"]["timeout_keep_alive"] == keep_alive
+    assert s["contradictions"] == []
+    targets = {"workers": s["workers"], "static_prefix": prefix, "port": 5000, "allowed_hosts": hosts,
+               "gunicorn_timeout": int(v.get("deploy_gunicorn_timeout", 300)), "gunicorn_keep_alive": keep_alive,
+               "uvicorn_timeout_keep_alive": keep_alive, "mlflow_version": v.get("deploy_mlflow_version") or None,
+               **{k: dict(t) for k, t in R.PROBE_TIMINGS.items()}}
+    result = compliance(dep, targets)
+    assert result["compliant"], result["changes"]
+
+
+def test_role_defaults_are_the_python_rules():
+    """The roles' documented defaults are MLflow's rules as the Python side writes them (kept in step here)."""
+    from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
+
+    roles = Path(__file__).resolve().parents[3] / "roles"
+    deploy = yaml.safe_load((roles / "deploy" / "defaults" / "main.yml").read_text())
+    patch = yaml.safe_load((roles / "patch" / "defaults" / "main.yml").read_text())
+    for d, p in (("deploy", deploy), ("patch", patch)):
+        assert p[f"{d}_allowed_hosts_pod_ranges"] == list(R.POD_IP_RANGES)
+        assert p[f"{d}_workers"] == R.DEFAULT_WORKERS
+        for probe in ("startup_probe", "readiness_probe", "liveness_probe"):
+            assert p[f"{d}_{probe}"] == R.PROBE_TIMINGS[probe]
+    assert deploy["deploy_container_port"] == patch["patch_port"] == R.DEFAULT_PORT

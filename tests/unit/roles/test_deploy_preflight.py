@@ -150,5 +150,7 @@ def test_valid_input_reaches_the_api(tmp_path, api):
     res = run_playbook("playbooks/deploy.yml", kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),
                        json_output=False, timeout=300)
     assert res.rc != 0
-    assert "Namespace | read" in res.stdout, res.output
+    # the first API call is the cluster-access preflight (asgard.mlflow.cluster_access), which names the source
+    assert "Preflight | cluster access" in res.stdout, res.output
+    assert "with the kubeconfig KUBECONFIG=" in res.stdout and "Nothing was changed" in res.stdout, res.output
     assert api.connections() >= 1

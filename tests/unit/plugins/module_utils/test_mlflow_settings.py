@@ -144,13 +144,23 @@ def test_seed_before_settings_are_read_with_their_locations():
     assert s["sources"]["static_prefix"]["value"] == "/static"
     assert s["sources"]["backend_store_uri"]["resolved"] == "sqlite:////mlflow/mlflow.db"
     assert s["sources"]["backend_store_uri"]["shell_expansion"] is True
+    opts = "args[0] script line 7 chars 187-250"
     assert s["gunicorn"] == {
         "timeout": 120,
         "workers": 2,
         "worker_class": "sync",
         "keep_alive": 2,
         "effective_workers": 4,
+        "sources": {
+            "timeout": {"value": 120, "source": "flag", "where": opts},
+            "workers": {"value": 2, "source": "flag", "where": opts},
+            "worker_class": {"value": "sync", "source": "flag", "where": opts},
+            "keep_alive": {"value": 2, "source": "default", "where": "gunicorn's default"},
+        },
     }
+    # mlflow's own --workers (default 4) overrides the 2 of --gunicorn-opts: the configuration contradicts itself
+    assert s["contradictions"] == [{"setting": "gunicorn.workers", "value": 2, "source": "flag", "where": opts,
+                                    "effective": 4, "effective_where": "mlflow server --workers (its default)"}]
     assert s["health_path"] == "/static/health"
     assert s["root_path"] == "/static/"
     assert s["allowed_hosts"] == "default"
@@ -332,9 +342,15 @@ def test_flags_win_over_env():
     s = server_settings(dep)
     assert s["workers"] == 3
     assert s["port"] == 5000
-    _r, _p, c = container_after(dep, CMD_ONLY)
+    assert [(x["setting"], x["value"], x["where"], x["effective"]) for x in s["contradictions"]] == [
+        ("workers", "8", "env[0] MLFLOW_WORKERS", "3"),
+        ("port", "tcp://10.0.0.1:5000", "env[1] MLFLOW_PORT", "5000"),
+    ]
+    result, _p, c = container_after(dep, CMD_ONLY)
     assert c["command"] == ["mlflow", "server", "--workers=4", "--port=5000"]
-    assert c["env"] == dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    # issue 14 item 5: after the patch no source contradicts the fix, so the overridden env values agree too
+    assert c["env"] == [{"name": "MLFLOW_WORKERS", "value": "4"}, {"name": "MLFLOW_PORT", "value": "5000"}]
+    assert result["after_settings"]["contradictions"] == []
 
 
 def test_empty_env_counts_as_unset_for_the_server_choice():
