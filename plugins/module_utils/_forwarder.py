@@ -395,10 +395,98 @@ def serve(srv: socket.socket, api, target) -> None:
 
 # ------------------------------------------------------------------ what the module does
 
+# kubectl flags whose value is a credential: never shown (item 2 of issue 14: no credential printed, anywhere)
+_SECRET_FLAGS = ("--token", "--password", "--client-key", "--username")
+# kubectl flags that take a value (so that the value is not read as the resource or a port)
+_VALUE_FLAGS = {"-n", "--namespace", "--context", "--address", "--kubeconfig", "--cluster", "--user", "-s",
+                "--server", "--pod-running-timeout", "--as", "--as-group", "--as-uid", "--request-timeout",
+                "--certificate-authority", "--client-certificate", "--tls-server-name", "-v", "--v",
+                *_SECRET_FLAGS}
 
-def _holder_desc(h: dict) -> str:
-    cmd = " ".join(h["cmdline"]) if h.get("cmdline") else "unknown command line"
-    return f"PID {h['pid']} ({cmd})" if h.get("pid") else f"an unidentified process ({cmd})"
+
+def redact_cmdline(cmd: list[str] | None) -> list[str] | None:
+    """The command line with the values of credential flags (``--token=...``, ``--password x``) replaced."""
+    if cmd is None:
+        return None
+    out, hide = [], False
+    for a in cmd:
+        if hide:
+            out.append("********")
+            hide = False
+            continue
+        flag = a.split("=", 1)[0]
+        if flag in _SECRET_FLAGS:
+            if "=" in a:
+                out.append(f"{flag}=********")
+            else:
+                out.append(a)
+                hide = True
+            continue
+        out.append(a)
+    return out
+
+
+def kubectl_target(cmd: list[str]) -> str:
+    """What a ``kubectl port-forward`` command line forwards, e.g. ``svc/mlflow-service 5000:5000 in asgard``."""
+    verb = "port-forward" if "port-forward" in cmd else "pf"
+    after = cmd.index(verb) if verb in cmd else len(cmd)
+    ns = ctx = None
+    pos: list[str] = []
+    i = 1
+    while i < len(cmd):
+        a = cmd[i]
+        flag, eq, val = a.partition("=")
+        if a.startswith("-") and not eq and a in _VALUE_FLAGS:
+            val = cmd[i + 1] if i + 1 < len(cmd) else ""
+            i += 2
+        else:
+            i += 1
+            if not a.startswith("-"):
+                if i - 1 > after:
+                    pos.append(a)
+                continue
+            if a.startswith("-n") and not a.startswith("--") and len(a) > 2:
+                flag, val = "-n", a[2:]
+        if flag in ("-n", "--namespace"):
+            ns = val
+        elif flag == "--context":
+            ctx = val
+    what = " ".join(pos) if pos else "an unknown target"
+    return f"{what} in {ns or 'the current namespace'}" + (f" (context {ctx})" if ctx else "")
+
+
+def target_description(target: dict | None) -> str:
+    """``svc/NAME[:PORT] in NS`` for a Target dict (as kept in a state file)."""
+    if not target:
+        return "an unknown target"
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target
+
+    known = {k: target.get(k) for k in ("namespace", "service", "pod", "label_selectors", "remote_port")}
+    known["label_selectors"] = known["label_selectors"] or []
+    return Target(**known).describe()
+
+
+def canonical_target(target: dict, service_port: int | None) -> dict:
+    """The target with equivalent spellings made equal: a Service's port is the Service port actually used
+    (``remote_port`` omitted = its first port, as ``service_port`` from the resolution says), a pod's or selector's
+    port defaults to 5000, selectors are sorted. ``port`` is None when it cannot be known."""
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import DEFAULT_POD_PORT
+
+    ns, port = target.get("namespace"), target.get("remote_port")
+    if target.get("pod"):
+        return {"kind": "pod", "namespace": ns, "pod": target["pod"], "port": port or DEFAULT_POD_PORT}
+    if target.get("label_selectors"):
+        terms = sorted(t.strip() for s in target["label_selectors"] for t in s.split(","))
+        return {"kind": "selector", "namespace": ns, "selector": terms, "port": port or DEFAULT_POD_PORT}
+    return {"kind": "service", "namespace": ns, "service": target.get("service"), "port": port or service_port}
+
+
+def same_target(a: dict, b: dict, service_port: int | None) -> bool:
+    """True when two Target dicts forward to the same place (see canonical_target)."""
+    ca, cb = canonical_target(a, service_port), canonical_target(b, service_port)
+    if ca["port"] is None or cb["port"] is None:  # a Service port that could not be resolved: spelled alike?
+        return {**ca, "port": a.get("remote_port")} == {**cb, "port": b.get("remote_port")}
+    return ca == cb
 
 
 def remove_stale(sdir: str) -> list[dict]:
@@ -424,9 +512,46 @@ def remove_stale(sdir: str) -> list[dict]:
     return removed
 
 
-def ensure(params: dict, api_factory, check_mode: bool) -> dict:
-    """state=present|absent for one forward; returns the module result (raises ForwardError on conflicts)."""
-    from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target, TargetError, resolve
+def test_target(api, target) -> tuple[object | None, Exception | None]:
+    """Resolve the target and open (then close) one tunnel to it, as the forwarder will for a connection.
+    Returns (Resolved, None) when it works, (Resolved or None, the error) otherwise. Changes nothing."""
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import TargetError, resolve
+    from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import TunnelError
+
+    try:
+        res = resolve(api, target)
+    except TargetError as exc:
+        return None, exc
+    try:
+        api.open_portforward(res.namespace, res.pod, res.port, timeout=10.0).close()
+    except TunnelError as exc:
+        return res, exc
+    except Exception as exc:  # noqa: BLE001 - KubeError and friends: reported as the reason
+        return res, exc
+    return res, None
+
+
+def _problem_text(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    return f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
+
+
+def _is_fatal(exc: Exception) -> bool:
+    """Bad input, or an API server this configuration cannot use (wrong CA, 401/403): nothing can work."""
+    if getattr(exc, "bad_input", False):
+        return True
+    return getattr(exc, "code", None) == "KUBE_API_ERROR" and not getattr(exc, "transient", True)
+
+
+def ensure(params: dict, api_factory, check_mode: bool, diff: bool = False) -> dict:
+    """state=present|absent for one forward; returns the module result (raises ForwardError, which carries
+    ``stopped`` and ``kept``, on conflicts and on a new target that does not work).
+
+    A forward that works is only replaced by one that works: the new target is resolved and a tunnel to it
+    opened BEFORE anything is stopped; every conflict is found before anything is stopped; a process stopped
+    is named (pid, command line, target, reason); a state file never names a process that is gone.
+    """
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target
 
     address, port = params["address"], int(params["local_port"])
     sdir = state_dir()
@@ -434,93 +559,205 @@ def ensure(params: dict, api_factory, check_mode: bool) -> dict:
     spath = os.path.join(sdir, f"{fid}.json")
     log = os.path.join(sdir, f"{fid}.log")
     target = Target.from_params(params)
+    url = f"http://{'[' + address + ']' if ':' in address else address}:{port}"
     result = {"changed": False, "state_file": spath, "log": log, "address": address, "local_port": port,
-              "url": f"http://{'[' + address + ']' if ':' in address else address}:{port}",
-              "target": target.as_dict(), "stopped": [], "stale_removed": [], "pid": None, "started": None}
+              "url": url, "target": target.as_dict(), "stopped": [], "kept": [], "stale_removed": [], "pid": None,
+              "started": None}
     if not check_mode:
         os.makedirs(sdir, mode=0o700, exist_ok=True)
         os.chmod(sdir, 0o700)  # logs name pods and clients: keep them private
         result["stale_removed"] = remove_stale(sdir)
     current = read_state(spath)
-    ours_alive = bool(current and current.get("pid") and pid_alive(int(current["pid"]))
-                      and is_our_forwarder(int(current["pid"]), fid))
+    ours_pid = int(current["pid"]) if current and current.get("pid") else None
+    if ours_pid is not None and not (pid_alive(ours_pid) and is_our_forwarder(ours_pid, fid)):
+        ours_pid = None
     holders = port_holders(address, port)
+    listening = ours_pid is not None and any(h["pid"] == ours_pid for h in holders)
+    others = [h for h in holders if ours_pid is None or h["pid"] != ours_pid]
 
-    def stop(pid: int, why: str, cmd) -> None:
-        result["stopped"].append({"pid": pid, "cmdline": cmd, "reason": why})
-        result["changed"] = True
-        if not check_mode:
-            stop_process(pid)
+    def entry(pid, cmd, what, reason, kind) -> dict:
+        return {"pid": pid, "cmdline": redact_cmdline(cmd), "target": what, "reason": reason, "kind": kind}
 
-    def clear_others(keep_pid: int | None) -> None:
-        for h in holders:
-            if h["pid"] is not None and h["pid"] == keep_pid:
-                continue
+    def ours_entry(reason: str) -> dict:
+        return entry(ours_pid, proc_cmdline(ours_pid), target_description(current.get("target")), reason,
+                     "asgard.mlflow forwarder")
+
+    def plan_others() -> list[dict]:
+        """What must go for the port to be free; raises (before anything is stopped) on a process it may not stop."""
+        plan = []
+        for h in others:
             cmd = h.get("cmdline") or []
             if h["pid"] and is_kubectl_port_forward(cmd):
+                what = kubectl_target(cmd)
                 if params["cleanup"]:
-                    stop(h["pid"], "kubectl port-forward holding the local port (cleanup: true)", cmd)
+                    plan.append(entry(h["pid"], cmd, what, "kubectl port-forward holding the local port "
+                                      "(cleanup: true)", "kubectl port-forward"))
                     continue
-                raise ForwardError(f"local port {port} is held by kubectl port-forward {_holder_desc(h)}; "
-                                   "set cleanup: true to stop it", holder=h)
+                raise ForwardError(f"local port {port} is held by kubectl port-forward {_holder_desc(h)} "
+                                   f"(forwarding {what}); set cleanup: true to stop it",
+                                   holder=_public_holder(h), stopped=[], kept=[_kept(h, what)])
             if h["pid"] and MARKER in cmd:
                 if params["cleanup"] or params["state"] == "absent":
-                    stop(h["pid"], "orphaned asgard.mlflow forwarder on the local port", cmd)
+                    plan.append(entry(h["pid"], cmd, "unknown (no state entry)",
+                                      "orphaned asgard.mlflow forwarder on the local port", "asgard.mlflow forwarder"))
                     continue
                 raise ForwardError(f"local port {port} is held by another asgard.mlflow forwarder {_holder_desc(h)} "
-                                   "without a state entry; set cleanup: true to stop it", holder=h)
+                                   "without a state entry; set cleanup: true to stop it", holder=_public_holder(h),
+                                   stopped=[], kept=[_kept(h, "unknown (no state entry)")])
             if params["state"] == "absent":
                 continue  # not ours, not asked to clean it: leave it alone
             raise ForwardError(f"local port {address}:{port} is in use by {_holder_desc(h)}, which is not a "
                                "port-forward this module may stop; free the port or pick another local_port",
-                               holder=h)
+                               holder=_public_holder(h), stopped=[], kept=[_kept(h, "unknown")])
+        return plan
+
+    def stop_all(plan: list[dict]) -> None:
+        """Stop what the plan names (reported in ``stopped`` as it goes); our state file goes with our process."""
+        for e in plan:
+            if check_mode:
+                result["stopped"].append(e)
+                continue
+            if not stop_process(e["pid"]):
+                raise ForwardError(f"could not stop pid {e['pid']} ({e['kind']} to {e['target']}): it survived "
+                                   "SIGTERM and SIGKILL", stopped=result["stopped"], kept=[e])
+            result["stopped"].append(e)
+            if e["pid"] == ours_pid:
+                _unlink(spath)
 
     if params["state"] == "absent":
-        if ours_alive:
-            stop(int(current["pid"]), "state: absent", proc_cmdline(int(current["pid"])))
-        if current is not None:
+        plan = [ours_entry("state: absent")] if ours_pid is not None else []
+        if params["cleanup"]:
+            plan += plan_others()
+        stop_all(plan)
+        if current is not None or plan:
             result["changed"] = True
             if not check_mode:
-                try:
-                    os.unlink(spath)
-                except OSError:
-                    pass
-        if params["cleanup"]:
-            clear_others(int(current["pid"]) if ours_alive else None)
+                _unlink(spath)
+        if diff:
+            result["diff"] = {"before": _diff_side(address, port, [_line(e) for e in plan]),
+                              "after": _diff_side(address, port, [])}
         return result
 
     api = api_factory()
     kube_host = api.api_client.configuration.host
+    # 1. the new target works (resolved, a tunnel opens), tested before anything is stopped
+    resolved, problem = test_target(api, target)
+    sport = getattr(resolved, "service_port", None)
+    if resolved is not None:
+        result["pod"] = resolved.pod
     wanted = {"target": target.as_dict(), "kube_host": kube_host, "address": address, "local_port": port}
-    if ours_alive:
-        listening = any(h["pid"] == int(current["pid"]) for h in holders)
-        same = all(current.get(k) == v for k, v in wanted.items())
-        if same and listening:
-            clear_others(int(current["pid"]))
-            result.update(pid=current["pid"], started=current.get("started"), log=current.get("log", log))
-            return result
-        stop(int(current["pid"]), "target changed" if not same else "not listening", proc_cmdline(int(current["pid"])))
-        holders = [h for h in holders if h["pid"] != int(current["pid"])]
-    clear_others(None)
-    # the target must exist now (bad input fails here, not in the background)
-    try:
-        res = resolve(api, target)
-        result["pod"] = res.pod
-    except TargetError as exc:
-        # bad input, or an API server this configuration cannot use (wrong CA, 401/403): fail now rather than
-        # start a forwarder whose every connection would fail
-        if exc.bad_input or (exc.code == "KUBE_API_ERROR" and not exc.transient):
-            raise ForwardError(str(exc), code=exc.code, evidence=exc.evidence) from exc
-        result["warnings"] = [f"{exc.code}: {exc} (the forward starts anyway and resolves a pod per connection)"]
+    same = bool(ours_pid is not None and current.get("kube_host") == kube_host
+                and current.get("address") == address and current.get("local_port") == port
+                and same_target(current.get("target") or {}, target.as_dict(), sport))
+    kept_ours = [{"pid": ours_pid, "target": target_description(current.get("target")), "url": url,
+                  "cmdline": redact_cmdline(proc_cmdline(ours_pid)), "kind": "asgard.mlflow forwarder"}] \
+        if ours_pid is not None else []
+
+    # 2. every conflict, before anything is stopped
+    plan = plan_others()
+    if ours_pid is not None and not (same and listening):
+        plan.insert(0, ours_entry("target changed" if not same else "not listening"))
+    kept = kept_ours + [_kept(h, kubectl_target(h.get("cmdline") or [])) for h in others
+                        if any(e["pid"] == h["pid"] for e in plan)]
+
+    if problem is not None:
+        what = _problem_text(problem)
+        left = ("; nothing was stopped: " + "; ".join(f"pid {k['pid']} ({k['kind']} to {k['target']}) keeps "
+                                                      f"{address}:{port}" for k in kept)) if kept else ""
+        if _is_fatal(problem) or (plan and not (same and listening)):
+            raise ForwardError(f"the new target {target.describe()} does not work ({what}){left}",
+                               code=getattr(problem, "code", None), evidence=getattr(problem, "evidence", {}),
+                               stopped=[], kept=kept, target=target.as_dict())
+        # nothing to replace (or the same forward): the forwarder resolves a pod per connection
+        result["warnings"] = [f"{what} (the forward {'keeps running' if same and listening else 'starts anyway'} "
+                              "and resolves a pod per connection)"]
+
+    if same and listening and not plan:
+        result.update(pid=ours_pid, started=current.get("started"), log=current.get("log", log))
+        if current.get("target") != target.as_dict() and not check_mode:
+            # an equivalent spelling (e.g. remote_port 5000 vs omitted): the same forward; remember the canonical form
+            write_state(spath, dict(current, canonical=canonical_target(target.as_dict(), sport)))
+        if diff:
+            side = _diff_side(address, port, [_ours_line(ours_pid, current)])
+            result["diff"] = {"before": side, "after": side}
+        return result
+
     result["changed"] = True
+    new_line = f"asgard.mlflow forwarder to {target.describe()}" + (f" (pod {resolved.pod})" if resolved else "")
+    if diff:
+        before = ([_ours_line(ours_pid, current)] if ours_pid else []) + [_line(e) for e in plan if e["pid"] != ours_pid]
+        after = [_ours_line(ours_pid, current)] if same and listening else [f"new: {new_line}"]
+        result["diff"] = {"before": _diff_side(address, port, before), "after": _diff_side(address, port, after)}
+    if same and listening:
+        # the same forward, another process on an overlapping address: only that one goes
+        stop_all(plan)
+        result.update(pid=ours_pid, started=current.get("started"), log=current.get("log", log))
+        return result
     if check_mode:
+        stop_all(plan)
         result["would_start"] = True
         return result
+
+    # 3. replace: stop, then start the new forwarder; if it cannot start, put ours back
+    stop_all(plan)
     runtime = install_runtime(sdir)
     config = {"address": address, "port": port, "log": log, "target": target.as_dict(), "kube": api.snapshot()}
-    pid = spawn(runtime, fid, config)
+    try:
+        pid = spawn(runtime, fid, config)
+    except ForwardError as exc:
+        restored = None
+        if ours_pid is not None and current.get("kube_host") == kube_host and current.get("target"):
+            old = {k: current["target"].get(k) for k in ("namespace", "service", "pod", "label_selectors",
+                                                         "remote_port")}
+            try:
+                rpid = spawn(runtime, fid, dict(config, target=old, kube=api.snapshot()))
+            except ForwardError:
+                rpid = None
+            if rpid:
+                started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                write_state(spath, dict(current, pid=rpid, started=started, cmdline=proc_cmdline(rpid)))
+                restored = {"pid": rpid, "target": target_description(old), "url": url}
+        raise ForwardError(f"{exc}; " + (f"the previous forward was restarted (pid {restored['pid']} to "
+                                          f"{restored['target']})" if restored else "the previous forward could not "
+                                          "be restarted"),
+                           stopped=result["stopped"], kept=[restored] if restored else [], restored=restored) from exc
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_state(spath, dict(wanted, pid=pid, started=started, log=log, runtime=runtime,
-                            cmdline=proc_cmdline(pid)))
+    write_state(spath, dict(wanted, pid=pid, started=started, log=log, runtime=runtime, cmdline=proc_cmdline(pid),
+                            canonical=canonical_target(target.as_dict(), sport)))
     result.update(pid=pid, started=started)
     return result
+
+
+def _holder_desc(h: dict) -> str:
+    cmd = " ".join(redact_cmdline(h["cmdline"])) if h.get("cmdline") else "unknown command line"
+    return f"PID {h['pid']} ({cmd})" if h.get("pid") else f"an unidentified process ({cmd})"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _public_holder(h: dict) -> dict:
+    return dict(h, cmdline=redact_cmdline(h.get("cmdline")))
+
+
+def _kept(h: dict, what: str) -> dict:
+    cmd = h.get("cmdline") or []
+    kind = "kubectl port-forward" if is_kubectl_port_forward(cmd) else (
+        "asgard.mlflow forwarder" if MARKER in cmd else "process")
+    return {"pid": h.get("pid"), "target": what, "cmdline": redact_cmdline(h.get("cmdline")), "kind": kind}
+
+
+def _line(e: dict) -> str:
+    return f"pid {e['pid']}: {e['kind']} to {e['target']}"
+
+
+def _ours_line(pid, current: dict | None) -> str:
+    return f"pid {pid}: asgard.mlflow forwarder to {target_description((current or {}).get('target'))}"
+
+
+def _diff_side(address: str, port: int, lines: list[str]) -> dict:
+    return {"local": f"{address}:{port}", "processes": lines}

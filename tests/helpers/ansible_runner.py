@@ -6,6 +6,9 @@ Usage:
     assert res.rc == 0, res.output
     assert res.changed == 0
     res.task("Deploy MLflow")  # list of per-host results of tasks with that name
+
+    # the way an operator types it: every -e name=value arrives as a string
+    res = run_playbook("playbooks/verify.yml", argv=["-e", "verify_remediate=false", "-vvv"], env=lab.env())
 """
 
 from __future__ import annotations
@@ -97,7 +100,9 @@ def run_playbook(
     timeout: int = 900,
     tmpdir: str | None = None,
     env: dict | None = None,
+    argv: list[str] | None = None,
 ) -> PlaybookResult:
+    """``argv``: more command-line arguments exactly as typed (``["-e", "verify_remediate=false"]``: strings)."""
     playbook = Path(playbook)
     if not playbook.is_absolute():
         playbook = REPO / playbook
@@ -118,6 +123,7 @@ def run_playbook(
         cmd += ["--skip-tags", skip_tags]
     if tags:
         cmd += ["--tags", tags]
+    cmd += list(argv or [])
     run_env = ansible_env(kubeconfig, tmpdir=tmpdir)
     if json_output:
         run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
