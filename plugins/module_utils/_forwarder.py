@@ -2,10 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: persistent port-forwards behind ``asgard.mlflow.port_forward``.
 
-The forwarder is a detached process (new session + second fork) started with the controller's
-Python. Its code does not live in the AnsiballZ temp dir: the module copies this file and the
-module_utils it needs into ``<state dir>/runtime/<hash>/`` and runs it from there. Kube connection
-settings (credentials included) reach it through a pipe, never a file or argv. It listens on
+The forwarder is a detached process (``_daemon``: new session + second fork) started with the
+controller's Python from a copy of this file and the module_utils it needs under
+``<state dir>/runtime/<hash>/``. Kube connection settings (credentials included) reach it through a
+pipe, never a file or argv. It listens on
 address:port and, for every new connection, resolves a currently Ready pod and tunnels to it, so
 it survives rollouts. State per forward: ``<state dir>/<address>_<port>.json`` (pid, target, started,
 log) with the log beside it; the state dir is ``$XDG_STATE_HOME/asgard-mlflow/port-forwards``
@@ -14,19 +14,30 @@ log) with the log beside it; the state dir is ``$XDG_STATE_HOME/asgard-mlflow/po
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import (
+    DaemonError,
+    log_line,
+    pid_alive,
+    proc_cmdline,
+    read_config_and_detach,
+    redirect_output,
+    report,
+    stop_process,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import install_runtime as _install
+from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import spawn as _spawn
+
 MARKER = "asgard-mlflow-forwarder"
-RUNTIME_MODULES = ("_tunnel", "_kube", "_target", "_forwarder")
-PKG = "ansible_collections.asgard.mlflow.plugins.module_utils"
+RUNTIME_MODULES = ("_daemon", "_tunnel", "_kube", "_target", "_forwarder")
+__all__ = ["pid_alive", "proc_cmdline", "stop_process"]  # re-exported: callers and tests use them from here
 
 
 class ForwardError(Exception):
@@ -66,15 +77,6 @@ def write_state(path: str, data: dict) -> None:
 
 
 # ------------------------------------------------------------------ processes and sockets
-
-
-def proc_cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
 
 
 def is_our_forwarder(pid: int, fid: str | None = None) -> bool:
@@ -164,39 +166,6 @@ def port_holders(address: str, port: int) -> list[dict]:
     return out
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def stop_process(pid: int, timeout: float = 5.0) -> bool:
-    """SIGTERM, then SIGKILL after ``timeout``. True when it is gone."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    time.sleep(0.2)
-    return not pid_alive(pid)
-
-
 def validate_forward_params(p: dict) -> list[str]:
     errors = []
     lp = p.get("local_port")
@@ -218,121 +187,43 @@ def validate_forward_params(p: dict) -> list[str]:
 # ------------------------------------------------------------------ starting
 
 
-def _module_source(name: str) -> str:
-    import importlib.util
-
-    full = f"{PKG}.{name}"
-    spec = importlib.util.find_spec(full)
-    src = spec.loader.get_source(full) if spec and spec.loader else None
-    if not src:
-        raise ForwardError(f"cannot read the source of {full} to install the forwarder")
-    return src
-
-
 def install_runtime(base: str) -> str:
     """Copy the forwarder's module_utils to ``base/runtime/<hash>`` (content addressed); return that dir."""
-    sources = {n: _module_source(n) for n in RUNTIME_MODULES}
-    digest = hashlib.sha256("".join(sources[n] for n in RUNTIME_MODULES).encode()).hexdigest()[:16]
-    root = os.path.join(base, "runtime", digest)
-    pkg_dir = os.path.join(root, *PKG.split("."))
-    if os.path.exists(os.path.join(pkg_dir, ".complete")):
-        return root
-    os.makedirs(pkg_dir, mode=0o700, exist_ok=True)
-    d = root
-    for part in PKG.split("."):
-        d = os.path.join(d, part)
-        with open(os.path.join(d, "__init__.py"), "w", encoding="utf-8"):
-            pass
-    for n, src in sources.items():
-        with open(os.path.join(pkg_dir, f"{n}.py"), "w", encoding="utf-8") as fh:
-            fh.write(src)
-    with open(os.path.join(pkg_dir, ".complete"), "w", encoding="utf-8"):
-        pass
-    return root
-
-
-BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    f"from {PKG}._forwarder import daemon_main; daemon_main()"
-)
+    try:
+        return _install(base, RUNTIME_MODULES)
+    except DaemonError as exc:
+        raise ForwardError(str(exc)) from exc
 
 
 def spawn(runtime: str, fid: str, config: dict, python: str | None = None, wait: float = 15.0) -> int:
     """Start the detached forwarder; returns its pid once it listens (ForwardError otherwise)."""
-    import subprocess
-
-    err = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        # A detached daemon that outlives the module: run_command would wait for it.
-        proc = subprocess.Popen([python or sys.executable, "-c", BOOT, runtime, MARKER, fid],  # pylint: disable=ansible-bad-function
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                cwd="/", start_new_session=True, close_fds=True)
-    finally:
-        os.close(err)
-    try:
-        proc.stdin.write(json.dumps(config).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    line = b""
-    import select
-
-    end = time.monotonic() + wait
-    while not line.endswith(b"\n") and time.monotonic() < end:
-        r, _w, _x = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
-        if not r:
-            break
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        line += chunk
-    proc.stdout.close()
-    proc.wait(timeout=5)  # the intermediate process exits right after the second fork
-    text = line.decode("utf-8", "replace").strip()
-    if text.startswith("READY "):
-        return int(text.split()[1])
-    if text.startswith("ERROR "):
-        raise ForwardError(f"the forwarder did not start: {text[6:]}")
-    raise ForwardError(f"the forwarder did not report readiness within {wait:g}s (see {config.get('log')})")
+        return _spawn(runtime, "_forwarder", [MARKER, fid], config, config["log"], python=python, wait=wait)
+    except DaemonError as exc:
+        raise ForwardError(str(exc).replace("the helper", "the forwarder")) from exc
 
 
 # ------------------------------------------------------------------ the forwarder process
 
 
-def _log(msg: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
-    sys.stderr.flush()
-
-
 def daemon_main() -> None:
-    config = json.loads(sys.stdin.read())
-    sys.stdin.close()
-    if os.fork() > 0:  # second fork: not a session leader, parent (the Popen child) exits at once
-        os._exit(0)
-    out = os.fdopen(os.dup(1), "w")
+    config, out = read_config_and_detach()
     try:
         srv = socket.socket(socket.AF_INET6 if ":" in config["address"] else socket.AF_INET, socket.SOCK_STREAM)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind((config["address"], config["port"]))
         srv.listen(64)
-        log_fd = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        redirect_output(config["log"])
     except OSError as exc:
-        out.write(f"ERROR {config['address']}:{config['port']}: {exc}\n")
-        out.flush()
+        report(out, f"ERROR {config['address']}:{config['port']}: {exc}")
         os._exit(1)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.umask(0o077)
     from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeAPI
     from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target
 
     api = KubeAPI.from_snapshot(config.pop("kube"))
     target = Target(**config["target"])
     _log(f"forwarder pid {os.getpid()} listening on {config['address']}:{config['port']} -> {target.describe()}")
-    out.write(f"READY {os.getpid()}\n")
-    out.close()
+    report(out, f"READY {os.getpid()}")
 
     def stop(_sig, _frm):
         _log("SIGTERM: stopping")
@@ -340,6 +231,9 @@ def daemon_main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     serve(srv, api, target)
+
+
+_log = log_line
 
 
 def connect_target(api, target, timeout: float = 10.0, attempts: int = 3):
