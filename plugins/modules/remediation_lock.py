@@ -84,6 +84,9 @@ attributes:
     support: full
     description: The Lease (holder, times, duration) before and after.
 notes:
+  - A C(kill -9) of the ansible-playbook process alone stops the renewing (the Lease then expires), but Ansible's
+    worker process runs the task in flight to its end (workers detach into sessions of their own); a killed AWX job
+    loses its whole container, workers included.
   - Linux only (C(/proc)); needs C(get), C(create) and C(update) on C(leases.coordination.k8s.io) in the namespace
     (C(deploy/rbac/role.yaml) grants them).
   - "Renewer state and log: C($XDG_STATE_HOME/asgard-mlflow/leases/<namespace>_<lease>.{json,log})

@@ -131,10 +131,8 @@ def start_playbook(
     tmpdir: str | None = None,
     env: dict | None = None,
     argv: list[str] | None = None,
-    new_session: bool = False,
 ) -> RunningPlaybook:
-    """Start ansible-playbook and return at once (run_playbook's arguments; ``new_session`` puts it in its own
-    process group, so that a test can kill -9 the whole run as a crash would)."""
+    """Start ansible-playbook and return at once (run_playbook's arguments)."""
     playbook = Path(playbook)
     if not playbook.is_absolute():
         playbook = REPO / playbook
@@ -162,8 +160,7 @@ def start_playbook(
         run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
     if env:
         run_env.update(env)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=new_session)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return RunningPlaybook(proc, json_output, cleanup)
 
 

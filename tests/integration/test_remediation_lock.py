@@ -55,10 +55,10 @@ def lock_play(tmp_path: Path) -> Path:
     return pb
 
 
-def start(lab, tmp_path, run: str, ns: str, wait: int, duration: int = 10, check: bool = False, new_session=False):
+def start(lab, tmp_path, run: str, ns: str, wait: int, duration: int = 10, check: bool = False):
     journal = tmp_path / "journal"
     return start_playbook(lock_play(tmp_path), env=lab.env(XDG_STATE_HOME=str(tmp_path / "state")), check=check,
-                          new_session=new_session, argv=[
+                          argv=[
                               "-e", f"ns={ns}", "-e", f"run={run}", "-e", f"journal={journal}",
                               "-e", f"lease_duration={duration}", "-e", f"wait={wait}"])
 
@@ -84,6 +84,29 @@ def lease(lab, ns: str) -> dict | None:
         return None
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def kill_run(pid: int) -> None:
+    """SIGKILL an ansible-playbook run and every process under it, as a killed AWX job loses its whole container.
+    (Killing the process group is not enough: Ansible's workers detach into sessions of their own.)"""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def ts(value: str) -> dt.datetime:
@@ -149,7 +172,7 @@ def test_two_concurrent_runs_remediate_one_after_the_other(lab, lab_namespace, t
     finally:
         for p in (a, b):
             if p.proc.poll() is None:
-                p.proc.kill()
+                kill_run(p.pid)
     assert journal(tmp_path) == [f"start {holder_run}", f"end {holder_run}", f"start {second_run}",
                                  f"end {second_run}"]
     for res, run in ((ra, "a"), (rb, "b")):
@@ -167,7 +190,8 @@ def test_two_concurrent_runs_remediate_one_after_the_other(lab, lab_namespace, t
 
 def test_crashed_holder_lease_expires_and_is_taken_over(lab, lab_namespace, tmp_path):
     ns = lab_namespace
-    crashed = start(lab, tmp_path, "a", ns, wait=0, duration=10, new_session=True)
+    crashed = start(lab, tmp_path, "a", ns, wait=0, duration=10)
+    killed = False
     try:
         wait_until("the first run's critical section", lambda: journal(tmp_path), timeout=120)
         spec = lease(lab, ns)["spec"]
@@ -175,7 +199,8 @@ def test_crashed_holder_lease_expires_and_is_taken_over(lab, lab_namespace, tmp_
         state = tmp_path / "state" / "asgard-mlflow" / "leases" / f"{ns}_{LEASE}.json"
         renewer = json.loads(state.read_text())["pid"]
         assert os.path.exists(f"/proc/{renewer}")
-        os.killpg(crashed.pid, signal.SIGKILL)  # the whole run, as a killed AWX job; the renewer is detached
+        kill_run(crashed.pid)  # the whole run, as a killed AWX job; the renewer is detached (not under it)
+        killed = True
         crashed.wait(60)
         # the renewer sees its ansible-playbook gone and stops renewing by itself
         wait_until("the renewer to stop", lambda: not os.path.exists(f"/proc/{renewer}")
@@ -192,8 +217,8 @@ def test_crashed_holder_lease_expires_and_is_taken_over(lab, lab_namespace, tmp_
         (tmp_path / "journal.go-b").touch()
         res = nxt.wait(300)
     finally:
-        if crashed.proc.poll() is None:
-            os.killpg(crashed.pid, signal.SIGKILL)
+        if not killed:
+            kill_run(crashed.pid)
     assert res.rc == 0, res.output
     lk = one(res, "lock")
     assert lk["acquired"] is True and lk["took_over_from"] == spec["holderIdentity"], lk
