@@ -27,8 +27,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import kubectl  # noqa: E402
 from helpers.ansible_runner import REPO, run_playbook  # noqa: E402
+from helpers.kubectl import PortForward  # noqa: E402
 from helpers.lab_objects import free_port, get_deployment  # noqa: E402
 from test_fault_matrix import PVC, create, deployment, server_args, service, serving_pod, store_via_api  # noqa: E402
 
@@ -204,18 +204,17 @@ def test_verify_said_no_changes_nothing(lab, broken, tmp_path):
     assert store_via_api(base) == store, "check mode ran the synthetic transaction (verify_transaction_in_check_mode=no)"
 
     port = free_port()
-    k = kubectl.port_forward(lab, tmp_path, ns, "svc/mlflow-service", port)
+    k = PortForward(lab.env(), "-n", ns, "svc/mlflow-service", f"{port}:5000")
     try:
         mark = lab.log_mark()
         res, rep = verify_run(lab, tmp_path, ns, "cleanup-off", {
             "verify_remediate": "off", "verify_port_forward": "yes", "verify_port_forward_cleanup": "off",
             "verify_port_forward_local_port": port, "verify_fail_when_unhealthy": "no"}, env=xdg)
-        assert k.poll() is None, "verify_port_forward_cleanup=off stopped the kubectl port-forward"
+        assert k.proc.poll() is None, "verify_port_forward_cleanup=off stopped the kubectl port-forward"
         assert writes_in(lab, mark, ns) == [] and get_deployment(lab, ns)["metadata"]["generation"] == gen
         assert "PORT_FORWARD_FAILED" in {f["code"] for f in rep["remaining"]}, rep["remaining"]
     finally:
-        k.kill()
-        k.wait()
+        k.stop()
 
     res, rep = verify_run(lab, tmp_path, ns, "yes", {"verify_remediate": "yes", "verify_port_forward": "0",
                                                     "verify_transaction": "yes", "verify_fail_when_unhealthy": "1",
