@@ -611,10 +611,10 @@ def ensure(params: dict, api_factory, check_mode: bool, diff: bool = False) -> d
                 started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 write_state(spath, dict(current, pid=rpid, started=started, cmdline=proc_cmdline(rpid)))
                 restored = {"pid": rpid, "target": target_description(old), "url": url}
-        raise ForwardError(f"{exc}; " + (f"the previous forward was restarted (pid {restored['pid']} to "
-                                          f"{restored['target']})" if restored else "the previous forward could not "
-                                          "be restarted"),
-                           stopped=result["stopped"], kept=[restored] if restored else [], restored=restored) from exc
+        after = (f"the previous forward was restarted (pid {restored['pid']} to {restored['target']})" if restored
+                 else "the previous forward could not be restarted")
+        raise ForwardError(f"{exc}; {after}", stopped=result["stopped"], kept=[restored] if restored else [],
+                           restored=restored) from exc
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_state(spath, dict(wanted, pid=pid, started=started, log=log, runtime=runtime, cmdline=proc_cmdline(pid),
                             canonical=canonical_target(target.as_dict(), sport)))

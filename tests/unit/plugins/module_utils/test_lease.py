@@ -359,9 +359,9 @@ def test_find_owner_is_the_ansible_playbook_process(tmp_path):
     ap = tmp_path / "ansible-playbook"
     ap.write_text(f"#!{sys.executable}\nimport os, subprocess, sys\n"
                   f"print(os.getpid(), flush=True)\n"
-                  f"subprocess.run(['/bin/sh', '-c', '{sys.executable} {child}'])\n")
+                  f"subprocess.run(['/bin/sh', '-c', '{sys.executable} {child}'], check=False)\n")
     ap.chmod(0o755)
-    out = subprocess.run([str(ap)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([str(ap)], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0 and len(out.stdout.split()) == 2, out
     top, found = out.stdout.split()
     assert found == top, out
