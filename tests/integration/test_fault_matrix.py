@@ -857,7 +857,13 @@ def test_sidecars_before_the_mlflow_container(lab, ns, tmp_path):
     svc["spec"]["ports"][0]["targetPort"] = "http"
     create(lab, ns, PVC, dep, svc)
     pod, base = serving_pod(lab, ns, port=8080)
-    before = seed_store(base)
+    for attempt in range(3):  # gunicorn --timeout 2 kills a worker that a loaded machine keeps busy for 2 s
+        try:
+            before = seed_store(base)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     shipped = lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{pod}/log", params={"container": "log-shipper"}).text
     assert "out-of-date database schema" in shipped, shipped
     end = time.monotonic() + 120
