@@ -228,14 +228,14 @@ def acquire(api, namespace: str, deployment: str, identity: str, duration: int, 
     name = lease_name(deployment)
     start = clock.mono()
     first_seen: dict[str, float] = {}  # resourceVersion -> when we first saw it (expiry by observation)
-    before = None
+    first_read = True
     result = {"acquired": False, "changed": False, "lease_name": name, "namespace": namespace, "identity": identity,
               "held_by": None, "since": None, "expires_at": None, "took_over_from": None, "waited": 0.0,
               "lease": None, "before": None}
     while True:
         lease = get_lease(api, namespace, name)
-        if before is None:
-            before = result["before"] = summary(lease)
+        if first_read:
+            result["before"], first_read = summary(lease), False
         now = clock.wall()
         if lease is None:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -287,9 +287,9 @@ def release(api, namespace: str, deployment: str, identity: str, check_mode: boo
     result = {"released": False, "changed": False, "lease_name": name, "namespace": namespace, "identity": identity,
               "held_by": None, "since": None, "expires_at": None, "took_over_from": None, "waited": 0.0,
               "lease": None, "before": None}
-    for _attempt in range(10):
+    for attempt in range(10):
         lease = get_lease(api, namespace, name)
-        if result["before"] is None:
+        if attempt == 0:
             result["before"] = summary(lease)
         if lease is None:
             return result

@@ -187,6 +187,22 @@ lease:
     lease_duration_seconds: 60
     lease_transitions: 3
     resource_version: "1843"
+before:
+  description:
+    - The Lease as this task first read it (same keys as RV(lease)), null when there was none. Its
+      C(holder_identity) tells whether another run held it when this one asked (that run may have remediated
+      meanwhile).
+  returned: always
+  type: dict
+  sample:
+    namespace: asgard
+    name: asgard-mlflow-remediation-mlflow-deployment
+    holder_identity: awx@awx-task-7d9 pid 41 awx-job 1234
+    acquire_time: "2026-12-03T13:19:02.000113Z"
+    renew_time: "2026-12-03T13:20:02.004410Z"
+    lease_duration_seconds: 60
+    lease_transitions: 2
+    resource_version: "1838"
 renewer:
   description: The renewer process of this run's hold (C(pid), C(log)), or the pid stopped on release.
   returned: when O(state=acquired) and acquired outside check mode, or when O(state=released) stopped one
@@ -266,9 +282,8 @@ def run(module) -> dict:
                 out["renewer"] = start_renewer(api, sdir, ns, out["lease_name"], identity, p["lease_duration"], owner)
             else:
                 out["renewer"] = {"pid": pid}
-    before = out.pop("before")
     if module._diff:
-        out["diff"] = {"before": before or {}, "after": out["lease"] or {}}
+        out["diff"] = {"before": out["before"] or {}, "after": out["lease"] or {}}
     return out
 
 

@@ -155,7 +155,7 @@ def test_two_concurrent_runs_remediate_one_after_the_other(lab, lab_namespace, t
             assert res.rc == 0, res.output
             lk = one(res, "lock")
             assert lk["acquired"] is False and lk["changed"] is False and lk["held_by"] == spec["holderIdentity"], lk
-            assert lk["since"] == spec["acquireTime"]
+            assert lk["since"] == spec["acquireTime"] and lk["before"]["holder_identity"] == spec["holderIdentity"]
             ul = one(res, "unlock")
             assert ul["released"] is False and ul["changed"] is False and ul["held_by"] == spec["holderIdentity"]
             assert res.changed == 0, res.changed_tasks()

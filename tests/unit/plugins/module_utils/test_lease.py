@@ -218,6 +218,7 @@ def test_second_run_waits_and_gets_it_when_the_first_releases(api, clock):
     r = L.acquire(api, NS, DEP, ME, 60, 30, clock=clock)
     assert r["acquired"] is True and r["changed"] is True and r["took_over_from"] is None
     assert 12 <= r["waited"] < 30 and max(clock.sleeps) <= 2.0
+    assert r["before"]["holder_identity"] == OTHER, "another run held it when this one asked"
     assert api.objs[(NS, NAME)]["spec"]["leaseTransitions"] == 2, "a free Lease taken: no transition from a holder"
 
 
@@ -261,6 +262,7 @@ def test_a_409_on_create_means_another_run_created_it_first(api, clock):
     api.before_write = lambda a: a.put_direct(NAME, held(OTHER, renew_offset=0))
     r = L.acquire(api, NS, DEP, ME, 60, 0, clock=clock)
     assert r["acquired"] is False and r["held_by"] == OTHER
+    assert r["before"] is None, "before is the Lease as first read: there was none"
 
 
 def test_check_mode_reads_only_and_does_not_wait(api, clock):
