@@ -36,7 +36,8 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import insta
 from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import spawn as _spawn
 
 MARKER = "asgard-mlflow-forwarder"
-RUNTIME_MODULES = ("_daemon", "_tunnel", "_kube", "_target", "_forwarder")
+RUNTIME_MODULES = ("_daemon", "_tunnel", "_kube", "_errors", "_shell", "_mlflow_rules", "_server_command", "_target",
+                   "_forwarder")
 __all__ = ["pid_alive", "proc_cmdline", "stop_process"]  # re-exported: callers and tests use them from here
 
 

@@ -56,8 +56,11 @@ LOCAL_HOST = "localhost:5000"  # a Host header every MLflow allow-list in this f
 
 # --------------------------------------------------------------------------------------------------- session
 @pytest.fixture(scope="module", autouse=True)
-def _matrix_report():
+def _matrix_report(request):
     yield
+    if hasattr(request.config, "workeroutput"):  # a pytest-xdist worker: the controller writes the table
+        request.config.workeroutput["fault_matrix"] = report.handover(CASES)
+        return
     how = report.write(CASES)
     if how:
         print(f"\nwrote {report.REPORT} ({how}: rows of this session {sorted(report.ROWS)})")
@@ -581,7 +584,7 @@ def test_pod_deleted_mid_probe(lab, healthy, tmp_path):
     try:
         end = time.monotonic() + 120
         while time.monotonic() < end:
-            if any("portforward" in r["path"] and r["status"] == 503 for r in lab.requests_since(mark)):
+            if any("portforward" in r["path"] and r["status"] == 503 for r in lab.requests_since(mark, namespace=ns)):
                 break
             time.sleep(0.2)
         r = lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{old}", json={"gracePeriodSeconds": 0})

@@ -68,11 +68,15 @@ def exit_status(rc: int, cmd: list[str]) -> dict:
 
 class Channels:
     """What a transport gives a command: ``stdin`` chunks (b"" = closed), ``write`` for stdout/stderr,
-    ``finish`` with the final status, and ``gone`` once the client left."""
+    ``finish`` with the final status, and ``gone`` once the client left (``read`` runs meanwhile and feeds
+    ``stdin`` and ``gone``)."""
 
     def __init__(self) -> None:
         self.stdin: asyncio.Queue[bytes] = asyncio.Queue()
         self.gone = asyncio.Event()
+
+    async def read(self) -> None:
+        raise NotImplementedError
 
     async def write(self, channel: int, data: bytes) -> None:
         raise NotImplementedError

@@ -104,9 +104,11 @@ class Stream:
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._eof = False
         self.closed = False  # we sent FIN or RST_STREAM: no more writes
+        self.remote_closed = False  # the peer sent FIN or RST_STREAM
 
     async def accept(self) -> None:
-        await self.session.send(control_frame(SYN_REPLY, struct.pack(">I", self.id) + self.session.compress({})))
+        """SYN_REPLY with an empty header block, as spdystream replies."""
+        await self.session.send(SYN_REPLY, struct.pack(">I", self.id), headers={})
 
     async def refuse(self) -> None:
         await self.reset()
@@ -122,22 +124,26 @@ class Stream:
         for i in range(0, len(data), MAX_DATA):
             if self.closed:
                 return
-            await self.session.send(data_frame(self.id, data[i:i + MAX_DATA]))
+            await self.session.send_data(data_frame(self.id, data[i:i + MAX_DATA]))
 
     async def close(self) -> None:
         """Half-close: an empty DATA frame with FIN."""
         if not self.closed:
             self.closed = True
-            await self.session.send(data_frame(self.id, b"", fin=True))
+            await self.session.send_data(data_frame(self.id, b"", fin=True))
+            self.session.forget(self)
 
     async def reset(self, status: int = CANCEL) -> None:
         if not self.closed:
             self.closed = True
-            await self.session.send(control_frame(RST_STREAM, struct.pack(">II", self.id, status)))
+            await self.session.send(RST_STREAM, struct.pack(">II", self.id, status))
         self._end()
 
     def _end(self) -> None:
+        """The peer is done with the stream (FIN, RST_STREAM or the session's end)."""
+        self.remote_closed = True
         self._inbox.put_nowait(b"")
+        self.session.forget(self)
 
 
 class Session:
@@ -159,19 +165,36 @@ class Session:
     def compress(self, headers: dict[str, str]) -> bytes:
         return self._deflate.compress(encode_headers(headers)) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
 
-    async def send(self, frame: bytes) -> None:
-        """Write one whole frame (the lock keeps frames and the compressor's order intact)."""
+    async def send(self, ftype: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        """One control frame; ``headers`` are compressed onto the payload under the write lock, so header blocks
+        leave in the order the compressor made them."""
         if self.done.is_set():
             return
         async with self._lock:
-            try:
-                await self._write(frame)
-            except (ConnectionError, RuntimeError):
-                self._finish()
+            if headers is not None:
+                payload += self.compress(headers)
+            await self._write_frame(control_frame(ftype, payload))
+
+    async def send_data(self, frame: bytes) -> None:
+        if self.done.is_set():
+            return
+        async with self._lock:
+            await self._write_frame(frame)
+
+    async def _write_frame(self, frame: bytes) -> None:
+        try:
+            await self._write(frame)
+        except (ConnectionError, RuntimeError):
+            self._finish()
 
     async def goaway(self) -> None:
-        await self.send(control_frame(GOAWAY, struct.pack(">II", self._last_id, 0)))
+        await self.send(GOAWAY, struct.pack(">II", self._last_id, 0))
         self._finish()
+
+    def forget(self, stream: Stream) -> None:
+        """Drop a stream closed both ways; DATA for it is ignored from now on."""
+        if stream.closed and stream.remote_closed:
+            self._streams.pop(stream.id, None)
 
     def __aiter__(self):
         return self
@@ -218,12 +241,12 @@ class Session:
                 stream._end()
             await self._new.put(stream)
         elif ftype == RST_STREAM:
-            stream = self._streams.pop(struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF, None)
+            stream = self._streams.get(struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF)
             if stream is not None:
                 stream.closed = True
                 stream._end()
         elif ftype == PING:
-            await self.send(control_frame(PING, payload))
+            await self.send(PING, payload)
         elif ftype == GOAWAY:
             self._finish()
         elif ftype not in (SETTINGS, HEADERS, WINDOW_UPDATE, SYN_REPLY):
@@ -234,7 +257,7 @@ class Session:
             raise ProtocolError("data frame on stream 0")
         stream = self._streams.get(stream_id)
         if stream is None:
-            return  # a stream we already reset: spdystream drops such frames too
+            return  # unknown or closed both ways: dropped, as spdystream does
         if payload:
             stream._inbox.put_nowait(payload)
         if flags & FLAG_FIN:
@@ -244,6 +267,6 @@ class Session:
         if self.done.is_set():
             return
         self.done.set()
-        for stream in self._streams.values():
+        for stream in list(self._streams.values()):
             stream._end()
         self._new.put_nowait(None)

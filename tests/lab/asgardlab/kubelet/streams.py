@@ -174,26 +174,27 @@ class Streams:
         return resp
 
     # ------------------------------------------------------------------ exec, attach
-    def _running(self, request) -> tuple[PodWorker, Container, remotecommand.Options]:
+    def _running(self, request, command: bool) -> tuple[PodWorker, Container, list[str], remotecommand.Options]:
+        """The running container an exec/attach request names, its command and options (400 otherwise)."""
         pod, w = self._pod(request)
         c = self._container(pod, w, request.query.get("container"))
+        cmd = request.query.getall("command", [])
+        if command and not cmd:
+            raise _bad("you must specify at least 1 command")
         if c.proc is None:
             raise _bad(f"container {c.name} is not running in pod {pod['metadata']['name']}")
-        return w, c, remotecommand.Options.parse(request.query)
+        return w, c, cmd, remotecommand.Options.parse(request.query)
 
     async def exec(self, request: web.Request):
         try:
-            cmd = request.query.getall("command", [])
-            if not cmd:
-                raise _bad("you must specify at least 1 command")
-            w, c, opts = self._running(request)
+            w, c, cmd, opts = self._running(request, command=True)
         except ApiError as exc:
             return _error_response(exc)
         return await remotecommand.serve(request, opts, lambda ch: remotecommand.run_exec(w, c, cmd, opts, ch))
 
     async def attach(self, request: web.Request):
         try:
-            w, c, opts = self._running(request)
+            w, c, _, opts = self._running(request, command=False)
         except ApiError as exc:
             return _error_response(exc)
         return await remotecommand.serve(request, opts, lambda ch: remotecommand.run_attach(w, c, opts, ch))
