@@ -145,10 +145,10 @@ def next_steps(remaining: list[dict], plan: dict, *, remediated_any: bool) -> li
     for f in ordered:
         entry = lookup(f["code"])
         action, hint = entry.action, entry.next_step
-        if f["code"] in plan_hints:
-            action, hint = "report", plan_hints[f["code"]]
-        elif action == "restart" and blockers:
+        if action == "restart" and blockers:
             action, hint = "report", f"not restarted: {', '.join(blockers)} explains it (see above)"
+        elif f["code"] in plan_hints:
+            action, hint = "report", plan_hints[f["code"]]
         hint = (f.get("evidence") or {}).get("next_step") or hint
         if action not in ("report", "none") and remediated_any:
             # it showed only after this run's remediation: the next run heals it
