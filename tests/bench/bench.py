@@ -236,9 +236,55 @@ def replay(lab: bl.Lab, entries: list[dict]) -> float:
     return time.perf_counter() - t0
 
 
+SEED_SCRIPT = HERE / "seed-test-script.sh"
+
+
+def executed_tasks(r) -> tuple[int, int]:
+    """(tasks executed, tasks skipped) of a run, from the JSON callback (an included file counts as a task)."""
+    ran = skipped = 0
+    for t in r.tasks():
+        hosts = list(t.get("hosts", {}).values())
+        if hosts and all(h.get("skipped") for h in hosts):
+            skipped += 1
+        elif hosts:
+            ran += 1
+    return ran, skipped
+
+
+def run_seed_script(lab: bl.Lab, ns: str) -> tuple[float | None, str]:
+    """The seed's six-step script (kubectl + curl), when tests/bench/seed-test-script.sh exists; its port-forward is
+    stopped afterwards. Returns (wall seconds or None, detail)."""
+    if not SEED_SCRIPT.exists():
+        return None, "tests/bench/seed-test-script.sh is not in this checkout"
+    import re
+    import signal
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, KUBECONFIG=str(lab.kubeconfig), NAMESPACE=ns, PORT=str(port),
+               PF_LOG=str(TMP / f"seed-pf-{port}.log"))
+    t0 = time.perf_counter()
+    proc = subprocess.run(["bash", str(SEED_SCRIPT)], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    wall = time.perf_counter() - t0
+    m = re.search(r"kubectl port-forward pid (\d+)", proc.stdout)
+    if m:  # the script leaves its forward running, as the seed's does: stop it by the pid it printed
+        try:
+            os.kill(int(m.group(1)), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if proc.returncode != 0:
+        return None, f"rc {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}"
+    return wall, "ok"
+
+
 def bench_verify(lab: bl.Lab) -> dict:
     ns = "bench-0"
     walls, api_s, overhead, nreq, rss_tree, rss_proc, module_s = [], [], [], [], [], [], []
+    floor_walls, script_walls, ntasks = [], [], []
+    script_detail = ""
     last_entries: list[dict] = []
     paths: dict = {}
     cold: dict = {}
@@ -254,6 +300,12 @@ def bench_verify(lab: bl.Lab) -> dict:
         if rep.get("remediated"):
             raise RuntimeError(f"verify.yml remediated a healthy server: {rep['remediated']}")
         entries = lab.requests_since(mark, end)
+        # side by side: the Ansible floor (one k8s_info task) and the seed's script, interleaved with verify.yml
+        fl = runner.run_playbook(HERE / "floor.yml", kubeconfig=lab.kubeconfig, tmpdir=TMP,
+                                 extra_vars={"bench_namespace": ns})
+        if fl.rc != 0:
+            raise RuntimeError("the Ansible floor playbook failed:\n" + fl.output)
+        sw, script_detail = run_seed_script(lab, ns)
         if i == 0:
             # the first run of a bench starts with an empty kubernetes.core discovery cache ($TMPDIR)
             cold = {"wall_s": round(r.wall_s, 2), "api_requests": len(entries), "requests_by_path": by_path(entries),
@@ -262,28 +314,37 @@ def bench_verify(lab: bl.Lab) -> dict:
             continue
         a = api_time(entries, r.started, r.ended)
         walls.append(r.wall_s)
+        floor_walls.append(fl.wall_s)
+        if sw is not None:
+            script_walls.append(sw)
         api_s.append(a)
         overhead.append(r.wall_s - a)
         nreq.append(len(entries))
+        ntasks.append(executed_tasks(r))
         rss_tree.append(r.peak_tree_mb)
         rss_proc.append(r.peak_proc_mb)
         module_s.append(sum(_task_s(t) for t in r.tasks() if _is_module_task(t)))
         last_entries, paths = entries, by_path(entries)
     log(f"verify.yml healthy: {statistics.median(walls):.1f} s (API/tunnel {statistics.median(api_s):.2f} s), "
-        f"{statistics.median(nreq):.0f} API requests")
+        f"{statistics.median(nreq):.0f} API requests; Ansible floor {statistics.median(floor_walls):.1f} s; "
+        f"seed script {statistics.median(script_walls):.1f} s" if script_walls else f"seed script: {script_detail}")
     floors = []
     for i in range(WARMUP + VERIFY_RUNS):
         t = replay(lab, last_entries)
         if i >= WARMUP:
             floors.append(t)
-    s_wall, s_floor = stats(walls, 2), stats(floors, 3)
+    s_wall, s_floor, s_ansible = stats(walls, 2), stats(floors, 3), stats(floor_walls, 2)
+    s_script = stats(script_walls, 2)
     log(f"bare-Python replay of the same {len(last_entries)} API calls: {s_floor['median']:.3f} s")
     return {
         "healthy_s": s_wall["median"], "wall_s": s_wall, "api_tunnel_s": stats(api_s, 3),
         "ansible_overhead_s": stats(overhead, 2), "module_tasks_s": stats(module_s, 2),
         "floor_bare_python_s": s_floor, "vs_floor_ratio": ratio(s_wall, s_floor),
+        "ansible_floor_s": s_ansible, "vs_ansible_floor_ratio": ratio(s_wall, s_ansible),
+        "seed_script_s": s_script, "vs_seed_script_ratio": ratio(s_wall, s_script), "seed_script_detail": script_detail,
+        "tasks_executed": stats([t[0] for t in ntasks], 0), "tasks_skipped": stats([t[1] for t in ntasks], 0),
         "api_requests": stats(nreq, 0), "requests_by_path": paths, "first_run_cold_cache": cold,
-        "module_tasks": "tasks running a module (kubernetes.core.*, mlflow_probe): process start, imports, client, API",
+        "module_tasks": "tasks running a module (kubernetes.core.*, asgard.mlflow.*): process start, imports, client, API",
         "controller_peak_rss_mb": stats(rss_tree, 1), "controller_peak_single_process_mb": stats(rss_proc, 1),
     }
 
@@ -296,7 +357,8 @@ def _task_s(t: dict) -> float:
         return 0.0
 
 
-MODULE_PREFIXES = ("kubernetes.core.", "asgard.mlflow.mlflow_probe", "asgard.mlflow.port_forward")
+MODULE_PREFIXES = ("kubernetes.core.", "asgard.mlflow.mlflow_probe", "asgard.mlflow.port_forward",
+                   "asgard.mlflow.mlflow_verify", "asgard.mlflow.remediation_lock")
 
 
 def _is_module_task(t: dict) -> bool:
@@ -330,14 +392,20 @@ def bench_heal(lab: bl.Lab) -> dict:
         if not writes:
             raise RuntimeError(f"heal run {i}: no write to the Deployment in the request log")
         t0 = r.started
-        # detection ends when the role has planned the remediation (JSON callback task end), else at the first write
-        plan = [t for t in r.tasks() if t.get("task", {}).get("name", "").endswith("Plan the remediation from the findings")]
+        # detection ends when the first check has planned the remediation (the end of the first task that ran
+        # asgard.mlflow.mlflow_verify, JSON callback; 0.1.0: "Plan the remediation"), else at the first write
+        plan = [t for t in r.tasks() if any(h.get("plan") for h in t.get("hosts", {}).values())
+                or t.get("task", {}).get("name", "").endswith("Plan the remediation from the findings")]
         detect_end = writes[0]["t_start"]
         if plan:
             try:
                 detect_end = bl.parse_ts(plan[0]["task"]["duration"]["end"])
             except (KeyError, ValueError):
                 pass
+        # MLflow's own rollout: the first new pod seen -> it serves the dashboard; the heal goal is
+        # verify.yml wall <= this + 10 s
+        mlflow_rollout = (watcher.answered_at - watcher.first_new_pod_at) if watcher.first_new_pod_at else None
+        ran, skipped = executed_tasks(r)
         patch_end = writes[-1]["t_end"]
         row = {
             "total_s": round(watcher.answered_at - t0, 2),
@@ -346,6 +414,9 @@ def bench_heal(lab: bl.Lab) -> dict:
             "rollout_s": round(watcher.answered_at - patch_end, 2),
             "reverify_s": round(r.ended - watcher.answered_at, 2),
             "verify_wall_s": round(r.wall_s, 2),
+            "mlflow_rollout_s": round(mlflow_rollout, 2) if mlflow_rollout is not None else None,
+            "overhead_vs_rollout_s": round(r.wall_s - mlflow_rollout, 2) if mlflow_rollout is not None else None,
+            "tasks_executed": ran, "tasks_skipped": skipped,
             "api_requests": len(entries), "requests_by_path": by_path(entries),
             "writes": [f"{e['method']} {bl.normalise_path(e['path'])} {e['status']}" for e in writes],
             "remediated": [a.get("action") for a in rep.get("remediated", [])],
@@ -356,8 +427,11 @@ def bench_heal(lab: bl.Lab) -> dict:
             f"patch {row['patch_s']}, rollout {row['rollout_s']}, re-verify {row['reverify_s']})")
         lab.delete_namespace(ns)
         lab.wait_namespace_gone(ns)
-    keys = ("total", "detection", "patch", "rollout", "reverify", "verify_wall")
-    out: dict = {k: stats([row[f"{k}_s"] for row in rows], 2) for k in keys}
+    keys = ("total", "detection", "patch", "rollout", "reverify", "verify_wall", "mlflow_rollout",
+            "overhead_vs_rollout")
+    out: dict = {k: stats([row[f"{k}_s"] for row in rows if row.get(f"{k}_s") is not None], 2) for k in keys}
+    out["api_requests"] = stats([row["api_requests"] for row in rows], 0)
+    out["tasks_executed"] = stats([row["tasks_executed"] for row in rows], 0)
     return {"total_s": out["total"]["median"], **out, "runs": rows}
 
 
@@ -515,6 +589,17 @@ def table(results: dict) -> list[list[str]]:
     if v:
         rows.append(["verify.yml, healthy server", fmt(v["wall_s"], " s"),
                      "bare Python, same API calls " + fmt(v["floor_bare_python_s"], " s", 2), f"{v['vs_floor_ratio']}x floor"])
+        if v.get("ansible_floor_s"):
+            rows.append(["  vs the Ansible floor (one k8s_info task)", fmt(v["ansible_floor_s"], " s"),
+                         "goal: verify <= 2x floor", f"{v['vs_ansible_floor_ratio']}x"])
+        if v.get("seed_script_s", {}).get("n"):
+            rows.append(["  vs the seed's script (kubectl + curl)", fmt(v["seed_script_s"], " s"),
+                         "goal: verify <= script", f"{v['vs_seed_script_ratio']}x"])
+        elif v.get("seed_script_detail"):
+            rows.append(["  vs the seed's script", "n/a", v["seed_script_detail"][:60], ""])
+        if v.get("tasks_executed"):
+            rows.append(["  tasks executed (skipped)", fmt(v["tasks_executed"], "", 0),
+                         "skipped " + fmt(v["tasks_skipped"], "", 0), ""])
         rows.append(["  of which API/tunnel time", fmt(v["api_tunnel_s"], " s", 2), "", ""])
         rows.append(["  of which Ansible overhead", fmt(v["ansible_overhead_s"], " s"), "", ""])
         rows.append(["  (module tasks, incl. their API time)", fmt(v["module_tasks_s"], " s"), "", ""])
@@ -528,6 +613,12 @@ def table(results: dict) -> list[list[str]]:
         for k in ("detection", "patch", "rollout", "reverify"):
             rows.append([f"  {k}", fmt(h[k], " s"), "", ""])
         rows.append(["  verify.yml wall (heal)", fmt(h["verify_wall"], " s"), "", ""])
+        if h.get("mlflow_rollout", {}).get("n"):
+            rows.append(["  MLflow rollout (new pod -> dashboard)", fmt(h["mlflow_rollout"], " s"), "", ""])
+            rows.append(["  verify wall - MLflow rollout", fmt(h["overhead_vs_rollout"], " s"), "goal: <= 10 s", ""])
+        if h.get("api_requests"):
+            rows.append(["  API requests / tasks executed (heal)", fmt(h["api_requests"], "", 0),
+                         "tasks " + fmt(h["tasks_executed"], "", 0), ""])
     for f in results.get("fleet") or []:
         rows.append([f"fleet n={f['n']} forks={f['forks']}" + ("" if f.get("ok", True) else " (FAILED)"), fmt(f["wall"], " s"),
                      f"{f['per_instance_s']} s/instance, {f['api_requests']} req", f"RSS {f['controller_peak_rss_mb']} MiB"])
@@ -570,13 +661,18 @@ Each figure: several runs after `BENCH_WARMUP` warm-up run(s); median, min, max 
    `requests.log` (`ts` - `duration_ms` .. `ts`; a portforward WebSocket counts while open); *Ansible overhead* is
    wall minus that. Floor: a bare Python script replaying the same API calls in the same order (one keep-alive
    `requests` session; each portforward through the collection's tunnel with the probe's four HTTP requests).
+   Interleaved with each verify run: the *Ansible floor* (tests/bench/floor.yml, `ansible-playbook` with one
+   `kubernetes.core.k8s_info` task; goal: verify.yml <= 2x) and, when the checkout has it, the seed's six-step
+   script (tests/bench/seed-test-script.sh, kubectl + curl; goal: verify.yml <= the script). *tasks executed*:
+   from the JSON callback (a task whose host result is not skipped).
 3. **Heal**: verify.yml on the seed's broken "Before" Deployment (`playbooks/files/seed-before.yml`: gunicorn
    `--timeout 120 --workers 2`, `--static-prefix=/static`), in a fresh namespace per run. A watcher polls for a new
    pod answering `GET /` with 200 and `<title>MLflow</title>`. *detection* = verify start -> the role has planned
-   the remediation (end of its "Plan the remediation" task, JSON callback); *patch* = then -> last write to the
+   the remediation (end of the first `mlflow_verify` task, JSON callback); *patch* = then -> last write to the
    Deployment (request log; the patch role's own tasks); *rollout* = last write -> dashboard answers (new pod, MLflow
    start); *re-verify* = dashboard answers -> verify.yml exits (the role's wait and second round of checks).
-   `total_s` = verify start -> dashboard answers.
+   `total_s` = verify start -> dashboard answers. *MLflow rollout* = the watcher first sees the new pod -> it serves
+   the dashboard; the goal is verify.yml's wall <= MLflow rollout + 10 s (*verify wall - MLflow rollout*).
 4. **Fleet**: the verify role over N hosts (one MLflow per namespace, tests/bench/fleet.yml with a generated
    inventory) with forks 1 and 5. N = 1, 4 and as many as fit: one pod's RSS is measured (processes in its network
    namespace) and N is capped so that 4 GiB stay available (and by `BENCH_FLEET_MAX`, default 6).
