@@ -1,6 +1,6 @@
 # Copyright: (c) 2026, asgard.mlflow contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters over plugins/module_utils/mlflow_settings.py: read MLflow server settings, check and patch them.
+"""Filters over plugins/module_utils/_settings.py and _compliance.py: read MLflow server settings, check and patch them.
 
 Documentation of each filter: mlflow_server_settings.yml, mlflow_compliance.yml (ansible-doc -t filter).
 """
@@ -10,11 +10,15 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 try:
-    from ansible_collections.asgard.mlflow.plugins.module_utils import mlflow_settings as _ms
+    from ansible_collections.asgard.mlflow.plugins.module_utils._compliance import compliance as _compliance
+    from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
     from ansible_collections.asgard.mlflow.plugins.module_utils._plain import plain as _plain
+    from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings as _server_settings
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
-    from ..module_utils import mlflow_settings as _ms  # type: ignore[no-redef]
+    from ..module_utils._compliance import compliance as _compliance  # type: ignore[no-redef]
+    from ..module_utils._errors import MlflowSettingsError  # type: ignore[no-redef]
     from ..module_utils._plain import plain as _plain  # type: ignore[no-redef]
+    from ..module_utils._settings import server_settings as _server_settings  # type: ignore[no-redef]
 
 
 def _configmaps(configmaps):
@@ -43,8 +47,8 @@ def _deployment(deployment):
 def mlflow_server_settings(deployment, configmaps=None, mlflow_version=None, container=None):
     """Effective `mlflow server` settings of a Deployment, with where each one is set."""
     try:
-        return _ms.server_settings(_deployment(deployment), _configmaps(configmaps), mlflow_version, container)
-    except _ms.MlflowSettingsError as exc:
+        return _server_settings(_deployment(deployment), _configmaps(configmaps), mlflow_version, container)
+    except MlflowSettingsError as exc:
         raise AnsibleFilterError(f"asgard.mlflow.mlflow_server_settings: {exc}") from exc
 
 
@@ -53,8 +57,8 @@ def mlflow_compliance(deployment, targets=None, configmaps=None):
     if targets is not None and not isinstance(targets, dict):
         raise AnsibleFilterError(f"targets: expected a dict of target settings, got {type(targets).__name__}")
     try:
-        return _ms.compliance(_deployment(deployment), _plain(targets or {}), _configmaps(configmaps))
-    except _ms.MlflowSettingsError as exc:
+        return _compliance(_deployment(deployment), _plain(targets or {}), _configmaps(configmaps))
+    except MlflowSettingsError as exc:
         raise AnsibleFilterError(f"asgard.mlflow.mlflow_compliance: {exc}") from exc
 
 

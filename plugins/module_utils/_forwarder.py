@@ -25,7 +25,7 @@ import threading
 import time
 
 MARKER = "asgard-mlflow-forwarder"
-RUNTIME_MODULES = ("_tunnel", "_kube", "_target", "_forwarder")
+RUNTIME_MODULES = ("_tunnel", "_kube", "_errors", "_shell", "_mlflow_rules", "_server_command", "_target", "_forwarder")
 PKG = "ansible_collections.asgard.mlflow.plugins.module_utils"
 
 

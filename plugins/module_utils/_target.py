@@ -17,12 +17,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     KubeError,
     credentials_hint,
 )
+from ansible_collections.asgard.mlflow.plugins.module_utils._server_command import mlflow_container
 
 DEFAULT_POD_PORT = 5000
 _SELECTOR_TERM = re.compile(
@@ -156,6 +158,10 @@ class Resolved:
     namespace: str
     service_port: int | None = None
     pod_ip: str | None = None
+    # THE MLflow container of the pod (``_server_command.mlflow_container``): its name, command + args and literal
+    # env; ``container_error`` ({code, message}) when the rule finds none or several
+    container: str | None = None
+    container_error: dict | None = None
     container_args: list[str] = field(default_factory=list)
     container_env: dict[str, str] = field(default_factory=dict)
     # False when the caller gave only the pod's name and port (``resolved``): the container's command,
@@ -205,22 +211,16 @@ def _container_port(pod: dict, name: str) -> int | None:
     return None
 
 
-def _mlflow_container(pod: dict, port: int) -> dict:
-    containers = (pod.get("spec") or {}).get("containers") or []
-    for c in containers:
-        if any(int(p.get("containerPort", 0)) == port for p in c.get("ports") or []):
-            return c
-    for c in containers:
-        if "mlflow" in " ".join((c.get("command") or []) + (c.get("args") or [])):
-            return c
-    return containers[0] if containers else {}
-
-
 def _resolved(pod: dict, port: int, namespace: str, service_port: int | None) -> Resolved:
-    c = _mlflow_container(pod, port)
+    try:
+        _idx, c = mlflow_container(pod)
+        container_error = None
+    except ContainerError as exc:  # the spec's settings stay unknown; the HTTP checks still run
+        c, container_error = {}, {"code": exc.code, "message": str(exc)}
     env = {e["name"]: e.get("value", "") for e in c.get("env") or [] if "name" in e and "value" in e}
     return Resolved(pod=pod["metadata"]["name"], uid=pod["metadata"].get("uid", ""), port=port, namespace=namespace,
                     service_port=service_port, pod_ip=(pod.get("status") or {}).get("podIP"),
+                    container=c.get("name"), container_error=container_error,
                     container_args=[str(a) for a in (c.get("command") or []) + (c.get("args") or [])],
                     container_env=env)
 

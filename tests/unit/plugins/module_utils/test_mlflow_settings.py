@@ -1,4 +1,4 @@
-"""Unit tests of the MLflow server-settings parser/renderer (plugins/module_utils/mlflow_settings.py).
+"""Unit tests of the MLflow server-settings parser/renderer (plugins/module_utils/_settings.py, _compliance.py).
 
 Every case asserts the exact rendered result. No mocks: the code under test is pure Python and
 works on plain Deployment dicts as the Kubernetes API returns them.
@@ -18,7 +18,14 @@ _COLLECTIONS = pathlib.Path(__file__).resolve().parents[4] / ".collections"
 if str(_COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(_COLLECTIONS))
 
-from ansible_collections.asgard.mlflow.plugins.module_utils import mlflow_settings as ms  # noqa: E402
+from ansible_collections.asgard.mlflow.plugins.module_utils._compliance import compliance  # noqa: E402
+from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError  # noqa: E402
+from ansible_collections.asgard.mlflow.plugins.module_utils._mlflow_rules import (  # noqa: E402
+    FLAG_TO_NAME,
+    version_from_image,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings  # noqa: E402
+from ansible_collections.asgard.mlflow.plugins.module_utils._shell import split_opts  # noqa: E402
 
 # The seed incident's "Before" and "After" containers' sh -c scripts, exactly as the incident report shows them
 # (backslash continuations); shared with tests/integration/test_patch_role.py.
@@ -113,7 +120,7 @@ def json_patch(doc, ops):
 
 
 def container_after(dep, targets=None, configmaps=None):
-    result = ms.compliance(dep, targets, configmaps)
+    result = compliance(dep, targets, configmaps)
     patched = json_patch(dep, result["patch"])
     idx = result["container_index"]
     return result, patched, patched["spec"]["template"]["spec"]["containers"][idx]
@@ -123,7 +130,7 @@ def container_after(dep, targets=None, configmaps=None):
 # The seed incident
 # ------------------------------------------------------------------------------------------------
 def test_seed_before_settings_are_read_with_their_locations():
-    s = ms.server_settings(seed())
+    s = server_settings(seed())
     assert s["container"] == "mlflow"
     assert s["form"] == "script"
     assert s["script_location"] == "args[0]"
@@ -185,7 +192,7 @@ def test_seed_before_is_patched_to_the_seed_after_exactly():
 
 def test_seed_after_rerun_is_compliant_and_has_no_patch():
     _result, patched, _c = container_after(seed(), {"allowed_hosts": HOSTS})
-    again = ms.compliance(patched, {"allowed_hosts": HOSTS})
+    again = compliance(patched, {"allowed_hosts": HOSTS})
     assert again["compliant"] is True
     assert again["changes"] == []
     assert again["patch"] == []
@@ -198,14 +205,14 @@ def test_rollback_patch_restores_the_exact_previous_template(annotations):
     if annotations is not None:
         dep["spec"]["template"]["metadata"]["annotations"] = annotations
     dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": 5000}}
-    result = ms.compliance(dep, {"allowed_hosts": HOSTS})
+    result = compliance(dep, {"allowed_hosts": HOSTS})
     patched = json_patch(dep, result["patch"])
     assert patched != dep
     assert json_patch(patched, result["rollback_patch"]) == dep
 
 
 def test_patch_ops_are_guarded_and_address_the_container():
-    result = ms.compliance(seed(), CMD_ONLY)
+    result = compliance(seed(), CMD_ONLY)
     ops = result["patch"]
     assert ops[0] == {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": "mlflow"}
     assert {"op": "test", "path": "/spec/template/spec/containers/0/args", "value": [SEED_BEFORE]} in ops
@@ -278,7 +285,7 @@ def test_corpus_renders_exactly(before, after):
     assert {k: c.get(k) for k in after} == after
     assert not result["compliant"]
     # and the result is compliant on a second pass
-    again = ms.compliance(_patched, CMD_ONLY)
+    again = compliance(_patched, CMD_ONLY)
     assert again["compliant"], again["changes"]
 
 
@@ -300,7 +307,7 @@ def test_env_only_settings_are_edited_in_place():
         {"name": "OTHER", "value": "x"},
     ]
     dep = deployment({"name": "mlflow", "command": ["mlflow", "server", "--port", "5000"], "env": copy.deepcopy(env)})
-    s = ms.server_settings(dep)
+    s = server_settings(dep)
     assert s["server"] == "gunicorn"
     assert s["sources"]["workers"] == {"value": "2", "source": "env", "where": "env[1] MLFLOW_WORKERS"}
     assert s["static_prefix"] == "/static"
@@ -322,7 +329,7 @@ def test_flags_win_over_env():
             "env": [{"name": "MLFLOW_WORKERS", "value": "8"}, {"name": "MLFLOW_PORT", "value": "tcp://10.0.0.1:5000"}],
         }
     )
-    s = ms.server_settings(dep)
+    s = server_settings(dep)
     assert s["workers"] == 3
     assert s["port"] == 5000
     _r, _p, c = container_after(dep, CMD_ONLY)
@@ -332,12 +339,12 @@ def test_flags_win_over_env():
 
 def test_empty_env_counts_as_unset_for_the_server_choice():
     dep = deployment({"name": "m", "command": ["mlflow", "server"], "env": [{"name": "MLFLOW_GUNICORN_OPTS", "value": ""}]})
-    assert ms.server_settings(dep)["server"] == "uvicorn"
+    assert server_settings(dep)["server"] == "uvicorn"
 
 
 def test_empty_gunicorn_opts_flag_selects_gunicorn():
     dep = deployment({"name": "m", "command": ["mlflow", "server", "--gunicorn-opts="]})
-    assert ms.server_settings(dep)["server"] == "gunicorn"
+    assert server_settings(dep)["server"] == "gunicorn"
     _r, _p, c = container_after(dep, CMD_ONLY)
     assert c["command"] == ["mlflow", "server", "--gunicorn-opts=--timeout 300 --keep-alive 5", "--port=5000", "--workers=4"]
 
@@ -346,7 +353,7 @@ def test_configmap_env_is_resolved_and_overridden_by_a_flag():
     env = [{"name": "MLFLOW_GUNICORN_OPTS", "valueFrom": {"configMapKeyRef": {"name": "mlflow-cfg", "key": "gopts"}}}]
     cm = {"metadata": {"name": "mlflow-cfg"}, "data": {"gopts": "--timeout 120"}}
     dep = deployment({"name": "mlflow", "command": ["mlflow", "server", "--port=5000", "--workers=4"], "env": env})
-    s = ms.server_settings(dep, [cm])
+    s = server_settings(dep, [cm])
     assert s["sources"]["gunicorn_opts"] == {
         "value": "--timeout 120",
         "source": "configmap",
@@ -356,9 +363,9 @@ def test_configmap_env_is_resolved_and_overridden_by_a_flag():
     assert c["command"] == ["mlflow", "server", "--port=5000", "--workers=4", "--gunicorn-opts=--timeout 300 --keep-alive 5"]
     assert c["env"] == env
     # without the ConfigMap: reported, not guessed
-    s = ms.server_settings(dep)
+    s = server_settings(dep)
     assert s["sources"]["gunicorn_opts"]["value"] == "<from configmap, not read>"
-    r2 = ms.compliance(dep, CMD_ONLY)
+    r2 = compliance(dep, CMD_ONLY)
     assert any("cannot be read" in w for w in r2["warnings"])
     assert result["after_settings"]["gunicorn"]["timeout"] == 300
 
@@ -368,7 +375,7 @@ def test_envfrom_configmap_is_read():
         {"name": "m", "command": ["mlflow", "server", "--port=5000"], "envFrom": [{"configMapRef": {"name": "cfg"}}]}
     )
     cm = {"metadata": {"name": "cfg"}, "data": {"MLFLOW_STATIC_PREFIX": "/static", "MLFLOW_WORKERS": "4"}}
-    s = ms.server_settings(dep, [cm])
+    s = server_settings(dep, [cm])
     assert s["static_prefix"] == "/static"
     assert s["sources"]["workers"]["where"] == "envFrom[0] configmap cfg"
     _r, _p, c = container_after(dep, CMD_ONLY, [cm])
@@ -385,15 +392,15 @@ def test_secret_values_are_never_resolved_nor_shown():
         {"name": "MLFLOW_BACKEND_STORE_URI", "value": "postgresql://mlflow:hunter2@db:5432/mlflow"},
     ]
     dep = deployment({"name": "m", "command": ["mlflow", "server", "--port=5000", "--workers=4"], "env": env})
-    s = ms.server_settings(dep)
+    s = server_settings(dep)
     assert s["sources"]["allowed_hosts"]["value"] == "<from secret>"
     assert s["sources"]["allowed_hosts"]["source"] == "secret"
-    result = ms.compliance(dep, {"allowed_hosts": HOSTS})
+    result = compliance(dep, {"allowed_hosts": HOSTS})
     # patch/rollback_patch carry the container as it is (sent with no_log when sensitive); nothing else shows it
     text = json.dumps({k: v for k, v in result.items() if k not in ("patch", "rollback_patch")})
     assert "hunter2" not in text
     assert result["sensitive"] is True
-    assert result["before"]["env"][2]["value"] == "postgresql://mlflow:<redacted>@db:5432/mlflow"
+    assert result["before"]["env"][2]["value"] == "postgresql://mlflow:***@db:5432/mlflow"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -411,9 +418,9 @@ def test_sidecar_is_left_alone_and_patch_addresses_the_mlflow_container():
 
 def test_several_mlflow_containers_need_a_name():
     dep = deployment([{"name": "a", "command": ["mlflow", "server"]}, {"name": "b", "command": ["mlflow", "server"]}])
-    with pytest.raises(ms.MlflowSettingsError, match="several containers run `mlflow server`: 'a', 'b'"):
-        ms.compliance(dep)
-    assert ms.compliance(dep, {"container": "b"})["container_index"] == 1
+    with pytest.raises(MlflowSettingsError, match="several containers run `mlflow server`: 'a', 'b'"):
+        compliance(dep)
+    assert compliance(dep, {"container": "b"})["container_index"] == 1
 
 
 def test_uvicorn_gets_no_gunicorn_flags_and_keep_alive_in_uvicorn_opts():
@@ -433,7 +440,7 @@ def test_uvicorn_opts_workers_kept_consistent():
 
 def test_old_mlflow_always_gunicorn_and_no_allowed_hosts():
     dep = deployment({"name": "m", "command": ["mlflow", "server", "--port", "5000"]}, image="burakince/mlflow:2.22.5")
-    s = ms.server_settings(dep)
+    s = server_settings(dep)
     assert s["server"] == "gunicorn"
     assert s["host_check"] is False
     result, _p, c = container_after(dep, dict(CMD_ONLY, allowed_hosts=HOSTS))
@@ -456,29 +463,29 @@ def test_old_mlflow_always_gunicorn_and_no_allowed_hosts():
     ],
 )
 def test_version_from_image(image, version):
-    assert ms.mlflow_version_from_image(image) == version
+    assert version_from_image(image) == version
 
 
 def test_version_override_and_unknown_version():
     dep = deployment({"name": "m", "command": ["mlflow", "server"]}, image="ghcr.io/mlflow/mlflow:latest")
-    s = ms.server_settings(dep)
+    s = server_settings(dep)
     assert (s["mlflow_version"], s["version_source"], s["server"]) == (None, "unknown", "uvicorn")
-    s = ms.server_settings(dep, mlflow_version="3.2.1")
+    s = server_settings(dep, mlflow_version="3.2.1")
     assert (s["mlflow_version"], s["version_source"], s["server"]) == ("3.2.1", "override", "gunicorn")
-    with pytest.raises(ms.MlflowSettingsError, match="mlflow_version 'abc' is not a version"):
-        ms.server_settings(dep, mlflow_version="abc")
+    with pytest.raises(MlflowSettingsError, match="mlflow_version 'abc' is not a version"):
+        server_settings(dep, mlflow_version="abc")
 
 
 def test_timeout_at_least_keeps_a_larger_value():
     dep = deployment({"name": "m", "command": ["mlflow", "server", "--port=5000", "--workers=4", "--gunicorn-opts=--timeout 600 --keep-alive 5"]})
-    assert ms.compliance(dep, dict(CMD_ONLY, gunicorn_timeout_mode="at_least"))["compliant"] is True
+    assert compliance(dep, dict(CMD_ONLY, gunicorn_timeout_mode="at_least"))["compliant"] is True
     _r, _p, c = container_after(dep, CMD_ONLY)
     assert c["command"][-1] == "--gunicorn-opts=--timeout 300 --keep-alive 5"
 
 
 def test_workers_at_least_keeps_more_workers():
     dep = deployment({"name": "m", "command": ["mlflow", "server", "--port=5000", "--workers=8"]})
-    assert ms.compliance(dep, dict(CMD_ONLY, workers_mode="at_least"))["compliant"] is True
+    assert compliance(dep, dict(CMD_ONLY, workers_mode="at_least"))["compliant"] is True
 
 
 def test_keep_a_static_prefix_probes_follow_it():
@@ -488,7 +495,7 @@ def test_keep_a_static_prefix_probes_follow_it():
     assert c["readinessProbe"]["httpGet"]["path"] == "/mlflow/health"
     assert result["health_path"] == "/mlflow/health"
     old = deployment({"name": "m", "command": ["mlflow", "server", "--static-prefix=/mlflow"]}, image="burakince/mlflow:2.22.5")
-    assert ms.compliance(old, {"static_prefix": "/mlflow"})["health_path"] == "/health"
+    assert compliance(old, {"static_prefix": "/mlflow"})["health_path"] == "/health"
 
 
 def test_allowed_hosts_flag_with_gunicorn_moves_to_env():
@@ -510,14 +517,14 @@ def test_allowed_hosts_flag_with_uvicorn_is_edited_in_place_with_quoting():
 def test_allowed_hosts_include_mode_respects_wildcards_and_exact_mode_replaces():
     env = [{"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": "localhost:*,10.*"}]
     dep = deployment({"name": "m", "command": ["mlflow", "server", "--port=5000", "--workers=4"], "env": env})
-    assert ms.compliance(dep, dict(CMD_ONLY, allowed_hosts=["localhost:*", "10.1.2.3:5000"]))["compliant"]
+    assert compliance(dep, dict(CMD_ONLY, allowed_hosts=["localhost:*", "10.1.2.3:5000"]))["compliant"]
     _r, _p, c = container_after(dep, dict(CMD_ONLY, allowed_hosts=["x:1"], allowed_hosts_mode="exact"))
     assert c["env"] == [{"name": "MLFLOW_SERVER_ALLOWED_HOSTS", "value": "x:1"}]
 
 
 def test_duplicate_flags_last_wins_and_duplicates_are_removed():
     dep = deployment({"name": "m", "command": ["mlflow", "server", "--workers", "2", "--port=5000", "--workers=3"]})
-    assert ms.server_settings(dep)["workers"] == 3
+    assert server_settings(dep)["workers"] == 3
     _r, _p, c = container_after(dep, CMD_ONLY)
     assert c["command"] == ["mlflow", "server", "--port=5000", "--workers=4"]
 
@@ -532,7 +539,7 @@ def test_port_expansion_resolved_from_env_is_compliant():
     dep = deployment(
         {"name": "m", "command": ["sh", "-c", "mlflow server --port=${PORT} --workers=4"], "env": [{"name": "PORT", "value": "5000"}]}
     )
-    assert ms.compliance(dep, CMD_ONLY)["compliant"]
+    assert compliance(dep, CMD_ONLY)["compliant"]
 
 
 def test_probes_equal_after_api_defaulting_are_compliant():
@@ -546,9 +553,9 @@ def test_probes_equal_after_api_defaulting_are_compliant():
         "livenessProbe": {"httpGet": {"path": "/health", "port": 5000}, "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 10},
     }
     dep = deployment(c, enableServiceLinks=False)
-    assert ms.compliance(dep)["compliant"]
+    assert compliance(dep)["compliant"]
     dep["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {"tcpSocket": {"port": 5000}}
-    result = ms.compliance(dep)
+    result = compliance(dep)
     assert result["changes"] == [
         "livenessProbe: tcpSocket -> GET /health :5000 initialDelaySeconds=0 periodSeconds=20 timeoutSeconds=10 "
         "successThreshold=1 failureThreshold=6"
@@ -559,19 +566,19 @@ def test_probes_equal_after_api_defaulting_are_compliant():
         "periodSeconds": 10,
         "timeoutSeconds": 1,
     }
-    assert ms.compliance(dep)["changes"][0].startswith("livenessProbe: GET /health :5000 periodSeconds=10 timeoutSeconds=1 ->")
+    assert compliance(dep)["changes"][0].startswith("livenessProbe: GET /health :5000 periodSeconds=10 timeoutSeconds=1 ->")
     # a probe on the static prefix path after the prefix is removed is replaced
     dep["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = dict(
         c["livenessProbe"], httpGet={"path": "/static/health", "port": 5000}
     )
-    assert ms.compliance(dep)["changes"][0].startswith("livenessProbe: GET /static/health :5000")
+    assert compliance(dep)["changes"][0].startswith("livenessProbe: GET /static/health :5000")
 
 
 def test_annotation_is_stable_and_added_to_existing_annotations():
     dep = seed()
     dep["spec"]["template"]["metadata"]["annotations"] = {"keep": "me"}
-    r1 = ms.compliance(dep, CMD_ONLY)
-    r2 = ms.compliance(copy.deepcopy(dep), CMD_ONLY)
+    r1 = compliance(dep, CMD_ONLY)
+    r2 = compliance(copy.deepcopy(dep), CMD_ONLY)
     assert r1["annotation"] == r2["annotation"]
     assert r1["patch"][-1] == {
         "op": "add",
@@ -580,7 +587,7 @@ def test_annotation_is_stable_and_added_to_existing_annotations():
     }
     patched = json_patch(dep, r1["patch"])
     assert patched["spec"]["template"]["metadata"]["annotations"]["keep"] == "me"
-    assert r1["annotation"] != ms.compliance(dep, dict(CMD_ONLY, workers=6))["annotation"]
+    assert r1["annotation"] != compliance(dep, dict(CMD_ONLY, workers=6))["annotation"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -588,8 +595,8 @@ def test_annotation_is_stable_and_added_to_existing_annotations():
 # ------------------------------------------------------------------------------------------------
 def test_no_container_runs_mlflow_says_what_was_found():
     dep = deployment([{"name": "web", "image": "nginx", "command": ["nginx"]}, {"name": "x", "image": "ghcr.io/mlflow/mlflow:v3.17.2"}])
-    with pytest.raises(ms.MlflowSettingsError) as exc:
-        ms.compliance(dep)
+    with pytest.raises(MlflowSettingsError) as exc:
+        compliance(dep)
     msg = str(exc.value)
     assert "no container runs `mlflow server`" in msg
     assert "'web' (image 'nginx'): command 'nginx'" in msg
@@ -599,8 +606,8 @@ def test_no_container_runs_mlflow_says_what_was_found():
 
 def test_echo_mlflow_server_is_not_mistaken_for_the_server():
     dep = deployment({"name": "m", "command": ["sh", "-c", "echo mlflow server; sleep infinity"]})
-    with pytest.raises(ms.MlflowSettingsError, match="no container runs"):
-        ms.server_settings(dep)
+    with pytest.raises(MlflowSettingsError, match="no container runs"):
+        server_settings(dep)
 
 
 @pytest.mark.parametrize(
@@ -616,8 +623,8 @@ def test_echo_mlflow_server_is_not_mistaken_for_the_server():
 )
 def test_unparseable_scripts_give_clear_errors(script, message):
     dep = deployment({"name": "m", "command": ["/bin/sh", "-c", script]})
-    with pytest.raises(ms.MlflowSettingsError, match=message.replace("[", r"\[").replace("$", r"\$").replace("(", r"\(").replace(")", r"\)")):
-        ms.compliance(dep)
+    with pytest.raises(MlflowSettingsError, match=message.replace("[", r"\[").replace("$", r"\$").replace("(", r"\(").replace(")", r"\)")):
+        compliance(dep)
 
 
 def test_rewriting_a_value_made_of_expansions_is_refused_clearly():
@@ -626,10 +633,10 @@ def test_rewriting_a_value_made_of_expansions_is_refused_clearly():
     _r, _p, c = container_after(dep, CMD_ONLY)
     assert c["command"][2] == 'mlflow server --port=5000 --workers=4 --gunicorn-opts="$GOPTS --timeout 300 --keep-alive 5"'
     dep = deployment({"name": "m", "command": ["sh", "-c", "mlflow server --port=5000 --workers=4 --gunicorn-opts=$GOPTS"]})
-    s = ms.server_settings(dep)
+    s = server_settings(dep)
     assert s["sources"]["gunicorn_opts"]["shell_expansion"] is True
-    with pytest.raises(ms.MlflowSettingsError, match="uses shell expansions"):
-        ms.compliance(dep, CMD_ONLY)
+    with pytest.raises(MlflowSettingsError, match="uses shell expansions"):
+        compliance(dep, CMD_ONLY)
 
 
 @pytest.mark.parametrize(
@@ -644,15 +651,15 @@ def test_rewriting_a_value_made_of_expansions_is_refused_clearly():
     ],
 )
 def test_bad_targets_name_the_field(targets, message):
-    with pytest.raises(ms.MlflowSettingsError, match=message):
-        ms.compliance(seed(), targets)
+    with pytest.raises(MlflowSettingsError, match=message):
+        compliance(seed(), targets)
 
 
 def test_not_a_deployment():
-    with pytest.raises(ms.MlflowSettingsError, match="expected a Deployment object"):
-        ms.server_settings([])
-    with pytest.raises(ms.MlflowSettingsError, match="expected kind Deployment, got 'Service'"):
-        ms.server_settings({"kind": "Service"})
+    with pytest.raises(MlflowSettingsError, match="expected a Deployment object"):
+        server_settings([])
+    with pytest.raises(MlflowSettingsError, match="expected kind Deployment, got 'Service'"):
+        server_settings({"kind": "Service"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -707,13 +714,13 @@ CASES = [
 def test_round_trip_parse_then_render_unchanged(flags, style):
     c = dict(build(flags, style), name="mlflow")
     dep = deployment(copy.deepcopy(c))
-    s = ms.server_settings(dep)
-    names = {f: ms._FLAG_TO_NAME[f] for f, _v in flags}
+    s = server_settings(dep)
+    names = {f: FLAG_TO_NAME[f] for f, _v in flags}
     for f, v in flags:
         got = s["sources"][names[f]]
         assert got["source"] == "flag"
         assert got["value"] == (f if v is None else v)
-    result = ms.compliance(dep, ALL_OFF)
+    result = compliance(dep, ALL_OFF)
     assert result["compliant"] is True
     assert result["patch"] == []
     assert result["before"] == result["after"]
@@ -723,11 +730,11 @@ def test_round_trip_parse_then_render_unchanged(flags, style):
 @pytest.mark.parametrize(("flags", "style"), CASES)
 def test_round_trip_edit_is_idempotent_and_keeps_other_flags(flags, style):
     dep = deployment(dict(build(flags, style), name="mlflow"))
-    before = ms.server_settings(dep)
+    before = server_settings(dep)
     targets = dict(CMD_ONLY, allowed_hosts=["localhost:*", "127.0.0.1:*"])
     result, patched, _c = container_after(dep, targets)
-    after = ms.server_settings(patched)
-    again = ms.compliance(patched, targets)
+    after = server_settings(patched)
+    again = compliance(patched, targets)
     assert again["compliant"], again["changes"]
     assert again["patch"] == []
     untouched = {"host", "backend_store_uri", "serve_artifacts"}
@@ -750,4 +757,4 @@ def test_split_opts_matches_shlex():
     import shlex
 
     for opts in ["--timeout 120 --workers 2", "--a='b c' -k \"x y\"", "a\\ b 'c\\d' \"e\\\"f\"", "", "  x  "]:
-        assert [w.value for w in ms.split_opts(opts)] == shlex.split(opts)
+        assert [w.value for w in split_opts(opts)] == shlex.split(opts)

@@ -1,0 +1,192 @@
+# Copyright: (c) 2026, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: what MLflow's tracking server does, written once (the settings parser, the patch and deploy roles and
+the verify checks read it from here).
+
+Facts (shared/reference/mlflow-server-facts.md, mlflow/cli/__init__.py, mlflow/server/__init__.py):
+
+- ``mlflow server`` options and their click environment variables (:data:`SERVER_OPTIONS`); a flag wins over
+  its variable, an empty variable counts as unset.
+- MLflow >= 3.3 runs uvicorn unless ``--gunicorn-opts`` is given (even empty) or ``MLFLOW_GUNICORN_OPTS`` is
+  non-empty; older versions always run gunicorn (:func:`server_kind`).
+- The Host header check (``--allowed-hosts``) exists from 3.5 (:func:`host_check_applies`).
+- The health endpoint is ``{prefix}/health`` from 3.7, ``/health`` before (:func:`health_path`).
+- mlflow's own ``--workers`` (default 4) overrides a ``--workers`` inside the server options.
+- An image tag such as ``v3.17.2`` names the version (:func:`version_from_image`); an unknown version is treated
+  as the newest (:data:`ASSUMED_VERSION`).
+
+Pure Python. Also copied next to the background port forwarder (``_forwarder.RUNTIME_MODULES``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
+
+# --------------------------------------------------------------------------------------------------
+# What `mlflow server` accepts (mlflow/cli/__init__.py, mlflow/utils/cli_args.py)
+# --------------------------------------------------------------------------------------------------
+# name -> (long flags, short flags, env var, takes a value)
+SERVER_OPTIONS = {
+    "backend_store_uri": (("--backend-store-uri",), (), "MLFLOW_BACKEND_STORE_URI", True),
+    "read_replica_backend_store_uri": (
+        ("--read-replica-backend-store-uri",),
+        (),
+        "MLFLOW_READ_REPLICA_BACKEND_STORE_URI",
+        True,
+    ),
+    "registry_store_uri": (("--registry-store-uri",), (), "MLFLOW_REGISTRY_STORE_URI", True),
+    "default_artifact_root": (("--default-artifact-root",), (), "MLFLOW_DEFAULT_ARTIFACT_ROOT", True),
+    "serve_artifacts": (("--serve-artifacts", "--no-serve-artifacts"), (), "MLFLOW_SERVE_ARTIFACTS", False),
+    "artifacts_only": (("--artifacts-only",), (), "MLFLOW_ARTIFACTS_ONLY", False),
+    "artifacts_destination": (("--artifacts-destination",), (), "MLFLOW_ARTIFACTS_DESTINATION", True),
+    "host": (("--host",), ("-h",), "MLFLOW_HOST", True),
+    "port": (("--port",), ("-p",), "MLFLOW_PORT", True),
+    "workers": (("--workers",), ("-w",), "MLFLOW_WORKERS", True),
+    "static_prefix": (("--static-prefix",), (), "MLFLOW_STATIC_PREFIX", True),
+    "allowed_hosts": (("--allowed-hosts",), (), "MLFLOW_SERVER_ALLOWED_HOSTS", True),
+    "cors_allowed_origins": (("--cors-allowed-origins",), (), "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", True),
+    "disable_security_middleware": (
+        ("--disable-security-middleware",),
+        (),
+        "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE",
+        False,
+    ),
+    "x_frame_options": (("--x-frame-options",), (), "MLFLOW_SERVER_X_FRAME_OPTIONS", True),
+    "gunicorn_opts": (("--gunicorn-opts",), (), "MLFLOW_GUNICORN_OPTS", True),
+    "waitress_opts": (("--waitress-opts",), (), None, True),
+    "uvicorn_opts": (("--uvicorn-opts",), (), "MLFLOW_UVICORN_OPTS", True),
+    "dev": (("--dev",), (), None, False),
+    "expose_prometheus": (("--expose-prometheus",), (), "MLFLOW_EXPOSE_PROMETHEUS", True),
+    "app_name": (("--app-name",), (), None, True),
+    "trace_archival_config": (("--trace-archival-config",), (), "MLFLOW_TRACE_ARCHIVAL_CONFIG", True),
+    "secrets_cache_ttl": (("--secrets-cache-ttl",), (), None, True),
+    "secrets_cache_max_size": (("--secrets-cache-max-size",), (), None, True),
+    "workspace_store_uri": (("--workspace-store-uri",), (), "MLFLOW_WORKSPACE_STORE_URI", True),
+    "enable_workspaces": (("--enable-workspaces", "--disable-workspaces"), (), None, False),
+}
+FLAG_TO_NAME = {f: name for name, (longs, shorts, _env, _takes) in SERVER_OPTIONS.items() for f in longs + shorts}
+ENV_TO_NAME = {v[2]: k for k, v in SERVER_OPTIONS.items() if v[2]}
+
+# what `mlflow server` uses when an option is not given
+DEFAULT_WORKERS = 4
+DEFAULT_PORT = 5000
+DEFAULT_HOST = "127.0.0.1"
+
+# Server option strings: option -> canonical key (value-taking unless listed in *_BOOL_OPTS)
+GUNICORN_OPTS = {
+    "--timeout": "timeout",
+    "-t": "timeout",
+    "--workers": "workers",
+    "-w": "workers",
+    "--worker-class": "worker_class",
+    "-k": "worker_class",
+    "--keep-alive": "keep_alive",
+    "--threads": "threads",
+    "--graceful-timeout": "graceful_timeout",
+    "--max-requests": "max_requests",
+    "--bind": "bind",
+    "-b": "bind",
+    "--log-level": "log_level",
+}
+UVICORN_OPTS = {
+    "--workers": "workers",
+    "--timeout-keep-alive": "timeout_keep_alive",
+    "--timeout-graceful-shutdown": "timeout_graceful_shutdown",
+    "--timeout-worker-healthcheck": "timeout_worker_healthcheck",
+    "--limit-concurrency": "limit_concurrency",
+    "--log-level": "log_level",
+    "--log-config": "log_config",
+    "--host": "host",
+    "--port": "port",
+    "--root-path": "root_path",
+}
+# what the servers use when an option is not given (an absent option equal to the target is compliant)
+GUNICORN_DEFAULTS = {"timeout": 30, "keep_alive": 2, "worker_class": "sync"}
+UVICORN_DEFAULTS = {"timeout_keep_alive": 5}
+UVICORN_BOOL_OPTS = {"--reload", "--proxy-headers", "--no-proxy-headers", "--access-log", "--no-access-log"}
+GUNICORN_BOOL_OPTS = {"--preload", "--reload", "--daemon", "-D", "--capture-output", "--check-config"}
+# option keys whose values are integers
+INT_OPTS = ("timeout", "workers", "keep_alive", "threads", "timeout_keep_alive", "graceful_timeout")
+
+# --------------------------------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------------------------------
+ASSUMED_VERSION = (3, 99, 0)  # an unknown version (digest-only or `latest` image) counts as the newest
+UVICORN_DEFAULT_FROM = (3, 3, 0)
+HOST_CHECK_FROM = (3, 5, 0)
+HEALTH_UNDER_PREFIX_FROM = (3, 7, 0)
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def version_from_image(image):
+    """``"3.17.2"`` from ``ghcr.io/mlflow/mlflow:v3.17.2``; None for digest-only, ``latest``, no tag."""
+    if not image:
+        return None
+    ref = image.split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    tag = last.split(":", 1)[1]
+    m = _VERSION_RE.match(tag)
+    if not m:
+        return None
+    return f"{m.group(1)}.{m.group(2)}.{m.group(3) or '0'}"
+
+
+def version_tuple(version):
+    """``(3, 17, 2)`` from ``"3.17.2"`` / ``"v3.17"``; None for None or ""; an error for anything else."""
+    if not version:
+        return None
+    m = _VERSION_RE.match(str(version))
+    if not m:
+        raise MlflowSettingsError(
+            f"mlflow_version {version!r} is not a version: give it as MAJOR.MINOR[.PATCH], e.g. 3.17.2"
+        )
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+def _v(version):
+    return version_tuple(version) or ASSUMED_VERSION
+
+
+def server_kind(version, gunicorn_opts_given=False, waitress_opts_given=False):
+    """``gunicorn``, ``uvicorn`` or ``waitress``: what ``mlflow server`` of ``version`` runs."""
+    if waitress_opts_given:
+        return "waitress"
+    if _v(version) < UVICORN_DEFAULT_FROM or gunicorn_opts_given:
+        return "gunicorn"
+    return "uvicorn"
+
+
+def host_check_applies(version):
+    """True when the version checks the Host header (``--allowed-hosts``); an unknown version counts as newest."""
+    return _v(version) >= HOST_CHECK_FROM
+
+
+def health_path(prefix, version):
+    """Where the health endpoint answers: ``{prefix}/health`` from MLflow 3.7, else ``/health``."""
+    if prefix and _v(version) >= HEALTH_UNDER_PREFIX_FROM:
+        return prefix.rstrip("/") + "/health"
+    return "/health"
+
+
+# --------------------------------------------------------------------------------------------------
+# Probes
+# --------------------------------------------------------------------------------------------------
+# Kubernetes' defaults for a probe's timing fields
+PROBE_DEFAULTS = {
+    "initialDelaySeconds": 0,
+    "periodSeconds": 10,
+    "timeoutSeconds": 1,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
+# the collection's probe timings on the health path: they tolerate MLflow's 5-14 s start (startup: 3 min) and a
+# busy server (liveness: 2 min without an answer)
+PROBE_TIMINGS = {
+    "startup_probe": {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 36},
+    "readiness_probe": {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+    "liveness_probe": {"periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 6},
+}
