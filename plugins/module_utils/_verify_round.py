@@ -33,6 +33,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import 
     ContainerError,
     VerifyError,
     redact,
+    redact_deep,
     selector_matches,
     server_settings,
 )
@@ -304,7 +305,9 @@ def _plan(o: Options, st: dict, steps: list[dict], settings: dict | None, dep: d
 
 def _result(st: dict, steps: list[dict], target, api, t0: float, clock, rollout) -> dict:
     findings = [f for s in steps for f in s.get("findings") or []] + list((st.get("plan") or {}).get("findings") or [])
-    return {
+    # everything returned goes through the one redaction once more: a value the settings parser keeps verbatim (a
+    # gunicorn option with a URI, say) must not reach the output at any verbosity
+    return redact_deep({
         "round": st["round"],
         "healthy": not any(f.get("severity") == "critical" for f in findings),
         "steps": steps,
@@ -317,5 +320,5 @@ def _result(st: dict, steps: list[dict], target, api, t0: float, clock, rollout)
         "state": st,
         "api_requests": getattr(api, "requests", 0),
         "elapsed_ms": round((clock() - t0) * 1000.0, 1),
-    }
+    })
 
