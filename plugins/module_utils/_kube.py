@@ -1,6 +1,6 @@
 # Copyright: (c) 2025, asgard.mlflow contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private: a small read-only Kubernetes API facade (the boundary tests may fake).
+"""Private: a small Kubernetes API facade (the boundary tests may fake): reads, and the Lease writes of _lease.
 
 The module builds the ``kubernetes`` ApiClient with kubernetes.core's own code
 (``k8s.client.get_api_client``: same options, same K8S_AUTH_* env vars, same KUBECONFIG
@@ -67,24 +67,24 @@ class KubeAPI:
         self.requests = 0
 
     # ------------------------------------------------------------ REST
-    def _serialize(self, method: str, path: str, query=None):
+    def _serialize(self, method: str, path: str, query=None, body=None):
         return self.api_client.param_serialize(
             method, path, query_params=list(query or []),
             header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            auth_settings=["BearerToken"])
+            body=body, auth_settings=["BearerToken"])
 
-    def get_text(self, path: str, query=None, accept: str = "application/json") -> str:
-        """GET ``path``; the body as text. Raises KubeError (with the API's status and reason) on failure."""
-        method, url, headers, body, post = self._serialize("GET", path, query)
+    def _call(self, method: str, path: str, query=None, body=None, accept: str = "application/json") -> str:
+        """One request; the body of a 2xx answer as text. Raises KubeError (with the API's status and reason)."""
+        method, url, headers, sbody, post = self._serialize(method, path, query, body)
         headers["Accept"] = accept
         self.requests += 1
         try:
-            resp = self.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
+            resp = self.api_client.call_api(method, url, header_params=headers, body=sbody, post_params=post,
                                             _request_timeout=self.timeout)
             data = resp.read()
         except Exception as exc:  # noqa: BLE001 - urllib3/ApiException/SSL: the API server was not reached
             status = getattr(exc, "status", None) or None
-            raise KubeError(f"GET {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", status=status,
+            raise KubeError(f"{method} {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", status=status,
                             reason="TLSError" if _is_tls_error(exc) else "") from exc
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         if not 200 <= resp.status <= 299:
@@ -96,8 +96,21 @@ class KubeAPI:
                 message = st.get("message", message)
             except ValueError:
                 pass
-            raise KubeError(f"GET {path}: HTTP {resp.status}: {message}", status=resp.status, reason=reason)
+            raise KubeError(f"{method} {path}: HTTP {resp.status}: {message}", status=resp.status, reason=reason)
         return text
+
+    def get_text(self, path: str, query=None, accept: str = "application/json") -> str:
+        """GET ``path``; the body as text. Raises KubeError (with the API's status and reason) on failure."""
+        return self._call("GET", path, query, accept=accept)
+
+    def send(self, method: str, path: str, body: dict) -> dict:
+        """POST or PUT ``body`` (JSON) to ``path``; the answer as a dict. A 409 is KubeError(status=409): reason
+        ``AlreadyExists`` for a POST, ``Conflict`` for a PUT whose metadata.resourceVersion is not the current one."""
+        text = self._call(method, path, body=body)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise KubeError(f"{method} {path}: answer is not JSON", status=200) from exc
 
     def get(self, path: str, query=None) -> dict:
         text = self.get_text(path, query)

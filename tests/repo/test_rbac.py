@@ -47,6 +47,9 @@ KNOWN_DEFINITIONS = {"_verify_migration_job": "Job"}
 # REST calls of module_utils that are not plain GETs: (group, resource) -> extra verbs.
 # The portforward WebSocket is a GET, and API servers >= 1.30 also check `create` on it.
 EXTRA_VERBS = {("", "pods/portforward"): {"create"}}
+# Named group resources the plugins write through KubeAPI.send (POST = create on the collection, PUT = update by
+# name): (group, resource) -> verbs. _lease.py: GET the Lease by name, POST it, PUT it with its resourceVersion.
+GROUP_VERBS = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 
 Perm = tuple[str, str, str]  # (group, resource, verb)
 
@@ -175,6 +178,7 @@ def required_from_plugins() -> dict[Perm, set[str]]:
     """REST paths the collection's own Python calls (module_utils builds them as f-strings)."""
     need: dict[Perm, set[str]] = defaultdict(set)
     path_re = re.compile(r"^/api/v1/namespaces/\{[^}]+\}(?:/([a-z]+)(?:/\{[^}]+\}(?:/([a-z]+))?)?)?")
+    group_re = re.compile(r"^/apis/([a-z0-9.]+)/v[0-9a-z]+/namespaces/\{[^}]+\}/([a-z]+)")
     for path in sorted((ROOT / "plugins").rglob("*.py")):
         where = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text())):
@@ -182,6 +186,11 @@ def required_from_plugins() -> dict[Perm, set[str]]:
                 continue
             text = "".join(v.value if isinstance(v, ast.Constant) else "{x}" for v in node.values)
             m = path_re.match(text)
+            g = group_re.match(text)
+            if g and (g.group(1), g.group(2)) in GROUP_VERBS:
+                for verb in GROUP_VERBS[(g.group(1), g.group(2))]:
+                    need[(g.group(1), g.group(2), verb)].add(where)
+                continue
             if not m:
                 if text.startswith("/api"):
                     pytest.fail(f"{where}:{node.lineno}: REST path {text} is not modelled in test_rbac.py")
