@@ -19,9 +19,9 @@ description:
     (M(asgard.mlflow.mlflow_probe)'s code, in process); 4b optionally the deep check (O(transaction))."
   - Returns the step results, the findings (codes of the catalogue in docs/verify.md), the server settings and the
     target (redacted), one console line per step in the seed's words, the remediation plan (what the role
-    asgard.mlflow.verify then runs as tasks: a migration Job, the asgard.mlflow.patch role, a rollout restart) and a
+    asgard.mlflow.verify then runs as tasks - a migration Job, the asgard.mlflow.patch role, a rollout restart) and a
     RV(state) to hand back as O(state) after the plan's actions ran.
-  - With O(state), the call first records what the previous plan's actions did (read from the cluster: a Deployment
+  - With O(state), the call first records what the previous plan's actions did (read from the cluster - a Deployment
     generation, a restart annotation, the migration Job's status), then waits for the rollout they started by
     watching the Deployment (it stops early when a new pod cannot start), then checks again.
   - It reads only. A healthy round costs 6 API requests (Deployment, pods, log, Service, EndpointSlices, tunnel).
