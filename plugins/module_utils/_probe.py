@@ -45,6 +45,7 @@ TITLE = re.compile(rb"<title>\s*MLflow\s*</title>", re.I)
 VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([.\-+\w]*)$")
 CHECKS = ("health", "root", "version", "api")
 
+
 def unhealthy_message(result: dict) -> str:
     """The failure message for fail_on_unhealthy: every error finding with its code and message."""
     errs = [f for f in result.get("findings") or [] if f.get("severity") == CRITICAL]

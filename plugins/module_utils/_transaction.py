@@ -39,6 +39,7 @@ ARTIFACT_FILE = "asgard-synthetic.bin"
 WORKER_KILLED_RE = re.compile(r"\[CRITICAL\] WORKER TIMEOUT|was sent SIGKILL|was sent SIGABRT|Worker \(pid:\d+\) was sent")
 MAX_ARTIFACT = 512 << 20
 
+
 @dataclass
 class TransactionOptions:
     experiment: str = DEFAULT_EXPERIMENT

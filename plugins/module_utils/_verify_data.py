@@ -88,4 +88,3 @@ def fmt_labels(labels: dict) -> str:
 
 def fmt_ms(v) -> str:
     return f"{v:.0f} ms" if isinstance(v, int | float) and not isinstance(v, bool) else "-"
-

@@ -164,8 +164,8 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
         changes = "; ".join(helm.get("changes") or []) or ", ".join(PATCH_TARGETS[t] for t in targets)
         msg = (f"Deployment is managed by Helm (release {helm.get('release') or 'unknown'}): not patched, the next "
                f"`helm upgrade` would revert it. Set these in the chart values: {changes}")
-        hf = finding("HELM_MANAGED", msg, {"release": helm.get("release"), "changes": helm.get("changes") or [],
-                                          "for": codes_}, step="remediate")
+        evidence = {"release": helm.get("release"), "changes": helm.get("changes") or [], "for": codes_}
+        hf = finding("HELM_MANAGED", msg, evidence, step="remediate")
         added.append(hf)
         report(hf, f"set these in the chart values of release {helm.get('release') or 'unknown'} and run "
                    f"`helm upgrade`: {changes} (or set verify_patch_vars.patch_allow_helm_managed=true to patch anyway)")

@@ -240,8 +240,8 @@ def _probe(api, o: Options, hint: dict | None, transaction: bool = False) -> dic
         opts = ProbeOptions(host_header=o.probe_host_header or None, api_check=False,
                             timeout=float(t.get("timeout", 30)), deadline=float(t.get("deadline", 180)),
                             retries=o.probe_retries)
-        params = {f"transaction_{k}": t[k] for k in ("experiment", "artifact_size", "keep_runs", "upload_rate_limit",
-                                                      "min_upload_rate") if k in t}
+        keys = ("experiment", "artifact_size", "keep_runs", "upload_rate_limit", "min_upload_rate")
+        params = {f"transaction_{k}": t[k] for k in keys if k in t}
         params.update(transaction_username=o.transaction_username or None,
                       transaction_password=o.transaction_password or None)
         opts.transaction = TransactionOptions.from_params(params)
@@ -321,4 +321,3 @@ def _result(st: dict, steps: list[dict], target, api, t0: float, clock, rollout)
         "api_requests": getattr(api, "requests", 0),
         "elapsed_ms": round((clock() - t0) * 1000.0, 1),
     })
-

@@ -130,9 +130,9 @@ def test_a_bad_value_fails_the_module_before_any_api_call(tmp_path):
     """The real module through ansible-playbook, no cluster at all: the option checks come first."""
     play = tmp_path / "p.yml"
     play.write_text(yaml.safe_dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
-        {"name": "bad", "asgard.mlflow.mlflow_verify": {"probe_timeout": "-1", "variable_prefix": "verify_",
-                                                         "transaction_password": "Zq-secret-981",
-                                                         "host": "https://127.0.0.1:1"}}]}]))
+        {"name": "bad", "asgard.mlflow.mlflow_verify": {
+            "probe_timeout": "-1", "variable_prefix": "verify_", "transaction_password": "Zq-secret-981",
+            "host": "https://127.0.0.1:1"}}]}]))
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
                            str(play), "-vvv"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     out = proc.stdout + proc.stderr

@@ -128,8 +128,8 @@ def test_transient_api_errors_are_retried():
 def test_after_a_patch_the_outcome_is_read_from_the_cluster_and_the_rollout_watched():
     few = copy.deepcopy(DEPLOYMENT)
     objs = cluster(few)
-    objs[DEP_PATH]["spec"]["template"]["spec"]["containers"][0]["args"] = ["--host=0.0.0.0", "--port=5000",
-                                                                            "--workers=1"]
+    args = ["--host=0.0.0.0", "--port=5000", "--workers=1"]
+    objs[DEP_PATH]["spec"]["template"]["spec"]["containers"][0]["args"] = args
     api = FakeAPI(objs)
     first = run_round(api, opts())
     assert first["plan"]["patch"] is True and first["plan"]["patch_targets"] == ["workers"]
