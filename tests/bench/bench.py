@@ -326,8 +326,8 @@ def bench_verify(lab: bl.Lab) -> dict:
         module_s.append(sum(_task_s(t) for t in r.tasks() if _is_module_task(t)))
         last_entries, paths = entries, by_path(entries)
     log(f"verify.yml healthy: {statistics.median(walls):.1f} s (API/tunnel {statistics.median(api_s):.2f} s), "
-        f"{statistics.median(nreq):.0f} API requests; Ansible floor {statistics.median(floor_walls):.1f} s; "
-        f"seed script {statistics.median(script_walls):.1f} s" if script_walls else f"seed script: {script_detail}")
+        f"{statistics.median(nreq):.0f} API requests; Ansible floor {statistics.median(floor_walls):.1f} s; seed script "
+        + (f"{statistics.median(script_walls):.1f} s" if script_walls else script_detail))
     floors = []
     for i in range(WARMUP + VERIFY_RUNS):
         t = replay(lab, last_entries)
