@@ -13,12 +13,14 @@ from ansible.errors import AnsibleFilterError
 try:
     from ansible_collections.asgard.mlflow.plugins.module_utils import _migration_job, _verify_env, _verify_render
     from ansible_collections.asgard.mlflow.plugins.module_utils._plain import plain as _plain
-    from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, redact
+    from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
+    from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError
     from ansible_collections.asgard.mlflow.plugins.module_utils._verify_finish import finish
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
     from ..module_utils import _migration_job, _verify_env, _verify_render  # type: ignore[no-redef]
     from ..module_utils._plain import plain as _plain  # type: ignore[no-redef]
-    from ..module_utils._verify_data import VerifyError, redact  # type: ignore[no-redef]
+    from ..module_utils._redact import redact  # type: ignore[no-redef]
+    from ..module_utils._verify_data import VerifyError  # type: ignore[no-redef]
     from ..module_utils._verify_finish import finish  # type: ignore[no-redef]
 
 

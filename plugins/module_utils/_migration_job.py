@@ -11,12 +11,8 @@ The Job definition can hold literal credentials of the Deployment: the task that
 
 from __future__ import annotations
 
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import (
-    VerifyError,
-    as_int,
-    mlflow_container,
-    obj,
-)
+from ansible_collections.asgard.mlflow.plugins.module_utils._server_command import mlflow_container
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, as_int, obj
 
 _JOB_SPEC_KEYS = ("volumes", "securityContext", "serviceAccountName", "automountServiceAccountToken",
                   "imagePullSecrets", "nodeSelector", "tolerations", "affinity", "hostAliases", "dnsPolicy",

@@ -9,7 +9,8 @@ import re
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import SEVERITIES, finding, lookup, step_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import main_container
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, as_int, objs, redact
+from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, as_int, objs
 
 # The built-in patterns (verify_log_patterns null). Severities and messages are the catalogue's.
 _DEFAULT_PATTERNS = (

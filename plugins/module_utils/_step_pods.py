@@ -7,16 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import (
-    ContainerError,
-    as_int,
-    condition,
-    mlflow_container,
-    obj,
-    objs,
-    parse_time,
-    redact,
-)
+from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
+from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
+from ansible_collections.asgard.mlflow.plugins.module_utils._server_command import mlflow_container
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import as_int, condition, obj, objs, parse_time
 
 _IMAGE_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 _CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}

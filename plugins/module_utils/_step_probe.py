@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, lookup, step_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import expected_prefix
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import fmt_ms, redact, redact_deep
+from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact, redact_deep
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import fmt_ms
 
 _CHECKS = ("health", "root", "version", "api")
 

@@ -5,17 +5,9 @@
 from __future__ import annotations
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import (
-    ContainerError,
-    as_int,
-    condition,
-    fmt_labels,
-    live,
-    mlflow_container,
-    obj,
-    objs,
-    selector_matches,
-)
+from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
+from ansible_collections.asgard.mlflow.plugins.module_utils._server_command import mlflow_container
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import as_int, condition, fmt_labels, live, obj, objs, selector_matches
 
 
 def service_connectivity(service, pods=None, deployment=None, endpoints=None, endpoint_slices=None, *,

@@ -1,16 +1,10 @@
 # Copyright: (c) 2026, asgard.mlflow contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private: small readers of Kubernetes objects shared by the verify steps, the plan and the report, and the
-settings helpers they use (the one redact(), the one MLflow container rule, the one settings shape)."""
+"""Private: small readers of Kubernetes objects shared by the verify steps, the plan and the report."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
-from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError  # noqa: F401
-from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact, redact_deep  # noqa: F401
-from ansible_collections.asgard.mlflow.plugins.module_utils._server_command import mlflow_container  # noqa: F401
-from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings  # noqa: F401
 
 
 class VerifyError(ValueError):

@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, redact, redact_deep
+from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact, redact_deep
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_render import console, render_markdown, render_text
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_report import build_report
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError, credentials_hint
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_targets
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import rollout_state
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import redact
+from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
 
 _HOPELESS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
              "CreateContainerError", "RunContainerError"}

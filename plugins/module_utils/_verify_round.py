@@ -29,14 +29,10 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._step_service import
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import settings_findings
 from ansible_collections.asgard.mlflow.plugins.module_utils._target import Resolved, Target, pod_ready
 from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import TransactionOptions
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import (
-    ContainerError,
-    VerifyError,
-    redact,
-    redact_deep,
-    selector_matches,
-    server_settings,
-)
+from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
+from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact, redact_deep
+from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, selector_matches
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_options import Options
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_plan import plan as make_plan
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_reader import Reader, ReadError
@@ -165,7 +161,7 @@ def _settings(snap, o: Options) -> tuple[dict | None, dict | None]:
         return server_settings(snap.deployment, snap.configmaps, None, o.container or None), None
     except ContainerError as exc:
         return None, {"code": exc.code, "message": redact(str(exc), limit=600),
-                      "evidence": {k: v for k, v in (exc.evidence or {}).items()}}
+                      "evidence": dict(exc.evidence or {})}
     except ValueError as exc:  # the command cannot be read (MlflowSettingsError)
         return None, {"code": "NO_MLFLOW_CONTAINER", "message": redact(str(exc), limit=600), "evidence": {}}
 

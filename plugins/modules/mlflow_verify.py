@@ -158,16 +158,16 @@ options:
     type: int
     default: 2
   rollout_timeout:
-    description: Seconds to wait for a rollout (at least 30); also the patch role's wait in RV(plan.patch_vars).
+    description: Seconds to wait for a rollout (at least 30); also the patch role's wait in the plan's C(patch_vars).
     type: int
     default: 600
   migration_timeout:
-    description: Seconds the migration Job may run (at least 30); returned in RV(plan.migration).
+    description: Seconds the migration Job may run (at least 30); returned in the plan's C(migration).
     type: int
     default: 600
   patch_vars:
     description:
-      - Overrides of the asgard.mlflow.patch variables in RV(plan.patch_vars) (keys C(patch_workers),
+      - Overrides of the asgard.mlflow.patch variables in the plan's C(patch_vars) (keys C(patch_workers),
         C(patch_workers_mode), C(patch_gunicorn_timeout), C(patch_gunicorn_timeout_mode), C(patch_gunicorn_keep_alive),
         C(patch_uvicorn_timeout_keep_alive), C(patch_static_prefix), C(patch_allowed_hosts_enabled), C(patch_probes),
         C(patch_port), C(patch_enable_service_links), C(patch_wait_timeout), C(patch_wait_sleep),
