@@ -119,6 +119,40 @@ class KubeAPI:
         except ValueError as exc:
             raise KubeError(f"GET {path}: answer is not JSON", status=200) from exc
 
+    def watch(self, path: str, query=None, timeout: float = 30.0):
+        """Watch events (``{type, object}``) of a collection ``path`` with ``query`` (``watch=1``,
+        ``timeoutSeconds``, ``resourceVersion`` ...), yielded as they arrive. Raises KubeError on failure."""
+        method, url, headers, body, post = self._serialize("GET", path, query)
+        self.requests += 1
+        try:
+            resp = self.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
+                                            _request_timeout=(self.timeout, timeout))
+        except Exception as exc:  # noqa: BLE001 - urllib3/ApiException/SSL
+            raise KubeError(f"GET {path} (watch): {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                            status=getattr(exc, "status", None) or None) from exc
+        raw = resp.response
+        try:
+            if not 200 <= resp.status <= 299:
+                raise KubeError(f"GET {path} (watch): HTTP {resp.status}", status=resp.status)
+            chunks = raw.read_chunked() if getattr(raw, "chunked", False) else iter(lambda: raw.read1(65536), b"")
+            buf = b""
+            for chunk in chunks:
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+            if buf.strip():
+                yield json.loads(buf)
+        except (OSError, ValueError) as exc:
+            raise KubeError(f"GET {path} (watch): {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - urllib3 ReadTimeoutError/ProtocolError: the window ended
+            if type(exc).__module__.startswith("urllib3"):
+                return
+            raise
+        finally:
+            raw.release_conn()
+
     def pod_log(self, namespace: str, pod: str, since_seconds: int, limit_bytes: int = 1 << 20) -> str:
         """The pod's log of the last ``since_seconds`` (text), at most ``limit_bytes``."""
         return self.get_text(f"/api/v1/namespaces/{namespace}/pods/{pod}/log",

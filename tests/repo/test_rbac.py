@@ -43,13 +43,17 @@ KINDS = {
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets", True),
 }
 # Definitions passed as a variable whose kind the task does not name.
-KNOWN_DEFINITIONS = {"_verify_migration_job": "Job"}
+KNOWN_DEFINITIONS: dict[str, str] = {}
 # REST calls of module_utils that are not plain GETs: (group, resource) -> extra verbs.
 # The portforward WebSocket is a GET, and API servers >= 1.30 also check `create` on it.
 EXTRA_VERBS = {("", "pods/portforward"): {"create"}}
 # Named group resources the plugins write through KubeAPI.send (POST = create on the collection, PUT = update by
 # name): (group, resource) -> verbs. _lease.py: GET the Lease by name, POST it, PUT it with its resourceVersion.
-GROUP_VERBS = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+GROUP_VERBS = {("coordination.k8s.io", "leases"): {"get", "create", "update"},
+               # _verify_reader.py: GET the Deployment by name, and watch it after a remediation (the rollout wait);
+               # LIST the Service's EndpointSlices; GET the migration Job by name
+               ("apps", "deployments"): {"get", "watch"}, ("discovery.k8s.io", "endpointslices"): {"list"},
+               ("batch", "jobs"): {"get"}}
 
 Perm = tuple[str, str, str]  # (group, resource, verb)
 

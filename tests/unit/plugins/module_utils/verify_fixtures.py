@@ -1,4 +1,5 @@
-"""Kubernetes API objects in the exact shapes the API server returns them (trimmed of managedFields)."""
+"""Kubernetes API objects in the exact shapes the API server returns them (trimmed of managedFields), and the
+server settings and verify state shapes the verify module_utils read."""
 
 from __future__ import annotations
 
@@ -206,3 +207,36 @@ def probe(root_status=200, title=True, healthy=True, findings=None, health_statu
         "mlflow_version": version, "server_header": "uvicorn", "health_path": "/health",
         "findings": findings or [],
     }
+
+
+def settings(server="gunicorn", workers=4, timeout=300, keep_alive=5, prefix=None, port=5000, workers_in_opts=None,
+             version="3.17.2") -> dict:
+    """Server settings in the one settings shape of ``_settings.server_settings()`` (only the keys verify reads)."""
+    out = {"server": server, "workers": workers, "port": port, "static_prefix": prefix, "mlflow_version": version,
+           "container": "mlflow", "gunicorn": None, "uvicorn": None}
+    if server == "gunicorn":
+        out["gunicorn"] = {"timeout": timeout, "keep_alive": keep_alive, "worker_class": "sync",
+                           "effective_workers": workers}
+        if workers_in_opts is not None:
+            out["gunicorn"]["workers"] = workers_in_opts
+    elif server == "uvicorn":
+        out["uvicorn"] = {"timeout_keep_alive": keep_alive, "effective_workers": workers}
+        if workers_in_opts is not None:
+            out["uvicorn"]["workers"] = workers_in_opts
+    return out
+
+
+SEED_SETTINGS = settings("gunicorn", workers=2, timeout=120, keep_alive=2, prefix="/static")
+GOOD_SETTINGS = settings("gunicorn", workers=4, timeout=300, keep_alive=5)
+UVICORN = settings("uvicorn", workers=4, keep_alive=5)
+
+
+def state_of(before, after=None, *, plan=None, remediated=None, rounds=None, settings_before=None,
+             settings_after=None, meta=None) -> dict:
+    """A mlflow_verify ``state`` as the last round leaves it (what the report is built from)."""
+    return {"version": 1, "started_at": "2025-10-28T12:00:00Z", "round": len(rounds or []),
+            "before": {"steps": before, "settings": settings_before},
+            "last": {"steps": after if after is not None else before,
+                     "settings": settings_after if settings_after is not None else settings_before},
+            "plan": plan or {}, "remediated": remediated or [], "rounds": rounds or [], "deployment": {},
+            "meta": meta or {"namespace": "asgard", "deployment": "mlflow-deployment", "service": "mlflow-service"}}
