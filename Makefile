@@ -10,7 +10,7 @@ LAB := $(BIN)/python -m asgardlab --state-dir $(CURDIR)/.lab
 PYTEST := $(BIN)/python -m pytest
 
 .PHONY: help setup test lint sanity unit lab-tests integration molecule lab-up lab-down lab-status \
-        runtimes demo bench build clean test-compat docs-lint galaxy-importer
+        runtimes demo bench build clean test-compat docs docs-lint galaxy-importer
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench: setup runtimes ## benchmarks (not part of make test); writes .bench/resul
 
 test-compat: setup ## unit tests on the oldest admitted ansible-core too (VERSIONS="2.16 2.18")
 	@scripts/test-compat.sh $(VERSIONS)
+
+docs: setup ## regenerate the documentation tables generated from the code (docs/verify.md's finding table)
+	$(BIN)/python scripts/gen-docs.py
 
 docs-lint: setup ## antsibull-docs lint + ansible-doc renders every plugin and role
 	@scripts/docs-lint.sh

@@ -2,10 +2,10 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Private: persistent port-forwards behind ``asgard.mlflow.port_forward``.
 
-The forwarder is a detached process (new session + second fork) started with the controller's
-Python. Its code does not live in the AnsiballZ temp dir: the module copies this file and the
-module_utils it needs into ``<state dir>/runtime/<hash>/`` and runs it from there. Kube connection
-settings (credentials included) reach it through a pipe, never a file or argv. It listens on
+The forwarder is a detached process (``_daemon``: new session + second fork) started with the
+controller's Python from a copy of this file and the module_utils it needs under
+``<state dir>/runtime/<hash>/``. Kube connection settings (credentials included) reach it through a
+pipe, never a file or argv. It listens on
 address:port and, for every new connection, resolves a currently Ready pod and tunnels to it, so
 it survives rollouts. State per forward: ``<state dir>/<address>_<port>.json`` (pid, target, started,
 log) with the log beside it; the state dir is ``$XDG_STATE_HOME/asgard-mlflow/port-forwards``
@@ -14,19 +14,31 @@ log) with the log beside it; the state dir is ``$XDG_STATE_HOME/asgard-mlflow/po
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import (
+    DaemonError,
+    log_line,
+    pid_alive,
+    proc_cmdline,
+    read_config_and_detach,
+    redirect_output,
+    report,
+    stop_process,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import install_runtime as _install
+from ansible_collections.asgard.mlflow.plugins.module_utils._daemon import spawn as _spawn
+
 MARKER = "asgard-mlflow-forwarder"
-RUNTIME_MODULES = ("_tunnel", "_kube", "_errors", "_shell", "_mlflow_rules", "_server_command", "_target", "_forwarder")
-PKG = "ansible_collections.asgard.mlflow.plugins.module_utils"
+RUNTIME_MODULES = ("_daemon", "_tunnel", "_kube", "_errors", "_shell", "_mlflow_rules", "_server_command", "_target",
+                   "_forwarder")
+__all__ = ["pid_alive", "proc_cmdline", "stop_process"]  # re-exported: callers and tests use them from here
 
 
 class ForwardError(Exception):
@@ -66,15 +78,6 @@ def write_state(path: str, data: dict) -> None:
 
 
 # ------------------------------------------------------------------ processes and sockets
-
-
-def proc_cmdline(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
 
 
 def is_our_forwarder(pid: int, fid: str | None = None) -> bool:
@@ -164,39 +167,6 @@ def port_holders(address: str, port: int) -> list[dict]:
     return out
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def stop_process(pid: int, timeout: float = 5.0) -> bool:
-    """SIGTERM, then SIGKILL after ``timeout``. True when it is gone."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    time.sleep(0.2)
-    return not pid_alive(pid)
-
-
 def validate_forward_params(p: dict) -> list[str]:
     errors = []
     lp = p.get("local_port")
@@ -218,121 +188,43 @@ def validate_forward_params(p: dict) -> list[str]:
 # ------------------------------------------------------------------ starting
 
 
-def _module_source(name: str) -> str:
-    import importlib.util
-
-    full = f"{PKG}.{name}"
-    spec = importlib.util.find_spec(full)
-    src = spec.loader.get_source(full) if spec and spec.loader else None
-    if not src:
-        raise ForwardError(f"cannot read the source of {full} to install the forwarder")
-    return src
-
-
 def install_runtime(base: str) -> str:
     """Copy the forwarder's module_utils to ``base/runtime/<hash>`` (content addressed); return that dir."""
-    sources = {n: _module_source(n) for n in RUNTIME_MODULES}
-    digest = hashlib.sha256("".join(sources[n] for n in RUNTIME_MODULES).encode()).hexdigest()[:16]
-    root = os.path.join(base, "runtime", digest)
-    pkg_dir = os.path.join(root, *PKG.split("."))
-    if os.path.exists(os.path.join(pkg_dir, ".complete")):
-        return root
-    os.makedirs(pkg_dir, mode=0o700, exist_ok=True)
-    d = root
-    for part in PKG.split("."):
-        d = os.path.join(d, part)
-        with open(os.path.join(d, "__init__.py"), "w", encoding="utf-8"):
-            pass
-    for n, src in sources.items():
-        with open(os.path.join(pkg_dir, f"{n}.py"), "w", encoding="utf-8") as fh:
-            fh.write(src)
-    with open(os.path.join(pkg_dir, ".complete"), "w", encoding="utf-8"):
-        pass
-    return root
-
-
-BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    f"from {PKG}._forwarder import daemon_main; daemon_main()"
-)
+    try:
+        return _install(base, RUNTIME_MODULES)
+    except DaemonError as exc:
+        raise ForwardError(str(exc)) from exc
 
 
 def spawn(runtime: str, fid: str, config: dict, python: str | None = None, wait: float = 15.0) -> int:
     """Start the detached forwarder; returns its pid once it listens (ForwardError otherwise)."""
-    import subprocess
-
-    err = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        # A detached daemon that outlives the module: run_command would wait for it.
-        proc = subprocess.Popen([python or sys.executable, "-c", BOOT, runtime, MARKER, fid],  # pylint: disable=ansible-bad-function
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                cwd="/", start_new_session=True, close_fds=True)
-    finally:
-        os.close(err)
-    try:
-        proc.stdin.write(json.dumps(config).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    line = b""
-    import select
-
-    end = time.monotonic() + wait
-    while not line.endswith(b"\n") and time.monotonic() < end:
-        r, _w, _x = select.select([proc.stdout], [], [], max(0.0, end - time.monotonic()))
-        if not r:
-            break
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            break
-        line += chunk
-    proc.stdout.close()
-    proc.wait(timeout=5)  # the intermediate process exits right after the second fork
-    text = line.decode("utf-8", "replace").strip()
-    if text.startswith("READY "):
-        return int(text.split()[1])
-    if text.startswith("ERROR "):
-        raise ForwardError(f"the forwarder did not start: {text[6:]}")
-    raise ForwardError(f"the forwarder did not report readiness within {wait:g}s (see {config.get('log')})")
+        return _spawn(runtime, "_forwarder", [MARKER, fid], config, config["log"], python=python, wait=wait)
+    except DaemonError as exc:
+        raise ForwardError(str(exc).replace("the helper", "the forwarder")) from exc
 
 
 # ------------------------------------------------------------------ the forwarder process
 
 
-def _log(msg: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
-    sys.stderr.flush()
-
-
 def daemon_main() -> None:
-    config = json.loads(sys.stdin.read())
-    sys.stdin.close()
-    if os.fork() > 0:  # second fork: not a session leader, parent (the Popen child) exits at once
-        os._exit(0)
-    out = os.fdopen(os.dup(1), "w")
+    config, out = read_config_and_detach()
     try:
         srv = socket.socket(socket.AF_INET6 if ":" in config["address"] else socket.AF_INET, socket.SOCK_STREAM)
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         srv.bind((config["address"], config["port"]))
         srv.listen(64)
-        log_fd = os.open(config["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        redirect_output(config["log"])
     except OSError as exc:
-        out.write(f"ERROR {config['address']}:{config['port']}: {exc}\n")
-        out.flush()
+        report(out, f"ERROR {config['address']}:{config['port']}: {exc}")
         os._exit(1)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.umask(0o077)
     from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeAPI
     from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target
 
     api = KubeAPI.from_snapshot(config.pop("kube"))
     target = Target(**config["target"])
     _log(f"forwarder pid {os.getpid()} listening on {config['address']}:{config['port']} -> {target.describe()}")
-    out.write(f"READY {os.getpid()}\n")
-    out.close()
+    report(out, f"READY {os.getpid()}")
 
     def stop(_sig, _frm):
         _log("SIGTERM: stopping")
@@ -340,6 +232,9 @@ def daemon_main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     serve(srv, api, target)
+
+
+_log = log_line
 
 
 def connect_target(api, target, timeout: float = 10.0, attempts: int = 3):
@@ -395,10 +290,98 @@ def serve(srv: socket.socket, api, target) -> None:
 
 # ------------------------------------------------------------------ what the module does
 
+# kubectl flags whose value is a credential: never shown (item 2 of issue 14: no credential printed, anywhere)
+_SECRET_FLAGS = ("--token", "--password", "--client-key", "--username")
+# kubectl flags that take a value (so that the value is not read as the resource or a port)
+_VALUE_FLAGS = {"-n", "--namespace", "--context", "--address", "--kubeconfig", "--cluster", "--user", "-s",
+                "--server", "--pod-running-timeout", "--as", "--as-group", "--as-uid", "--request-timeout",
+                "--certificate-authority", "--client-certificate", "--tls-server-name", "-v", "--v",
+                *_SECRET_FLAGS}
 
-def _holder_desc(h: dict) -> str:
-    cmd = " ".join(h["cmdline"]) if h.get("cmdline") else "unknown command line"
-    return f"PID {h['pid']} ({cmd})" if h.get("pid") else f"an unidentified process ({cmd})"
+
+def redact_cmdline(cmd: list[str] | None) -> list[str] | None:
+    """The command line with the values of credential flags (``--token=...``, ``--password x``) replaced."""
+    if cmd is None:
+        return None
+    out, hide = [], False
+    for a in cmd:
+        if hide:
+            out.append("********")
+            hide = False
+            continue
+        flag = a.split("=", 1)[0]
+        if flag in _SECRET_FLAGS:
+            if "=" in a:
+                out.append(f"{flag}=********")
+            else:
+                out.append(a)
+                hide = True
+            continue
+        out.append(a)
+    return out
+
+
+def kubectl_target(cmd: list[str]) -> str:
+    """What a ``kubectl port-forward`` command line forwards, e.g. ``svc/mlflow-service 5000:5000 in asgard``."""
+    verb = "port-forward" if "port-forward" in cmd else "pf"
+    after = cmd.index(verb) if verb in cmd else len(cmd)
+    ns = ctx = None
+    pos: list[str] = []
+    i = 1
+    while i < len(cmd):
+        a = cmd[i]
+        flag, eq, val = a.partition("=")
+        if a.startswith("-") and not eq and a in _VALUE_FLAGS:
+            val = cmd[i + 1] if i + 1 < len(cmd) else ""
+            i += 2
+        else:
+            i += 1
+            if not a.startswith("-"):
+                if i - 1 > after:
+                    pos.append(a)
+                continue
+            if a.startswith("-n") and not a.startswith("--") and len(a) > 2:
+                flag, val = "-n", a[2:]
+        if flag in ("-n", "--namespace"):
+            ns = val
+        elif flag == "--context":
+            ctx = val
+    what = " ".join(pos) if pos else "an unknown target"
+    return f"{what} in {ns or 'the current namespace'}" + (f" (context {ctx})" if ctx else "")
+
+
+def target_description(target: dict | None) -> str:
+    """``svc/NAME[:PORT] in NS`` for a Target dict (as kept in a state file)."""
+    if not target:
+        return "an unknown target"
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target
+
+    known = {k: target.get(k) for k in ("namespace", "service", "pod", "label_selectors", "remote_port")}
+    known["label_selectors"] = known["label_selectors"] or []
+    return Target(**known).describe()
+
+
+def canonical_target(target: dict, service_port: int | None) -> dict:
+    """The target with equivalent spellings made equal: a Service's port is the Service port actually used
+    (``remote_port`` omitted = its first port, as ``service_port`` from the resolution says), a pod's or selector's
+    port defaults to 5000, selectors are sorted. ``port`` is None when it cannot be known."""
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import DEFAULT_POD_PORT
+
+    ns, port = target.get("namespace"), target.get("remote_port")
+    if target.get("pod"):
+        return {"kind": "pod", "namespace": ns, "pod": target["pod"], "port": port or DEFAULT_POD_PORT}
+    if target.get("label_selectors"):
+        terms = sorted(t.strip() for s in target["label_selectors"] for t in s.split(","))
+        return {"kind": "selector", "namespace": ns, "selector": terms, "port": port or DEFAULT_POD_PORT}
+    return {"kind": "service", "namespace": ns, "service": target.get("service"), "port": port or service_port}
+
+
+def same_target(a: dict, b: dict, service_port: int | None) -> bool:
+    """True when two Target dicts forward to the same place (see canonical_target)."""
+    ca, cb = canonical_target(a, service_port), canonical_target(b, service_port)
+    if ca["port"] is None or cb["port"] is None:  # a Service port that could not be resolved: spelled alike?
+        return {**ca, "port": a.get("remote_port")} == {**cb, "port": b.get("remote_port")}
+    return ca == cb
 
 
 def remove_stale(sdir: str) -> list[dict]:
@@ -424,9 +407,46 @@ def remove_stale(sdir: str) -> list[dict]:
     return removed
 
 
-def ensure(params: dict, api_factory, check_mode: bool) -> dict:
-    """state=present|absent for one forward; returns the module result (raises ForwardError on conflicts)."""
-    from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target, TargetError, resolve
+def test_target(api, target) -> tuple[object | None, Exception | None]:
+    """Resolve the target and open (then close) one tunnel to it, as the forwarder will for a connection.
+    Returns (Resolved, None) when it works, (Resolved or None, the error) otherwise. Changes nothing."""
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import TargetError, resolve
+    from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import TunnelError
+
+    try:
+        res = resolve(api, target)
+    except TargetError as exc:
+        return None, exc
+    try:
+        api.open_portforward(res.namespace, res.pod, res.port, timeout=10.0).close()
+    except TunnelError as exc:
+        return res, exc
+    except Exception as exc:  # noqa: BLE001 - KubeError and friends: reported as the reason
+        return res, exc
+    return res, None
+
+
+def _problem_text(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    return f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
+
+
+def _is_fatal(exc: Exception) -> bool:
+    """Bad input, or an API server this configuration cannot use (wrong CA, 401/403): nothing can work."""
+    if getattr(exc, "bad_input", False):
+        return True
+    return getattr(exc, "code", None) == "KUBE_API_ERROR" and not getattr(exc, "transient", True)
+
+
+def ensure(params: dict, api_factory, check_mode: bool, diff: bool = False) -> dict:
+    """state=present|absent for one forward; returns the module result (raises ForwardError, which carries
+    ``stopped`` and ``kept``, on conflicts and on a new target that does not work).
+
+    A forward that works is only replaced by one that works: the new target is resolved and a tunnel to it
+    opened BEFORE anything is stopped; every conflict is found before anything is stopped; a process stopped
+    is named (pid, command line, target, reason); a state file never names a process that is gone.
+    """
+    from ansible_collections.asgard.mlflow.plugins.module_utils._target import Target
 
     address, port = params["address"], int(params["local_port"])
     sdir = state_dir()
@@ -434,93 +454,205 @@ def ensure(params: dict, api_factory, check_mode: bool) -> dict:
     spath = os.path.join(sdir, f"{fid}.json")
     log = os.path.join(sdir, f"{fid}.log")
     target = Target.from_params(params)
+    url = f"http://{'[' + address + ']' if ':' in address else address}:{port}"
     result = {"changed": False, "state_file": spath, "log": log, "address": address, "local_port": port,
-              "url": f"http://{'[' + address + ']' if ':' in address else address}:{port}",
-              "target": target.as_dict(), "stopped": [], "stale_removed": [], "pid": None, "started": None}
+              "url": url, "target": target.as_dict(), "stopped": [], "kept": [], "stale_removed": [], "pid": None,
+              "started": None}
     if not check_mode:
         os.makedirs(sdir, mode=0o700, exist_ok=True)
         os.chmod(sdir, 0o700)  # logs name pods and clients: keep them private
         result["stale_removed"] = remove_stale(sdir)
     current = read_state(spath)
-    ours_alive = bool(current and current.get("pid") and pid_alive(int(current["pid"]))
-                      and is_our_forwarder(int(current["pid"]), fid))
+    ours_pid = int(current["pid"]) if current and current.get("pid") else None
+    if ours_pid is not None and not (pid_alive(ours_pid) and is_our_forwarder(ours_pid, fid)):
+        ours_pid = None
     holders = port_holders(address, port)
+    listening = ours_pid is not None and any(h["pid"] == ours_pid for h in holders)
+    others = [h for h in holders if ours_pid is None or h["pid"] != ours_pid]
 
-    def stop(pid: int, why: str, cmd) -> None:
-        result["stopped"].append({"pid": pid, "cmdline": cmd, "reason": why})
-        result["changed"] = True
-        if not check_mode:
-            stop_process(pid)
+    def entry(pid, cmd, what, reason, kind) -> dict:
+        return {"pid": pid, "cmdline": redact_cmdline(cmd), "target": what, "reason": reason, "kind": kind}
 
-    def clear_others(keep_pid: int | None) -> None:
-        for h in holders:
-            if h["pid"] is not None and h["pid"] == keep_pid:
-                continue
+    def ours_entry(reason: str) -> dict:
+        return entry(ours_pid, proc_cmdline(ours_pid), target_description(current.get("target")), reason,
+                     "asgard.mlflow forwarder")
+
+    def plan_others() -> list[dict]:
+        """What must go for the port to be free; raises (before anything is stopped) on a process it may not stop."""
+        plan = []
+        for h in others:
             cmd = h.get("cmdline") or []
             if h["pid"] and is_kubectl_port_forward(cmd):
+                what = kubectl_target(cmd)
                 if params["cleanup"]:
-                    stop(h["pid"], "kubectl port-forward holding the local port (cleanup: true)", cmd)
+                    plan.append(entry(h["pid"], cmd, what, "kubectl port-forward holding the local port "
+                                      "(cleanup: true)", "kubectl port-forward"))
                     continue
-                raise ForwardError(f"local port {port} is held by kubectl port-forward {_holder_desc(h)}; "
-                                   "set cleanup: true to stop it", holder=h)
+                raise ForwardError(f"local port {port} is held by kubectl port-forward {_holder_desc(h)} "
+                                   f"(forwarding {what}); set cleanup: true to stop it",
+                                   holder=_public_holder(h), stopped=[], kept=[_kept(h, what)])
             if h["pid"] and MARKER in cmd:
                 if params["cleanup"] or params["state"] == "absent":
-                    stop(h["pid"], "orphaned asgard.mlflow forwarder on the local port", cmd)
+                    plan.append(entry(h["pid"], cmd, "unknown (no state entry)",
+                                      "orphaned asgard.mlflow forwarder on the local port", "asgard.mlflow forwarder"))
                     continue
                 raise ForwardError(f"local port {port} is held by another asgard.mlflow forwarder {_holder_desc(h)} "
-                                   "without a state entry; set cleanup: true to stop it", holder=h)
+                                   "without a state entry; set cleanup: true to stop it", holder=_public_holder(h),
+                                   stopped=[], kept=[_kept(h, "unknown (no state entry)")])
             if params["state"] == "absent":
                 continue  # not ours, not asked to clean it: leave it alone
             raise ForwardError(f"local port {address}:{port} is in use by {_holder_desc(h)}, which is not a "
                                "port-forward this module may stop; free the port or pick another local_port",
-                               holder=h)
+                               holder=_public_holder(h), stopped=[], kept=[_kept(h, "unknown")])
+        return plan
+
+    def stop_all(plan: list[dict]) -> None:
+        """Stop what the plan names (reported in ``stopped`` as it goes); our state file goes with our process."""
+        for e in plan:
+            if check_mode:
+                result["stopped"].append(e)
+                continue
+            if not stop_process(e["pid"]):
+                raise ForwardError(f"could not stop pid {e['pid']} ({e['kind']} to {e['target']}): it survived "
+                                   "SIGTERM and SIGKILL", stopped=result["stopped"], kept=[e])
+            result["stopped"].append(e)
+            if e["pid"] == ours_pid:
+                _unlink(spath)
 
     if params["state"] == "absent":
-        if ours_alive:
-            stop(int(current["pid"]), "state: absent", proc_cmdline(int(current["pid"])))
-        if current is not None:
+        plan = [ours_entry("state: absent")] if ours_pid is not None else []
+        if params["cleanup"]:
+            plan += plan_others()
+        stop_all(plan)
+        if current is not None or plan:
             result["changed"] = True
             if not check_mode:
-                try:
-                    os.unlink(spath)
-                except OSError:
-                    pass
-        if params["cleanup"]:
-            clear_others(int(current["pid"]) if ours_alive else None)
+                _unlink(spath)
+        if diff:
+            result["diff"] = {"before": _diff_side(address, port, [_line(e) for e in plan]),
+                              "after": _diff_side(address, port, [])}
         return result
 
     api = api_factory()
     kube_host = api.api_client.configuration.host
+    # 1. the new target works (resolved, a tunnel opens), tested before anything is stopped
+    resolved, problem = test_target(api, target)
+    sport = getattr(resolved, "service_port", None)
+    if resolved is not None:
+        result["pod"] = resolved.pod
     wanted = {"target": target.as_dict(), "kube_host": kube_host, "address": address, "local_port": port}
-    if ours_alive:
-        listening = any(h["pid"] == int(current["pid"]) for h in holders)
-        same = all(current.get(k) == v for k, v in wanted.items())
-        if same and listening:
-            clear_others(int(current["pid"]))
-            result.update(pid=current["pid"], started=current.get("started"), log=current.get("log", log))
-            return result
-        stop(int(current["pid"]), "target changed" if not same else "not listening", proc_cmdline(int(current["pid"])))
-        holders = [h for h in holders if h["pid"] != int(current["pid"])]
-    clear_others(None)
-    # the target must exist now (bad input fails here, not in the background)
-    try:
-        res = resolve(api, target)
-        result["pod"] = res.pod
-    except TargetError as exc:
-        # bad input, or an API server this configuration cannot use (wrong CA, 401/403): fail now rather than
-        # start a forwarder whose every connection would fail
-        if exc.bad_input or (exc.code == "KUBE_API_ERROR" and not exc.transient):
-            raise ForwardError(str(exc), code=exc.code, evidence=exc.evidence) from exc
-        result["warnings"] = [f"{exc.code}: {exc} (the forward starts anyway and resolves a pod per connection)"]
+    same = bool(ours_pid is not None and current.get("kube_host") == kube_host
+                and current.get("address") == address and current.get("local_port") == port
+                and same_target(current.get("target") or {}, target.as_dict(), sport))
+    kept_ours = [{"pid": ours_pid, "target": target_description(current.get("target")), "url": url,
+                  "cmdline": redact_cmdline(proc_cmdline(ours_pid)), "kind": "asgard.mlflow forwarder"}] \
+        if ours_pid is not None else []
+
+    # 2. every conflict, before anything is stopped
+    plan = plan_others()
+    if ours_pid is not None and not (same and listening):
+        plan.insert(0, ours_entry("target changed" if not same else "not listening"))
+    kept = kept_ours + [_kept(h, kubectl_target(h.get("cmdline") or [])) for h in others
+                        if any(e["pid"] == h["pid"] for e in plan)]
+
+    if problem is not None:
+        what = _problem_text(problem)
+        left = ("; nothing was stopped: " + "; ".join(f"pid {k['pid']} ({k['kind']} to {k['target']}) keeps "
+                                                      f"{address}:{port}" for k in kept)) if kept else ""
+        if _is_fatal(problem) or (plan and not (same and listening)):
+            raise ForwardError(f"the new target {target.describe()} does not work ({what}){left}",
+                               code=getattr(problem, "code", None), evidence=getattr(problem, "evidence", {}),
+                               stopped=[], kept=kept, target=target.as_dict())
+        # nothing to replace (or the same forward): the forwarder resolves a pod per connection
+        result["warnings"] = [f"{what} (the forward {'keeps running' if same and listening else 'starts anyway'} "
+                              "and resolves a pod per connection)"]
+
+    if same and listening and not plan:
+        result.update(pid=ours_pid, started=current.get("started"), log=current.get("log", log))
+        if current.get("target") != target.as_dict() and not check_mode:
+            # an equivalent spelling (e.g. remote_port 5000 vs omitted): the same forward; remember the canonical form
+            write_state(spath, dict(current, canonical=canonical_target(target.as_dict(), sport)))
+        if diff:
+            side = _diff_side(address, port, [_ours_line(ours_pid, current)])
+            result["diff"] = {"before": side, "after": side}
+        return result
+
     result["changed"] = True
+    new_line = f"asgard.mlflow forwarder to {target.describe()}" + (f" (pod {resolved.pod})" if resolved else "")
+    if diff:
+        before = ([_ours_line(ours_pid, current)] if ours_pid else []) + [_line(e) for e in plan if e["pid"] != ours_pid]
+        after = [_ours_line(ours_pid, current)] if same and listening else [f"new: {new_line}"]
+        result["diff"] = {"before": _diff_side(address, port, before), "after": _diff_side(address, port, after)}
+    if same and listening:
+        # the same forward, another process on an overlapping address: only that one goes
+        stop_all(plan)
+        result.update(pid=ours_pid, started=current.get("started"), log=current.get("log", log))
+        return result
     if check_mode:
+        stop_all(plan)
         result["would_start"] = True
         return result
+
+    # 3. replace: stop, then start the new forwarder; if it cannot start, put ours back
+    stop_all(plan)
     runtime = install_runtime(sdir)
     config = {"address": address, "port": port, "log": log, "target": target.as_dict(), "kube": api.snapshot()}
-    pid = spawn(runtime, fid, config)
+    try:
+        pid = spawn(runtime, fid, config)
+    except ForwardError as exc:
+        restored = None
+        if ours_pid is not None and current.get("kube_host") == kube_host and current.get("target"):
+            old = {k: current["target"].get(k) for k in ("namespace", "service", "pod", "label_selectors",
+                                                         "remote_port")}
+            try:
+                rpid = spawn(runtime, fid, dict(config, target=old, kube=api.snapshot()))
+            except ForwardError:
+                rpid = None
+            if rpid:
+                started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                write_state(spath, dict(current, pid=rpid, started=started, cmdline=proc_cmdline(rpid)))
+                restored = {"pid": rpid, "target": target_description(old), "url": url}
+        after = (f"the previous forward was restarted (pid {restored['pid']} to {restored['target']})" if restored
+                 else "the previous forward could not be restarted")
+        raise ForwardError(f"{exc}; {after}", stopped=result["stopped"], kept=[restored] if restored else [],
+                           restored=restored) from exc
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_state(spath, dict(wanted, pid=pid, started=started, log=log, runtime=runtime,
-                            cmdline=proc_cmdline(pid)))
+    write_state(spath, dict(wanted, pid=pid, started=started, log=log, runtime=runtime, cmdline=proc_cmdline(pid),
+                            canonical=canonical_target(target.as_dict(), sport)))
     result.update(pid=pid, started=started)
     return result
+
+
+def _holder_desc(h: dict) -> str:
+    cmd = " ".join(redact_cmdline(h["cmdline"])) if h.get("cmdline") else "unknown command line"
+    return f"PID {h['pid']} ({cmd})" if h.get("pid") else f"an unidentified process ({cmd})"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _public_holder(h: dict) -> dict:
+    return dict(h, cmdline=redact_cmdline(h.get("cmdline")))
+
+
+def _kept(h: dict, what: str) -> dict:
+    cmd = h.get("cmdline") or []
+    kind = "kubectl port-forward" if is_kubectl_port_forward(cmd) else (
+        "asgard.mlflow forwarder" if MARKER in cmd else "process")
+    return {"pid": h.get("pid"), "target": what, "cmdline": redact_cmdline(h.get("cmdline")), "kind": kind}
+
+
+def _line(e: dict) -> str:
+    return f"pid {e['pid']}: {e['kind']} to {e['target']}"
+
+
+def _ours_line(pid, current: dict | None) -> str:
+    return f"pid {pid}: asgard.mlflow forwarder to {target_description((current or {}).get('target'))}"
+
+
+def _diff_side(address: str, port: int, lines: list[str]) -> dict:
+    return {"local": f"{address}:{port}", "processes": lines}

@@ -1,6 +1,6 @@
 # Copyright: (c) 2025, asgard.mlflow contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Private: a small read-only Kubernetes API facade (the boundary tests may fake).
+"""Private: a small Kubernetes API facade (the boundary tests may fake): reads, and the Lease writes of _lease.
 
 The module builds the ``kubernetes`` ApiClient with kubernetes.core's own code
 (``k8s.client.get_api_client``: same options, same K8S_AUTH_* env vars, same KUBECONFIG
@@ -68,18 +68,20 @@ class KubeAPI:
         self.k8s = None  # kubernetes.core's K8SClient when built by api_from_module (for its waiters)
 
     # ------------------------------------------------------------ REST
-    def _serialize(self, method: str, path: str, query=None):
+    def _serialize(self, method: str, path: str, query=None, body=None):
         return self.api_client.param_serialize(
             method, path, query_params=list(query or []),
             header_params={"Accept": "application/json", "Content-Type": "application/json"},
-            auth_settings=["BearerToken"])
+            body=body, auth_settings=["BearerToken"])
 
     def get_text(self, path: str, query=None, accept: str = "application/json") -> str:
         """GET ``path``; the body as text. Raises KubeError (with the API's status and reason) on failure."""
         return self._call("GET", path, query, accept=accept)
 
     def send(self, method: str, path: str, body, content_type: str = "application/json", query=None) -> dict:
-        """``method`` (POST, PATCH, ...) ``path`` with a JSON ``body``; the answer as a dict. Raises KubeError."""
+        """``method`` (POST, PUT, PATCH) ``path`` with a JSON ``body``; the answer as a dict. Raises KubeError; a 409
+        is KubeError(status=409): reason ``AlreadyExists`` for a POST, ``Conflict`` for a PUT whose
+        metadata.resourceVersion is not the current one."""
         text = self._call(method, path, query, body=body, content_type=content_type)
         try:
             return json.loads(text)
@@ -88,12 +90,13 @@ class KubeAPI:
 
     def _call(self, method: str, path: str, query=None, accept: str = "application/json", body=None,
               content_type: str = "application/json") -> str:
-        method, url, headers, _body, post = self._serialize(method, path, query)
+        """One request; the body of a 2xx answer as text. Raises KubeError (with the API's status and reason)."""
+        method, url, headers, sbody, post = self._serialize(method, path, query, body)
         headers["Accept"] = accept
         headers["Content-Type"] = content_type
         self.requests += 1
         try:
-            resp = self.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
+            resp = self.api_client.call_api(method, url, header_params=headers, body=sbody, post_params=post,
                                             _request_timeout=self.timeout)
             data = resp.read()
         except Exception as exc:  # noqa: BLE001 - urllib3/ApiException/SSL: the API server was not reached
@@ -119,6 +122,40 @@ class KubeAPI:
             return json.loads(text)
         except ValueError as exc:
             raise KubeError(f"GET {path}: answer is not JSON", status=200) from exc
+
+    def watch(self, path: str, query=None, timeout: float = 30.0):
+        """Watch events (``{type, object}``) of a collection ``path`` with ``query`` (``watch=1``,
+        ``timeoutSeconds``, ``resourceVersion`` ...), yielded as they arrive. Raises KubeError on failure."""
+        method, url, headers, body, post = self._serialize("GET", path, query)
+        self.requests += 1
+        try:
+            resp = self.api_client.call_api(method, url, header_params=headers, body=body, post_params=post,
+                                            _request_timeout=(self.timeout, timeout))
+        except Exception as exc:  # noqa: BLE001 - urllib3/ApiException/SSL
+            raise KubeError(f"GET {path} (watch): {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                            status=getattr(exc, "status", None) or None) from exc
+        raw = resp.response
+        try:
+            if not 200 <= resp.status <= 299:
+                raise KubeError(f"GET {path} (watch): HTTP {resp.status}", status=resp.status)
+            chunks = raw.read_chunked() if getattr(raw, "chunked", False) else iter(lambda: raw.read1(65536), b"")
+            buf = b""
+            for chunk in chunks:
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+            if buf.strip():
+                yield json.loads(buf)
+        except (OSError, ValueError) as exc:
+            raise KubeError(f"GET {path} (watch): {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - urllib3 ReadTimeoutError/ProtocolError: the window ended
+            if type(exc).__module__.startswith("urllib3"):
+                return
+            raise
+        finally:
+            raw.release_conn()
 
     def pod_log(self, namespace: str, pod: str, since_seconds: int, limit_bytes: int = 1 << 20) -> str:
         """The pod's log of the last ``since_seconds`` (text), at most ``limit_bytes``."""

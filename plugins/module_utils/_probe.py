@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding as _catalogued
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError, credentials_hint
 from ansible_collections.asgard.mlflow.plugins.module_utils._target import (
     Resolved,
@@ -29,17 +30,14 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._target import (
     _resolved,
     resolve,
 )
-from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import (
-    TRANSACTION_CODES,
-    run_transaction,
-)
+from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import run_transaction
 from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import (
     TunnelError,
     TunnelTimeout,
     http_request,
 )
 
-ERROR, WARNING, INFO = "error", "warning", "info"
+CRITICAL = "critical"  # severities, codes and meanings: the one catalogue (_findings.py)
 API_SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 AJAX_SEARCH = "/ajax-api/2.0/mlflow/experiments/search?max_results=1"
 RETRY_HTTP = (429, 502, 503, 504)
@@ -47,20 +45,10 @@ TITLE = re.compile(rb"<title>\s*MLflow\s*</title>", re.I)
 VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([.\-+\w]*)$")
 CHECKS = ("health", "root", "version", "api")
 
-# Stable finding codes (documented in the module's RETURN).
-CODES = {
-    "HEALTH_FAILED": ERROR, "ROOT_NOT_FOUND": ERROR, "ROOT_NO_TITLE": WARNING, "ROOT_FAILED": ERROR,
-    "VERSION_FAILED": WARNING, "INVALID_HOST": ERROR, "API_FAILED": ERROR, "HEALTH_UNDER_PREFIX": INFO,
-    "NO_READY_POD": ERROR, "POD_NOT_FOUND": ERROR, "TUNNEL_ERROR": ERROR, "TIMEOUT": ERROR,
-    "SERVICE_NOT_FOUND": ERROR, "NAMESPACE_NOT_FOUND": ERROR, "PORT_NOT_FOUND": ERROR,
-    "SERVICE_WITHOUT_SELECTOR": ERROR, "KUBE_API_ERROR": ERROR, "POD_REPLACED": INFO, "RETRIED": INFO,
-}
-CODES.update(TRANSACTION_CODES)  # deep check (transaction: true), see _transaction.py
-
 
 def unhealthy_message(result: dict) -> str:
     """The failure message for fail_on_unhealthy: every error finding with its code and message."""
-    errs = [f for f in result.get("findings") or [] if f.get("severity") == ERROR]
+    errs = [f for f in result.get("findings") or [] if f.get("severity") == CRITICAL]
     parts = [f"{f['code']}: {f.get('message') or f['code']}" for f in errs]
     where = f" (pod {result['pod']})" if result.get("pod") else ""
     return f"MLflow is unhealthy{where}: " + ("; ".join(parts) or "health or the root page did not answer 200")
@@ -75,8 +63,8 @@ class ProbeInputError(Exception):
 
 
 def finding(code: str, message: str, evidence: dict | None = None, severity: str | None = None) -> dict:
-    return {"code": code, "severity": severity or CODES.get(code, ERROR), "message": message,
-            "evidence": evidence or {}}
+    """A finding of the catalogue (``_findings``): code, severity, step, message, evidence."""
+    return _catalogued(code, message, evidence, severity=severity)
 
 
 @dataclass
@@ -471,7 +459,7 @@ def _finish(out: dict, s: _Session, t0: float, clock) -> dict:
     checks = out["checks"]
     out["healthy"] = (bool(checks["health"].get("ok")) and bool(checks["root"].get("ok"))
                       and (checks["api"].get("ok") is not False)
-                      and not any(f["severity"] == ERROR for f in out["findings"]))
+                      and not any(f["severity"] == CRITICAL for f in out["findings"]))
     out["pods_seen"] = list(s.pods_seen)
     out["tunnels_opened"] = s.tunnels_opened
     out["api_requests"] = getattr(s.api, "requests", None)

@@ -291,20 +291,20 @@ def resolve(api, target: Target) -> Resolved:
     spec = svc.get("spec") or {}
     selector = spec.get("selector") or {}
     if not selector:
-        raise TargetError("SERVICE_WITHOUT_SELECTOR", f"service {target.service!r} has no selector: "
+        raise TargetError("SERVICE_NO_SELECTOR", f"service {target.service!r} has no selector: "
                           "it cannot be resolved to a pod (give pod or label_selectors)",
                           {"service": target.service}, bad_input=True)
     ports = spec.get("ports") or []
     if target.remote_port:
         sport = next((p for p in ports if int(p.get("port", 0)) == target.remote_port), None)
         if sport is None:
-            raise TargetError("PORT_NOT_FOUND", f"service {target.service!r} has no port {target.remote_port} "
+            raise TargetError("SERVICE_PORT_MISSING", f"service {target.service!r} has no port {target.remote_port} "
                               f"(it has {[p.get('port') for p in ports]})",
                               {"service": target.service, "ports": [p.get("port") for p in ports]}, bad_input=True)
     elif ports:
         sport = ports[0]
     else:
-        raise TargetError("PORT_NOT_FOUND", f"service {target.service!r} has no ports", {}, bad_input=True)
+        raise TargetError("SERVICE_PORT_MISSING", f"service {target.service!r} has no ports", {}, bad_input=True)
     label_sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
     pods = _get(api, f"pods in {ns}", api.list_pods, ns, label_sel) or []
     pod = _newest_ready(pods)
@@ -316,7 +316,7 @@ def resolve(api, target: Target) -> Resolved:
     if isinstance(tport, str) and not tport.isdigit():
         port = _container_port(pod, tport)
         if port is None:
-            raise TargetError("PORT_NOT_FOUND", f"pod {pod['metadata']['name']!r} has no container port named "
+            raise TargetError("TARGET_PORT_MISMATCH", f"pod {pod['metadata']['name']!r} has no container port named "
                               f"{tport!r} (targetPort of service {target.service!r})",
                               {"pod": pod["metadata"]["name"], "target_port": tport})
     else:

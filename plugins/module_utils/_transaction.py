@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError
 from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import (
     TunnelError,
@@ -37,14 +38,6 @@ SYNTHETIC_TAG = "asgard.synthetic"
 ARTIFACT_FILE = "asgard-synthetic.bin"
 WORKER_KILLED_RE = re.compile(r"\[CRITICAL\] WORKER TIMEOUT|was sent SIGKILL|was sent SIGABRT|Worker \(pid:\d+\) was sent")
 MAX_ARTIFACT = 512 << 20
-
-# finding code -> severity (merged into _probe.CODES)
-TRANSACTION_CODES = {
-    "WRITE_FAILED": "error", "ARTIFACT_UPLOAD_FAILED": "error", "ARTIFACT_DOWNLOAD_FAILED": "error",
-    "ARTIFACT_MISMATCH": "error", "WORKER_KILLED_DURING_REQUEST": "error", "SLOW_UPLOAD": "warning",
-    "TRANSACTION_AUTH_FAILED": "error", "TRANSACTION_READ_FAILED": "error", "TRANSACTION_CLEANUP_FAILED": "warning",
-    "TRANSACTION_SKIPPED": "info",
-}
 
 
 @dataclass
@@ -389,7 +382,7 @@ class _Txn:
 
 
 def _finding(code: str, message: str, evidence: dict) -> dict:
-    return {"code": code, "severity": TRANSACTION_CODES.get(code, "error"), "message": message, "evidence": evidence}
+    return finding(code, message, evidence)
 
 
 def _short(r) -> str:
@@ -449,7 +442,7 @@ def run_transaction(session, host: str, prefix: str, topts: TransactionOptions, 
         txn.cleanup(out)
     except _StepFailed:
         pass
-    ok = out.pop("transaction_ok") and not any(f["severity"] == "error" for f in txn.findings)
+    ok = out.pop("transaction_ok") and not any(f["severity"] == "critical" for f in txn.findings)
     out["ok"] = ok
     out["elapsed_ms"] = round((time.monotonic() - t0) * 1000.0, 1)
     out["api_requests"] = (getattr(session.api, "requests", 0) or 0) - req0

@@ -15,8 +15,18 @@ description:
     running after the playbook ends. Every new connection is tunnelled through the API server's
     C(pods/portforward) WebSocket to a pod that is Ready at that moment, so the forward survives rollouts
     and pod restarts (a C(kubectl port-forward) does not). No C(kubectl) binary is needed.
-  - Idempotent. A running, listening forward for the same target reports C(changed=false); one for another
-    target on the same local port is replaced.
+  - Idempotent. A running, listening forward for the same target reports C(changed=false); equivalent options
+    are the same target (O(remote_port) omitted and the Service's first port, a pod's or selector's port omitted and
+    5000, label selectors in another order). One for another target on the same local port is replaced.
+  - "A forward that works is only replaced by one that works: the new target is resolved (Service, pod or selector
+    to a Ready pod) and a tunnel to it opened B(before) anything is stopped, and every conflict on the port is found
+    before anything is stopped. When the new target does not work (a namespace or Service that does not exist, no
+    Ready pod, a tunnel that does not open) while a forward or a C(kubectl port-forward) holds the port, the task
+    fails, stops nothing, and names what keeps running in RV(kept). With nothing to replace, a target that is only
+    temporarily unavailable (no Ready pod yet) still gets its forward, which resolves a pod per connection."
+  - Every process stopped is named in RV(stopped) (pid, command line, target, reason), also when the task fails;
+    a state file never names a process that is gone. Credentials on a command line (C(--token), C(--password))
+    are never shown.
   - "Clean-up: state entries whose forwarder process is gone are removed; a C(kubectl port-forward) process
     holding the local port is stopped when O(cleanup=true); any other process on the port is never killed:
     the task fails naming its PID and command line (found through C(/proc/net/tcp) and C(/proc/*/fd))."
@@ -67,10 +77,11 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports what would be started or stopped (RV(stopped), RV(would_start)) without doing it.
+    description: Reports what would be started or stopped (RV(stopped), RV(would_start)) without doing it; the new
+      target is still resolved and a tunnel to it opened (reads only).
   diff_mode:
-    support: none
-    description: No diff is produced.
+    support: full
+    description: The processes holding the local port before and after (pid, kind, target).
 notes:
   - Linux only (reads C(/proc) to find who holds a port).
 requirements:
@@ -140,14 +151,37 @@ local_port:
   type: int
   sample: 5000
 stopped:
-  description: Processes stopped (or that would be stopped in check mode), each with C(pid), C(cmdline), C(reason).
+  description:
+    - Processes stopped (or that would be stopped in check mode), each with C(pid), C(cmdline) (credential flags
+      masked), C(target) (what it forwarded), C(kind) and C(reason).
+    - Also returned when the task fails (then normally empty, as nothing is stopped before the new target works).
   returned: always
   type: list
   elements: dict
   sample:
     - pid: 3120
-      cmdline: [kubectl, port-forward, svc/mlflow-service, "5000:5000"]
+      cmdline: [kubectl, port-forward, -n, asgard, svc/mlflow-service, "5000:5000"]
+      target: svc/mlflow-service 5000:5000 in asgard
+      kind: kubectl port-forward
       reason: "kubectl port-forward holding the local port (cleanup: true)"
+kept:
+  description:
+    - On a failure, the processes left running on the local port (C(pid), C(target), C(cmdline), C(kind)), e.g. the
+      working forward that a re-target to a target that does not work would have replaced.
+  returned: always (empty on success)
+  type: list
+  elements: dict
+  sample:
+    - pid: 41234
+      target: svc/mlflow-service:5000 in asgard
+      kind: asgard.mlflow forwarder
+      cmdline: [/usr/bin/python3, -c, "...", /root/.local/state/asgard-mlflow/port-forwards/runtime/0c1d, asgard-mlflow-forwarder, 127.0.0.1_5000]
+code:
+  description: On a failure because the new target does not work, the finding code (e.g. C(NAMESPACE_NOT_FOUND),
+    C(SERVICE_NOT_FOUND), C(NO_READY_POD)).
+  returned: on that failure
+  type: str
+  sample: NAMESPACE_NOT_FOUND
 stale_removed:
   description: State entries removed because their forwarder process was gone.
   returned: always
@@ -202,7 +236,7 @@ def main() -> None:
                          mutually_exclusive=[("pod", "label_selectors")])
     params = module.params
     try:
-        result = ensure(params, lambda: api_from_module(module), module.check_mode)
+        result = ensure(params, lambda: api_from_module(module), module.check_mode, diff=module._diff)
     except ForwardError as exc:
         module.fail_json(msg=str(exc), **exc.details)
     except (KubeError, OSError, ValueError) as exc:

@@ -6,6 +6,9 @@ Usage:
     assert res.rc == 0, res.output
     assert res.changed == 0
     res.task("Deploy MLflow")  # list of per-host results of tasks with that name
+
+    # the way an operator types it: every -e name=value arrives as a string
+    res = run_playbook("playbooks/verify.yml", argv=["-e", "verify_remediate=false", "-vvv"], env=lab.env())
 """
 
 from __future__ import annotations
@@ -83,6 +86,84 @@ def ansible_env(kubeconfig: str | os.PathLike | None = None, tmpdir: str | None 
     return env
 
 
+class RunningPlaybook:
+    """An ansible-playbook process started by ``start_playbook``; ``wait()`` gives its PlaybookResult."""
+
+    def __init__(self, proc: subprocess.Popen, json_output: bool, cleanup: list[str]):
+        self.proc = proc
+        self.pid = proc.pid
+        self._json = json_output
+        self._cleanup = cleanup
+
+    def wait(self, timeout: float | None = 900) -> PlaybookResult:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(f"ansible-playbook did not finish within {timeout}s:\n{out[-5000:]}\n{err[-3000:]}") from None
+        finally:
+            for path in self._cleanup:
+                if os.path.exists(path):
+                    os.unlink(path)
+        data = {}
+        if self._json:
+            start = out.find("{")
+            if start >= 0:
+                try:
+                    data = json.loads(out[start:])
+                except json.JSONDecodeError:
+                    data = {}
+        return PlaybookResult(self.proc.returncode, out, err, data)
+
+
+def start_playbook(
+    playbook: str | os.PathLike,
+    *,
+    kubeconfig: str | os.PathLike | None = None,
+    extra_vars: dict | None = None,
+    check: bool = False,
+    diff: bool = False,
+    verbosity: int = 0,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    json_output: bool = True,
+    tmpdir: str | None = None,
+    env: dict | None = None,
+    argv: list[str] | None = None,
+) -> RunningPlaybook:
+    """Start ansible-playbook and return at once (run_playbook's arguments)."""
+    playbook = Path(playbook)
+    if not playbook.is_absolute():
+        playbook = REPO / playbook
+    cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook)]
+    cleanup = []
+    if extra_vars:
+        vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump(extra_vars, vars_file)
+        vars_file.close()
+        cleanup.append(vars_file.name)
+        cmd += ["-e", f"@{vars_file.name}"]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    if skip_tags:
+        cmd += ["--skip-tags", skip_tags]
+    if tags:
+        cmd += ["--tags", tags]
+    cmd += list(argv or [])
+    run_env = ansible_env(kubeconfig, tmpdir=tmpdir)
+    if json_output:
+        run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    if env:
+        run_env.update(env)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return RunningPlaybook(proc, json_output, cleanup)
+
+
 def run_playbook(
     playbook: str | os.PathLike,
     *,
@@ -97,48 +178,14 @@ def run_playbook(
     timeout: int = 900,
     tmpdir: str | None = None,
     env: dict | None = None,
+    argv: list[str] | None = None,
     cli_vars: list[str] | None = None,
 ) -> PlaybookResult:
     """``extra_vars`` go in as a JSON file (typed); ``cli_vars`` as ``-e name=value`` each, strings as an operator
-    types them."""
-    playbook = Path(playbook)
-    if not playbook.is_absolute():
-        playbook = REPO / playbook
-    cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook)]
-    vars_file = None
-    if extra_vars:
-        vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump(extra_vars, vars_file)
-        vars_file.close()
-        cmd += ["-e", f"@{vars_file.name}"]
+    types them; ``argv``: more command-line arguments exactly as typed (``["-e", "verify_remediate=false"]``)."""
+    argv = list(argv or [])
     for item in cli_vars or []:
-        cmd += ["-e", item]
-    if check:
-        cmd.append("--check")
-    if diff:
-        cmd.append("--diff")
-    if verbosity:
-        cmd.append("-" + "v" * verbosity)
-    if skip_tags:
-        cmd += ["--skip-tags", skip_tags]
-    if tags:
-        cmd += ["--tags", tags]
-    run_env = ansible_env(kubeconfig, tmpdir=tmpdir)
-    if json_output:
-        run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
-    if env:
-        run_env.update(env)
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout)
-    finally:
-        if vars_file:
-            os.unlink(vars_file.name)
-    data = {}
-    if json_output:
-        start = proc.stdout.find("{")
-        if start >= 0:
-            try:
-                data = json.loads(proc.stdout[start:])
-            except json.JSONDecodeError:
-                data = {}
-    return PlaybookResult(proc.returncode, proc.stdout, proc.stderr, data)
+        argv += ["-e", item]
+    return start_playbook(playbook, kubeconfig=kubeconfig, extra_vars=extra_vars, check=check, diff=diff,
+                          verbosity=verbosity, tags=tags, skip_tags=skip_tags, json_output=json_output, tmpdir=tmpdir,
+                          env=env, argv=argv).wait(timeout)

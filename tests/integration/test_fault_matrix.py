@@ -33,7 +33,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fault_matrix_report as report  # noqa: E402
-from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.ansible_runner import run_playbook, start_playbook  # noqa: E402
 from helpers.kubectl import PortForward  # noqa: E402
 from helpers.lab_objects import codes, get_deployment, json_patch, live_pods, wait_container_waiting  # noqa: E402
 from helpers.postgres import seed_store as seed_old_store  # noqa: E402
@@ -47,7 +47,10 @@ HEAD_2_22_5 = "0584bdc529eb"  # what 2.22.5 expects
 P = "patch_"  # patch role variable prefix
 CASES = ["worker_timeout", "static_prefix_404", "invalid_host_403", "liveness_kills", "crash_loop_bad_flag",
          "service_selector_mismatch", "service_links_mlflow", "schema_outdated_after_upgrade", "api_429_503_drop",
-         "pod_deleted_mid_probe", "port_held_by_stale_kubectl", "port_held_by_unrelated_process"]
+         "pod_deleted_mid_probe", "port_held_by_stale_kubectl", "port_held_by_unrelated_process",
+         # issue 14: what an operator types is what happens
+         "audit_typed_on_command_line", "two_verify_runs_at_once", "forward_retarget_to_a_typo",
+         "sidecars_before_mlflow", "gunicorn_cmd_args_timeout"]
 LOCAL_HOST = "localhost:5000"  # a Host header every MLflow allow-list in this file accepts
 
 
@@ -142,7 +145,7 @@ def create(lab, ns: str, *objs: dict) -> None:
 
 
 
-def serving_pod(lab, ns: str, prefix: str = "", timeout: float = 240, exclude=()) -> tuple[str, str]:
+def serving_pod(lab, ns: str, prefix: str = "", timeout: float = 240, exclude=(), port: int = 5000) -> tuple[str, str]:
     """(pod name, base URL at the pod IP) of a pod whose MLflow answers {prefix}/health 200."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -150,7 +153,7 @@ def serving_pod(lab, ns: str, prefix: str = "", timeout: float = 240, exclude=()
             ip = p.get("status", {}).get("podIP")
             if not ip or p["metadata"]["name"] in exclude:
                 continue
-            base = f"http://{ip}:5000{prefix}"
+            base = f"http://{ip}:{port}{prefix}"
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{base}/health", headers={"Host": LOCAL_HOST}, timeout=3).status_code == 200:
                     return p["metadata"]["name"], base
@@ -256,9 +259,9 @@ def test_worker_timeout_under_slow_upload(lab, ns, tmp_path):
                outcome="healed: patch to --timeout 300; the same slow upload then answers 200", store=store)
 
 
-def slow_post(ip: str, seconds: int) -> int | None:
+def slow_post(ip: str, seconds: int, port: int = 5000) -> int | None:
     body = json.dumps({"max_results": 1}).ljust(4 * seconds).encode()
-    with socket.create_connection((ip, 5000), timeout=seconds + 30) as s:
+    with socket.create_connection((ip, port), timeout=seconds + 30) as s:
         s.sendall(b"POST /api/2.0/mlflow/experiments/search HTTP/1.1\r\nHost: localhost:5000\r\n"
                   b"Content-Type: application/json\r\nConnection: close\r\n"
                   + f"Content-Length: {len(body)}\r\n\r\n".encode())
@@ -700,3 +703,249 @@ def test_port_held_by_unrelated_process_is_refused(lab, healthy, tmp_path):
                injected_by="an unrelated process on the port", finding="PORT_FORWARD_FAILED (step 6, names the holder)",
                detected_by="verify.yml (port_forward step)",
                outcome=f"refused (rc {res.rc}), process left alone, MLflow healthy: {msg[:150]}", store=store)
+
+
+# ---------------------------------------------------- issue 14: what an operator types is what happens
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def writes_in(lab, mark: int, ns: str) -> list[str]:
+    return [f"{r['method']} {r['path']} -> {r['status']}" for r in lab.requests_since(mark)
+            if r["method"] in WRITES and f"/namespaces/{ns}/" in r["path"]]
+
+
+def typed_verify(lab, ns: str, tmp_path: Path, name: str, *argv: str, env: dict | None = None):
+    """verify.yml with every variable typed on the command line as strings (`-e name=value`), as an operator does."""
+    rep_path = tmp_path / f"verify-{name}.json"
+    res = start_playbook("playbooks/verify.yml", env=lab.env(**(env or {})), argv=[
+        "-e", f"verify_namespace={ns}", "-e", "verify_port_forward=false", "-e", f"verify_report_path={rep_path}",
+        "-e", "verify_min_workers=1", "-e", "verify_rollout_timeout=240", "-e", "verify_probe_deadline=45", *argv])
+    return res, rep_path
+
+
+def finished(run) -> tuple:
+    res, rep_path = run
+    res = res.wait(900)
+    return res, (json.loads(rep_path.read_text()) if rep_path.exists() else {})
+
+
+def claimed_changes(rep: dict) -> int:
+    """Remediation actions a report says changed the Deployment (patch, restart)."""
+    return sum(1 for a in rep.get("remediated") or [] if a.get("changed") and a.get("action") in ("patch", "restart"))
+
+
+def test_audit_typed_and_two_runs_at_once(lab, ns, tmp_path):
+    """Item 1: `-e verify_remediate=false` on the command line is an audit: nothing is written. Item 6: then two
+    verify.yml runs start at the same moment on the broken Deployment: one remediates, the other waits for the
+    Lease or reports REMEDIATION_IN_PROGRESS, and no report claims a change it did not make (the changes the two
+    reports claim are exactly the Deployment's generation steps)."""
+    t0 = time.monotonic()
+    pod, base, before = start_healthy(lab, ns, deployment(args=server_args(extra=["--static-prefix=/static"]), ns=ns),
+                                      prefix="/static")
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
+    mark = lab.log_mark()
+    res, rep = finished(typed_verify(lab, ns, tmp_path, "audit", "-e", "verify_remediate=false"))
+    written = writes_in(lab, mark, ns)
+    assert written == [], f"-e verify_remediate=false wrote to the cluster: {written}"
+    assert get_deployment(lab, ns)["metadata"]["generation"] == gen
+    assert rep["meta"]["remediate"] is False and rep["remediated"] == [] and res.changed == 0, rep["remediated"]
+    assert "ROOT_NOT_FOUND" in codes(rep["findings_before"]) and res.rc != 0  # unhealthy, and said so
+    store = assert_store(lab, ns, before, base)
+    healed_row("audit_typed_on_command_line", t0, fault="--static-prefix=/static (GET / 404); the operator types "
+               "`-e verify_remediate=false` (a string)", injected_by="Deployment args + the command line",
+               finding="ROOT_NOT_FOUND (probe)", detected_by="verify.yml (audit)",
+               outcome=f"refused as asked: rc {res.rc}, no write in the namespace, generation {gen} unchanged, "
+                       "report remediate false, nothing remediated", store=store)
+
+    t0 = time.monotonic()
+    mark = lab.log_mark()
+    runs = [typed_verify(lab, ns, tmp_path, "a"), typed_verify(lab, ns, tmp_path, "b")]
+    (ra, rep_a), (rb, rep_b) = finished(runs[0]), finished(runs[1])
+    gen_after = get_deployment(lab, ns)["metadata"]["generation"]
+    claims = claimed_changes(rep_a) + claimed_changes(rep_b)
+    patches = [w for w in writes_in(lab, mark, ns) if w.startswith("PATCH") and "/deployments/" in w]
+    assert claims == gen_after - gen, (f"the reports claim {claims} change(s), the generation moved "
+                                       f"{gen_after - gen}: {rep_a.get('remediated')} / {rep_b.get('remediated')}")
+    assert [claimed_changes(rep_a) > 0, claimed_changes(rep_b) > 0].count(True) == 1, "one run remediates"
+    assert len(patches) >= 1
+    for res, rep in ((ra, rep_a), (rb, rep_b)):
+        found = codes(rep.get("findings_before")) | codes(rep.get("remaining"))
+        assert res.rc == 0 or "REMEDIATION_IN_PROGRESS" in found, res.output[-4000:]
+    waiter = rep_b if claimed_changes(rep_a) else rep_a
+    assert waiter["status"] == "healthy" or "REMEDIATION_IN_PROGRESS" in codes(waiter.get("remaining")), waiter
+    assert not [a for a in waiter.get("remediated") or [] if a.get("failed")], waiter["remediated"]
+    lease = lab.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/"
+                        "asgard-mlflow-remediation-mlflow-deployment")
+    assert lease.status_code == 200 and not lease.json()["spec"].get("holderIdentity"), lease.text
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    store = assert_store(lab, ns, before, base2)
+    how = "waited for the Lease, then found it healthy" if waiter["status"] == "healthy" else \
+        "reported REMEDIATION_IN_PROGRESS"
+    healed_row("two_verify_runs_at_once", t0, fault="two verify.yml runs started at the same moment on one broken "
+               "Deployment (--static-prefix=/static)", injected_by="two ansible-playbook processes",
+               finding="ROOT_NOT_FOUND (probe); the Lease asgard-mlflow-remediation-mlflow-deployment",
+               detected_by="verify.yml + remediation_lock",
+               outcome=f"healed once: one run patched, the other {how}; changes claimed {claims} = generation steps "
+                       f"{gen_after - gen}; the Lease released", store=store)
+
+
+def test_forward_retarget_to_a_typo(lab, healthy, tmp_path):
+    """Item 3: a working forward on the port, then `verify.yml -e verify_namespace=<typo>`: the forward keeps
+    running and answering, the state file names it, the report says nothing was stopped."""
+    t0 = time.monotonic()
+    ns = healthy["ns"]
+    port = free_port()
+    xdg = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    pb = tmp_path / "forward.yml"
+    pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
+        {"name": "forward", "asgard.mlflow.port_forward": {"namespace": ns, "local_port": port}, "register": "fwd"}]}]))
+    res = run_playbook(pb, env=lab.env(**xdg), timeout=300)
+    assert res.rc == 0, res.output
+    pid = res.task("forward")[0]["pid"]
+    try:
+        wait_listening(port)
+        assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        typo = f"{ns}-typo"
+        res, rep = finished(typed_verify(lab, typo, tmp_path, "typo", "-e", "verify_port_forward=true",
+                                         "-e", f"verify_port_forward_local_port={port}", env=xdg))
+        r = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert r.status_code == 200, "the working forward was stopped"
+        state = json.loads((tmp_path / "state" / "asgard-mlflow" / "port-forwards" / f"127.0.0.1_{port}.json").read_text())
+        assert state["pid"] == pid
+        [pf] = [f for f in rep["remaining"] if f["code"] == "PORT_FORWARD_FAILED"]
+        assert "nothing was stopped" in pf["message"] and f"pid {pid}" in pf["message"], pf
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 15)
+    pod, base = serving_pod(lab, ns)
+    store = assert_store(lab, ns, healthy["before"], base)
+    healed_row("forward_retarget_to_a_typo", t0, fault=f"a working forward on 127.0.0.1:{port}, then "
+               "`verify.yml -e verify_namespace=<a namespace that does not exist>`", injected_by="the command line",
+               finding="PORT_FORWARD_FAILED (NAMESPACE_NOT_FOUND)", detected_by="verify.yml (port_forward step)",
+               outcome=f"refused (rc {res.rc}): the new target was tested first, nothing stopped, the forward (pid "
+                       f"{pid}) keeps answering /health 200 and its state file names it", store=store)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SCHEMA_LINE = ("alembic: Detected out-of-date database schema (found version 4465047574b1, but expected "
+               "0584bdc529eb). Take a backup of your database, then run 'mlflow db upgrade <database_uri>'")
+
+
+def test_sidecars_before_the_mlflow_container(lab, ns, tmp_path):
+    """Item 4: two log-shipping sidecars listed before MLflow, both with "mlflow" and "server" in their command
+    (`tail -F /mlflow/logs/server.log`, shipping a line that says the schema is out of date, and
+    `sh -c 'exec sleep infinity # fluent-bit -c /etc/mlflow/server.conf'`); MLflow on port 8080 with gunicorn
+    --timeout 2 has really killed a worker. verify must scan MLflow's log (WORKER_TIMEOUT; the sidecar's line is not
+    MLflow's and starts no migration), use its port (8080) and patch its container only."""
+    t0 = time.monotonic()
+    dep = deployment(args=[a.replace("--port=5000", "--port=8080") for a in server_args(extra=["--gunicorn-opts=--timeout 2"])],
+                     ns=ns)
+    spec = dep["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    c["ports"] = [{"name": "http", "containerPort": 8080}]
+    c["readinessProbe"] = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
+    shipper = {"name": "log-shipper", "image": "busybox:1.36", "volumeMounts": [{"name": "logs", "mountPath": "/mlflow/logs"}],
+               "command": ["sh", "-c", f"mkdir -p /mlflow/logs && echo \"{SCHEMA_LINE}\" >> /mlflow/logs/server.log "
+                                       "&& exec tail -F /mlflow/logs/server.log"]}
+    watcher = {"name": "config-watch", "image": "busybox:1.36",
+               "command": ["sh", "-c", "exec sleep infinity # fluent-bit -c /etc/mlflow/server.conf"]}
+    spec["containers"] = [shipper, watcher, c]
+    spec["volumes"].append({"name": "logs", "emptyDir": {}})
+    svc = service()
+    svc["spec"]["ports"][0]["targetPort"] = "http"
+    create(lab, ns, PVC, dep, svc)
+    pod, base = serving_pod(lab, ns, port=8080)
+    for attempt in range(3):  # gunicorn --timeout 2 kills a worker that a loaded machine keeps busy for 2 s
+        try:
+            before = seed_store(base)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    shipped = lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{pod}/log", params={"container": "log-shipper"}).text
+    assert "out-of-date database schema" in shipped, shipped
+    end = time.monotonic() + 120
+    while "WORKER TIMEOUT" not in pod_log(lab, ns, pod) and time.monotonic() < end:
+        slow_post(base.split("//")[1].split(":")[0], seconds=6, port=8080)
+    assert "WORKER TIMEOUT" in pod_log(lab, ns, pod)
+    containers = get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"]
+
+    mark = lab.log_mark()
+    res, rep = finished(typed_verify(lab, ns, tmp_path, "heal"))
+    found = codes(rep.get("findings_before"))
+    assert "WORKER_TIMEOUT" in found, f"MLflow's own log was not scanned: {sorted(found)}"
+    assert "DB_SCHEMA_OUTDATED" not in found, "a sidecar's log was scanned as MLflow's"
+    assert not [f for f in found if "PORT" in f], sorted(found)
+    jobs = [w for w in writes_in(lab, mark, ns) if "/jobs" in w]
+    assert jobs == [], f"a migration Job for a line in a sidecar's log: {jobs}"
+    assert res.rc == 0 and rep["status"] == "healthy", res.output[-4000:]
+    after = get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"]
+    assert [x["name"] for x in after] == ["log-shipper", "config-watch", "mlflow"] and after[:2] == containers[:2]
+    args = " ".join(after[2]["args"])
+    assert "--timeout 300" in args or "--timeout=300" in args, args
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,), port=8080)
+    store = assert_store(lab, ns, before, base2)
+    healed_row("sidecars_before_mlflow", t0, fault="sidecars listed before MLflow: `tail -F /mlflow/logs/server.log` "
+               "(shipping an out-of-date-schema line) and `sh -c 'exec sleep infinity # fluent-bit -c "
+               "/etc/mlflow/server.conf'`; MLflow on 8080, gunicorn --timeout 2, a real WORKER TIMEOUT",
+               injected_by="Deployment containers + slow body to the pod IP",
+               finding="WORKER_TIMEOUT (MLflow's log), SHORT_WORKER_TIMEOUT; no DB_SCHEMA_OUTDATED from the sidecar",
+               detected_by="verify.yml (one container rule)",
+               outcome="healed: the MLflow container patched to --timeout 300, sidecars untouched, no migration Job",
+               store=store)
+
+
+def gunicorn_env_timeout(lab, ns: str, pod: str) -> tuple[list[str], str]:
+    """(command line, GUNICORN_CMD_ARGS) of the pod's gunicorn (lab containers are host processes tagged with
+    their container id)."""
+    p = lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{pod}").json()
+    cid = p["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1].encode()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = (d / "environ").read_bytes().split(b"\0")
+            cmd = [a.decode() for a in (d / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        if any(e.startswith(b"ASGARDLAB_CONTAINER_ID=") and e.endswith(b"-" + cid) for e in env) \
+                and any("gunicorn" in a for a in cmd[:3]):
+            envs = dict(e.decode().split("=", 1) for e in env if b"=" in e)
+            return cmd, envs.get("GUNICORN_CMD_ARGS", "")
+    raise AssertionError(f"no gunicorn process in pod {pod}")
+
+
+def test_gunicorn_cmd_args_timeout(lab, ns, tmp_path):
+    """Item 5: `--gunicorn-opts "--workers 2"` and GUNICORN_CMD_ARGS="--timeout 60": gunicorn really runs with a
+    60 s timeout (its command line has none, its environment says 60). verify must report 60 s as Before, heal to
+    >= 300 s, and leave no source that still says 60 without a word."""
+    t0 = time.monotonic()
+    args = [a for a in server_args() if not a.startswith("--workers")] + ["--gunicorn-opts", "--workers 2"]
+    pod, base, before = start_healthy(lab, ns, deployment(args=args, env={"GUNICORN_CMD_ARGS": "--timeout 60"}, ns=ns))
+    cmd, env_args = gunicorn_env_timeout(lab, ns, pod)
+    assert env_args == "--timeout 60" and "--timeout" not in cmd, (cmd, env_args)
+    res, rep = finished(typed_verify(lab, ns, tmp_path, "heal", "-e", "verify_min_workers=2"))
+    row = {r["metric"]: r for r in rep["before_after"]}["Worker timeout"]
+    assert row["before"] == "60s", f"Before must be the timeout gunicorn really runs with: {row}"
+    assert "SHORT_WORKER_TIMEOUT" in codes(rep["findings_before"])
+    assert res.rc == 0 and rep["status"] == "healthy", res.output[-4000:]
+    c = get_deployment(lab, ns)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+    said = json.dumps([rep.get("remaining"), rep.get("next_steps"), rep.get("remediated")])
+    assert "--timeout 60" not in env.get("GUNICORN_CMD_ARGS", "") or "GUNICORN_CMD_ARGS" in said, \
+        f"GUNICORN_CMD_ARGS still says --timeout 60 and the report does not say so: {env}"
+    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    cmd2, env2 = gunicorn_env_timeout(lab, ns, pod2)
+    effective = " ".join(cmd2) + " " + env2
+    assert "--timeout 300" in effective or "--timeout=300" in effective, effective
+    store = assert_store(lab, ns, before, base2)
+    healed_row("gunicorn_cmd_args_timeout", t0, fault='`--gunicorn-opts "--workers 2"` + GUNICORN_CMD_ARGS="--timeout 60" '
+               "(gunicorn runs with 60 s)", injected_by="Deployment args + env",
+               finding=f"SHORT_WORKER_TIMEOUT; Before {row['before']} (the real value)", detected_by="verify.yml",
+               outcome=f"healed: After {row['after']}; the running gunicorn has --timeout 300 and no source says 60 "
+                       "unreported", store=store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,14 +11,12 @@ import time
 import urllib.request
 
 import pytest
+from helpers.ansible_runner import run_playbook
 from helpers.kubectl import PortForward
 from helpers.lab_objects import free_port
 from test_probe_module import create_namespace, deploy_mlflow, run_module, wait_ready
 
 pytestmark = pytest.mark.lab
-
-
-
 
 def get(url: str, timeout: float = 20) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -42,6 +41,11 @@ def get_eventually(url: str, timeout: float = 90) -> float:
 def target(lab):
     ns = create_namespace(lab)
     deploy_mlflow(lab, ns, "fwd", service="mlflow-service")
+    # a second Service in front of the same pods (another forward target)
+    r = lab.request("POST", f"/api/v1/namespaces/{ns}/services", json={
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "other-service"},
+        "spec": {"selector": {"app": "fwd"}, "ports": [{"name": "http", "port": 5000, "targetPort": "http"}]}})
+    assert r.status_code == 201, r.text
     wait_ready(lab, ns, "fwd")
     yield ns
     lab.request("DELETE", f"/api/v1/namespaces/{ns}")
@@ -153,3 +157,102 @@ def test_stale_kubectl_port_forward_is_cleaned(lab, target, tmp_path, xdg):
 def test_non_loopback_bind_refused(lab, target, tmp_path, xdg):
     r = fwd(lab, tmp_path, xdg, namespace=target, address="0.0.0.0", local_port=free_port())
     assert r["failed"] is True and "allow_non_loopback" in r["msg"]
+
+
+# --------------------------------------------------------------- issue 14 item 3: only replaced by one that works
+def _state(xdg: dict, port: int) -> dict:
+    import json
+
+    path = os.path.join(xdg["XDG_STATE_HOME"], "asgard-mlflow", "port-forwards", f"127.0.0.1_{port}.json")
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_typo_does_not_kill_the_working_dashboard_forward(lab, target, tmp_path, xdg):
+    """Issue 14 item 3, the way it was observed: a working forward on the port, then `verify.yml -e
+    verify_namespace=<typo>` (typed on the command line). The forward keeps running and keeps answering, the
+    state file names it, the module's result and the verify report say that nothing was stopped and what keeps
+    running. Then the same through the module directly, also in check mode."""
+    port = free_port()
+    r = fwd(lab, tmp_path, xdg, namespace=target, local_port=port)
+    assert r["changed"] is True and r["pid"], r
+    pid, url = r["pid"], r["url"]
+    get_eventually(f"{url}/health")
+    typo = f"{target}-typo"
+
+    rep_path = tmp_path / "verify.json"
+    res = run_playbook("playbooks/verify.yml", env=lab.env(**xdg), timeout=600, argv=[
+        "-e", f"verify_namespace={typo}", "-e", f"verify_port_forward_local_port={port}",
+        "-e", f"verify_report_path={rep_path}"])
+    assert _alive(pid) and get(f"{url}/health")[0] == 200, f"the working forward was stopped:\n{res.output}"
+    assert _state(xdg, port)["pid"] == pid
+    rep = json.loads(rep_path.read_text())
+    [pf] = [f for f in rep["remaining"] if f["code"] == "PORT_FORWARD_FAILED"]
+    assert "nothing was stopped" in pf["message"] and f"pid {pid}" in pf["message"], pf
+    assert "NAMESPACE_NOT_FOUND" in pf["message"] or typo in pf["message"], pf
+    assert res.rc != 0, "verify.yml passed on a namespace that does not exist"
+
+    for check in (True, False):
+        bad = fwd(lab, tmp_path, xdg, check=check, namespace=typo, local_port=port, cleanup=True)
+        assert bad["failed"] is True and bad["code"] == "NAMESPACE_NOT_FOUND", bad
+        assert bad["stopped"] == [] and [k["pid"] for k in bad["kept"]] == [pid], bad
+        assert f"svc/mlflow-service in {target}" in bad["kept"][0]["target"]
+    # a Service without a Ready pod behind it: not a working target either
+    r2 = lab.request("POST", f"/api/v1/namespaces/{target}/services", json={
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "idle-service"},
+        "spec": {"selector": {"app": "nothing"}, "ports": [{"port": 5000}]}})
+    assert r2.status_code in (201, 409), r2.text
+    idle = fwd(lab, tmp_path, xdg, namespace=target, service="idle-service", local_port=port)
+    assert idle["failed"] is True and idle["code"] == "NO_READY_POD" and idle["stopped"] == [], idle
+    assert _alive(pid) and get(f"{url}/health")[0] == 200 and _state(xdg, port)["pid"] == pid
+    fwd(lab, tmp_path, xdg, namespace=target, local_port=port, state="absent")
+
+
+def test_equivalent_options_are_the_same_forward(lab, target, tmp_path, xdg):
+    """remote_port omitted (the Service's first port) and remote_port: 5000 are one forward: changed false, the same
+    pid, in check mode and diff too; another Service on the same port is a real re-target, named in `stopped`."""
+    port = free_port()
+    r = fwd(lab, tmp_path, xdg, namespace=target, local_port=port)
+    try:
+        get_eventually(f"{r['url']}/health")
+        for check in (True, False):
+            same = fwd(lab, tmp_path, xdg, check=check, namespace=target, local_port=port, remote_port=5000)
+            assert same["changed"] is False and same["pid"] == r["pid"] and same["stopped"] == [], same
+        other = fwd(lab, tmp_path, xdg, namespace=target, local_port=port, service="other-service")
+        assert other["changed"] is True and other["pid"] != r["pid"]
+        assert [(s["pid"], s["reason"], s["target"]) for s in other["stopped"]] == [
+            (r["pid"], "target changed", f"svc/mlflow-service in {target}")]
+        assert get_eventually(f"{r['url']}/health") >= 0 and not _alive(r["pid"])
+    finally:
+        fwd(lab, tmp_path, xdg, namespace=target, local_port=port, state="absent")
+
+
+def test_kubectl_port_forward_of_another_service_is_named_when_stopped(lab, target, tmp_path, xdg):
+    """A `kubectl port-forward` of another Service holds the port: a target that does not work leaves it running
+    (named in `kept`); a working one stops it and names it (pid, command line, target)."""
+    port = free_port()
+    k = PortForward(lab.env(), "-n", target, "svc/other-service", f"{port}:5000")
+    try:
+        assert get(f"http://127.0.0.1:{port}/health")[1].strip() == b"OK"  # a real, working kubectl forward
+        bad = fwd(lab, tmp_path, xdg, namespace=f"{target}-typo", local_port=port, cleanup=True)
+        assert bad["failed"] is True and bad["stopped"] == [] and k.proc.poll() is None, bad
+        assert [(x["pid"], x["target"]) for x in bad["kept"]] == [(k.pid, f"svc/other-service {port}:5000 in {target}")]
+        r = fwd(lab, tmp_path, xdg, namespace=target, local_port=port, cleanup=True)
+        [st] = r["stopped"]
+        assert (st["pid"], st["kind"], st["target"]) == (k.pid, "kubectl port-forward",
+                                                          f"svc/other-service {port}:5000 in {target}"), st
+        assert "port-forward" in st["cmdline"] and f"{port}:5000" in st["cmdline"]
+        assert k.wait(timeout=10) is not None
+        get_eventually(f"{r['url']}/health")
+    finally:
+        k.stop()
+        fwd(lab, tmp_path, xdg, namespace=target, local_port=port, state="absent")

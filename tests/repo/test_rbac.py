@@ -43,12 +43,17 @@ KINDS = {
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets", True),
 }
 # Definitions passed as a variable whose kind the task does not name.
-KNOWN_DEFINITIONS = {"_verify_migration_job": "Job"}
+KNOWN_DEFINITIONS: dict[str, str] = {}
 # REST calls of module_utils that are not plain GETs: (group, resource) -> extra verbs.
-# The portforward WebSocket is a GET, and API servers >= 1.30 also check `create` on it; mlflow_patch JSON-patches
-# the Deployment it read (and rolls back the same way). cluster_access's SelfSubjectAccessReview (a create on
-# authorization.k8s.io selfsubjectaccessreviews) needs no grant: system:basic-user allows it to every account.
-EXTRA_VERBS = {("", "pods/portforward"): {"create"}, ("apps", "deployments"): {"patch"}}
+# The portforward WebSocket is a GET, and API servers >= 1.30 also check `create` on it. cluster_access's
+# SelfSubjectAccessReview (a create on authorization.k8s.io selfsubjectaccessreviews) needs no grant:
+# system:basic-user allows it to every account.
+EXTRA_VERBS = {("", "pods/portforward"): {"create"}}
+# Group resources whose verbs are not what the path says (named = get, collection = list): (group, resource) -> verbs.
+# _lease.py: GET the Lease by name, POST it, PUT it with its resourceVersion. Deployments: GET by name (verify,
+# mlflow_patch), JSON-PATCH (mlflow_patch applies and rolls back), WATCH (verify's rollout wait, no list).
+GROUP_VERBS = {("coordination.k8s.io", "leases"): {"get", "create", "update"},
+               ("apps", "deployments"): {"get", "patch", "watch"}}
 
 Perm = tuple[str, str, str]  # (group, resource, verb)
 
@@ -178,6 +183,7 @@ def required_from_plugins() -> dict[Perm, set[str]]:
     need: dict[Perm, set[str]] = defaultdict(set)
     path_re = re.compile(r"^/api(?:/v1|s/([a-z0-9.]+)/v[0-9a-z]+)/namespaces/\{[^}]+\}"
                          r"(?:/([a-z]+)(?:/\{[^}]+\}(?:/([a-z]+))?)?)?")
+    group_re = re.compile(r"^/apis/([a-z0-9.]+)/v[0-9a-z]+/namespaces/\{[^}]+\}/([a-z]+)")
     for path in sorted((ROOT / "plugins").rglob("*.py")):
         where = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text())):
@@ -185,6 +191,11 @@ def required_from_plugins() -> dict[Perm, set[str]]:
                 continue
             text = "".join(v.value if isinstance(v, ast.Constant) else "{x}" for v in node.values)
             m = path_re.match(text)
+            g = group_re.match(text)
+            if g and (g.group(1), g.group(2)) in GROUP_VERBS:
+                for verb in GROUP_VERBS[(g.group(1), g.group(2))]:
+                    need[(g.group(1), g.group(2), verb)].add(where)
+                continue
             if not m:
                 if text.startswith("/api"):
                     pytest.fail(f"{where}:{node.lineno}: REST path {text} is not modelled in test_rbac.py")

@@ -69,7 +69,7 @@ def test_static_prefix_3x_root_not_found_health_under_prefix(env):
     assert [t["status"] for t in r["checks"]["health"]["tried"]] == [404, 200]
     assert r["checks"]["root"]["status"] == 404 and r["checks"]["root"]["title_found"] is False
     root = next(f for f in r["findings"] if f["code"] == "ROOT_NOT_FOUND")
-    assert root["severity"] == "error"
+    assert root["severity"] == "critical"  # one severity vocabulary (was "error")
     assert root["evidence"]["ui_path"] == "/static/" and root["evidence"]["ui_title_found"] is True
     assert "HEALTH_UNDER_PREFIX" in codes(r)
     assert r["checks"]["version"]["path"] == "/static/version" and r["mlflow_version"] == "3.17.2"
@@ -213,7 +213,8 @@ def test_prefix_from_pod_spec_forms():
 
 def test_finding_shape_and_severity():
     f = finding("INVALID_HOST", "m", {"a": 1})
-    assert f == {"code": "INVALID_HOST", "severity": "error", "message": "m", "evidence": {"a": 1}}
+    # the catalogue's shape and severity vocabulary (severity was "error" before 0.2.0; findings gained "step")
+    assert f == {"code": "INVALID_HOST", "severity": "critical", "step": "probe", "message": "m", "evidence": {"a": 1}}
     assert finding("RETRIED", "m")["severity"] == "info"
 
 

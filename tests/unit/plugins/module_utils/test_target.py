@@ -46,7 +46,7 @@ def test_service_port_not_found_is_bad_input(kube):
     kube.pods["asgard"] = [pod("p")]
     with pytest.raises(TargetError) as ei:
         resolve(kube, Target(remote_port=8080))
-    assert ei.value.code == "PORT_NOT_FOUND" and ei.value.bad_input
+    assert ei.value.code == "SERVICE_PORT_MISSING" and ei.value.bad_input  # PORT_NOT_FOUND merged into it
     assert "8080" in str(ei.value) and "5000" in str(ei.value)
 
 

@@ -1,4 +1,4 @@
-"""ansible-doc renders both modules completely (doc fragments from kubernetes.core and this collection resolve)."""
+"""ansible-doc renders the modules completely (doc fragments from kubernetes.core and this collection resolve)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,45 @@ def test_ansible_doc_renders(module):
         assert {"healthy", "checks", "findings", "health_path", "mlflow_version", "server_header"} <= set(doc["return"])
     else:
         assert options["local_port"]["default"] == 5000 and options["address"]["default"] == "127.0.0.1"
+
+
+def test_ansible_doc_renders_remediation_lock():
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "--json",
+                          "asgard.mlflow.remediation_lock"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)["asgard.mlflow.remediation_lock"]
+    options = doc["doc"]["options"]
+    assert {"namespace", "deployment", "state", "lease_duration", "wait_timeout", "fail_when_held", "owner_pid",
+            "kubeconfig", "api_key"} <= set(options)
+    assert options["state"]["choices"] == ["acquired", "released"] and options["lease_duration"]["default"] == 60
+    assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
+    assert doc["doc"]["attributes"]["diff_mode"]["support"] == "full"
+    for key, ret in doc["return"].items():
+        assert {"description", "returned", "type"} <= set(ret), key
+    assert {"acquired", "released", "held_by", "since", "took_over_from", "lease", "identity"} <= set(doc["return"])
+
+
+def test_ansible_doc_renders_mlflow_verify_and_matches_its_argument_spec():
+    sys.path.insert(0, str(REPO / ".collections"))
+    from ansible_collections.asgard.mlflow.plugins.module_utils._verify_options import ARG_SPEC
+
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "-t", "module", "--json",
+                          "asgard.mlflow.mlflow_verify"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)["asgard.mlflow.mlflow_verify"]
+    options = doc["doc"]["options"]
+    assert doc["doc"]["version_added"] == "0.2.0"
+    for name, spec in ARG_SPEC.items():
+        assert name in options, f"option {name} is not documented"
+        assert options[name]["type"] == spec["type"], name
+        if spec.get("default") not in (None, "", [], {}):
+            assert options[name]["default"] == spec["default"], name
+    assert {"kubeconfig", "api_key"} <= set(options)
+    assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
+    assert {"steps", "findings", "console", "plan", "state", "settings", "healthy", "api_requests"} <= set(doc["return"])
+    for key, ret in doc["return"].items():
+        assert {"description", "returned", "type", "sample"} <= set(ret), key

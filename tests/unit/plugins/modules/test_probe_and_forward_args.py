@@ -22,7 +22,7 @@ except ImportError:  # older ansible-core (make test-compat): the classic way to
             yield
         finally:
             basic._ANSIBLE_ARGS = saved
-from ansible_collections.asgard.mlflow.plugins.modules import mlflow_probe, port_forward
+from ansible_collections.asgard.mlflow.plugins.modules import mlflow_probe, port_forward, remediation_lock
 
 
 def run(module, args: dict, capsys) -> dict:
@@ -33,6 +33,9 @@ def run(module, args: dict, capsys) -> dict:
 
 @pytest.mark.parametrize(("module", "args", "needle"), [
     (port_forward, {"local_port": 70000}, "local_port: 70000 is out of range (expected an integer from 1 to 65535)"),
+    (remediation_lock, {"lease_duration": 5}, "lease_duration: 5 is out of range (expected seconds from 10 to 3600)"),
+    (remediation_lock, {"deployment": "Bad_Name"}, "deployment: 'Bad_Name' is not a valid Deployment name"),
+    (remediation_lock, {"wait_timeout": 4000}, "wait_timeout: 4000 is out of range"),
     (port_forward, {"address": "0.0.0.0"}, "address: 0.0.0.0 is not a loopback address"),
     (port_forward, {"namespace": "Asgard!"}, "namespace: 'Asgard!' is not a valid namespace name"),
     (mlflow_probe, {"namespace": "bad_ns"}, "namespace: 'bad_ns' is not a valid namespace name"),

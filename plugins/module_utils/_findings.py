@@ -1,0 +1,330 @@
+# Copyright: (c) 2026, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: the one catalogue of finding codes (mlflow_probe, its deep check, mlflow_verify, the plan, the report).
+
+Every code is defined here once: the step that detects it, its severity (one vocabulary: ``critical`` - the server is
+not usable, ``warning`` - a known cause of trouble, ``info`` - context), the remediation action (``patch`` with the
+settings it targets, ``migrate``, ``restart`` or ``report``), whether it blocks a rollout restart (a restart cannot help
+while it is present), what it means, the next step for a human, and the condition text of the documentation.
+docs/verify.md's finding table is generated from ``CATALOGUE`` (``scripts/gen-docs.py``; a unit test fails when the
+page differs).
+
+Old codes renamed when near-duplicates were merged stay valid as ``ALIASES`` (``canonical()`` maps them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEVERITIES = ("critical", "warning", "info")
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+ACTIONS = ("patch", "migrate", "restart", "report", "none")
+# the settings the patch role can enforce, in the order the report names them
+PATCH_TARGETS = {"workers": "workers", "timeout": "gunicorn timeout/keep-alive",
+                 "static_prefix": "remove the static prefix", "allowed_hosts": "allowed hosts"}
+STEP_TITLES = {
+    "pods": "1. Pod status",
+    "settings": "1b. Server settings",
+    "logs": "2. Log scan",
+    "service": "3. Service connectivity",
+    "probe": "4. Health endpoint (mlflow_probe)",
+    "transaction": "4b. Deep check (synthetic MLflow transaction)",
+    "cleanup": "5. Port-forward clean-up",
+    "port_forward": "6. Port-forward to the dashboard",
+    "remediate": "Remediation",
+}
+
+
+@dataclass(frozen=True)
+class Code:
+    """One finding code. ``steps``: where it is detected (the first is its home)."""
+
+    code: str
+    steps: tuple
+    severity: str
+    action: str
+    meaning: str
+    next_step: str
+    targets: tuple = ()
+    restart_blocker: bool = False
+    docs: str = ""  # the conditions/bounds column of the documentation (empty: the action says it all)
+
+
+def _c(code, steps, severity, action, meaning, next_step, targets=(), blocker=False, docs=""):
+    steps = (steps,) if isinstance(steps, str) else tuple(steps)
+    return Code(code, steps, severity, action, meaning, next_step, tuple(targets), blocker, docs)
+
+
+_ENTRIES = (
+    # ------------------------------------------------------------------------------------------ step 1: pods
+    _c("DEPLOYMENT_NOT_FOUND", "pods", "critical", "report", "the Deployment named by verify_deployment does not exist",
+       "deploy MLflow (playbooks/deploy.yml) or set verify_deployment", blocker=True),
+    _c("NAMESPACE_NOT_FOUND", ("pods", "probe"), "critical", "report", "the namespace does not exist",
+       "set verify_namespace to the namespace MLflow runs in", blocker=True,
+       docs="mlflow_verify fails at once (bad input), naming the namespace; nothing is read further"),
+    _c("SCALED_TO_ZERO", "pods", "critical", "report", "the Deployment is scaled to 0 replicas",
+       "kubectl scale deployment --replicas=1", blocker=True),
+    _c("ROLLOUT_STALLED", "pods", "critical", "restart", "the rollout exceeded its progress deadline",
+       "kubectl rollout status / describe the new ReplicaSet"),
+    _c("ROLLOUT_INCOMPLETE", "pods", "warning", "report", "the rollout is still in progress",
+       "wait for the rollout: kubectl rollout status"),
+    _c("NO_PODS", "pods", "critical", "report", "no pod of the Deployment exists",
+       "kubectl describe deployment / replicaset: pods are not being created", blocker=True),
+    _c("POD_FAILED", "pods", "critical", "report", "a pod is in phase Failed (evicted, node pressure)",
+       "kubectl describe pod (evicted? node pressure?)"),
+    _c("POD_PENDING", "pods", "critical", "report", "a pod cannot be scheduled",
+       "the pod cannot be scheduled: free resources, fix selectors/tolerations or the PVC", blocker=True),
+    _c("IMAGE_PULL_FAILED", "pods", "critical", "report", "the image cannot be pulled",
+       "fix the image reference or imagePullSecrets", blocker=True),
+    _c("CONTAINER_CONFIG_ERROR", ("pods", "logs"), "critical", "report",
+       "the container cannot start with its configuration: a missing Secret/ConfigMap/key, or a bad flag or option "
+       "in its args (a usage error in the log of a container that exited with code 2 or crash loops)",
+       "the container cannot start with its configuration (a missing Secret/ConfigMap/key, or a bad flag/option in "
+       "its args): kubectl describe pod, fix the pod template", blocker=True,
+       docs="the offending log line is the evidence; the CRASH_LOOP it causes is not restarted either"),
+    _c("CRASH_LOOP", "pods", "critical", "restart", "a container is in CrashLoopBackOff",
+       "read the previous container log: kubectl logs --previous",
+       docs="only with no configuration cause (no patch or migration planned, no restart blocker present)"),
+    _c("OOM_KILLED", "pods", "critical", "report", "a container was OOMKilled",
+       "raise resources.limits.memory of the mlflow container (4 workers need ~1.5 GiB)", blocker=True),
+    _c("RESTARTS", "pods", "warning", "report", "a container restarted (info when the last restart is older than "
+       "verify_restart_window_seconds)", "read the previous container log: kubectl logs --previous"),
+    _c("POD_NOT_READY", "pods", "critical", "restart", "a pod is running but not Ready",
+       "kubectl describe pod; check the readiness probe path and the log",
+       docs="only with no configuration cause (no patch or migration planned, no restart blocker present)"),
+    _c("NO_MLFLOW_CONTAINER", "pods", "critical", "report",
+       "no container of the pod template runs `mlflow server` (as parsed from its command, args and script)",
+       "set verify_container to the container that runs `mlflow server`, or give it an explicit command",
+       docs="settings and logs are not read (they would be guessed); the probe still runs"),
+    _c("SEVERAL_MLFLOW_CONTAINERS", "pods", "critical", "report", "more than one container runs `mlflow server`",
+       "set verify_container to the one to verify",
+       docs="settings and logs are not read (they would be guessed); the probe still runs"),
+    _c("CONTAINER_NOT_FOUND", "pods", "critical", "report",
+       "verify_container names a container that does not exist or does not run `mlflow server`",
+       "set verify_container to the container that runs `mlflow server` (or empty to find it)"),
+    # --------------------------------------------------------------------------- step 1b: server settings
+    _c("TOO_FEW_WORKERS", "settings", "warning", "patch", "the server runs fewer workers than verify_min_workers",
+       "set mlflow server --workers to at least the minimum", targets=("workers",),
+       docs="mlflow's `--workers` (at least verify_min_workers); the patch role is a no-op when compliant"),
+    _c("WORKERS_INCONSISTENT", "settings", "warning", "patch",
+       "--gunicorn-opts/--uvicorn-opts ask for a worker count that mlflow's own --workers overrides",
+       "set the worker count once, with mlflow server --workers", targets=("workers",)),
+    _c("SHORT_WORKER_TIMEOUT", "settings", "warning", "patch",
+       "gunicorn --timeout is below verify_min_gunicorn_timeout (gunicorn only)",
+       "set gunicorn --timeout to at least the minimum", targets=("timeout",),
+       docs="gunicorn `--timeout` at least verify_min_gunicorn_timeout, keep-alive 5; not reported on uvicorn"),
+    _c("STATIC_PREFIX_MISMATCH", "settings", "warning", "patch",
+       "the server's --static-prefix is not verify_expected_static_prefix",
+       "remove --static-prefix (no prefix is expected: verify_expected_static_prefix is empty) or set "
+       "verify_expected_static_prefix", targets=("static_prefix",),
+       docs="patched away only when no prefix is expected (the default); with a prefix expected it is reported, "
+            "never guessed"),
+    _c("STATIC_PREFIX_SET", "settings", "info", "none",
+       "the server runs with the expected --static-prefix: the dashboard is under the prefix", "none"),
+    # -------------------------------------------------------------------------------------- step 2: logs
+    _c("WORKER_TIMEOUT", "logs", "warning", "patch", "gunicorn killed a worker that exceeded its timeout",
+       "raise gunicorn --timeout and --workers", targets=("workers", "timeout"),
+       docs="gunicorn only (reported on uvicorn)"),
+    _c("WORKER_KILLED", "logs", "warning", "patch", "a worker was sent SIGKILL (timeout or out of memory)",
+       "check memory limits and gunicorn --timeout", targets=("workers", "timeout"),
+       docs="gunicorn only (reported on uvicorn)"),
+    _c("INVALID_HOST_HEADER", "logs", "warning", "patch", "requests were rejected by MLflow's Host header check",
+       "add the client's Host to MLFLOW_SERVER_ALLOWED_HOSTS", targets=("allowed_hosts",),
+       docs="allowed hosts include localhost, 127.0.0.1, the Service DNS names with port and pod ranges; existing "
+            "entries are kept"),
+    _c("DB_SCHEMA_OUTDATED", "logs", "critical", "migrate",
+       "the backend store schema is older than the server (mlflow db upgrade needed)",
+       "run `mlflow db upgrade <backend-store-uri>` with the server's image",
+       docs="a Job `<deployment>-verify-db-upgrade` runs `mlflow db upgrade` with the Deployment's image, env and "
+            "volumes; the next round restarts the pods when it succeeded; a failed Job is reported (its last log "
+            "line) and nothing is restarted"),
+    _c("DB_SCHEMA_NEWER", "logs", "critical", "report",
+       "the backend store was migrated by a newer MLflow than this image (a rollback?): no migration can fix it",
+       "run the MLflow image that migrated the store (or a newer one), or restore the backend store's backup taken "
+       "before that upgrade; `mlflow db upgrade` cannot downgrade", blocker=True),
+    _c("TRACEBACK", "logs", "warning", "report", "Python tracebacks in the log",
+       "read the tracebacks in the log samples"),
+    _c("ERROR_LINES", "logs", "info", "report", "ERROR/CRITICAL lines in the log", "read the log samples"),
+    # ----------------------------------------------------------------------------------- step 3: service
+    _c("SERVICE_NOT_FOUND", ("service", "probe"), "critical", "report", "the Service does not exist",
+       "create the Service (playbooks/deploy.yml) or set verify_service", blocker=True),
+    _c("SERVICE_PORT_MISSING", ("service", "probe"), "critical", "report",
+       "the Service does not expose verify_service_port",
+       "add the expected port to the Service or set verify_service_port", blocker=True),
+    _c("SERVICE_NO_SELECTOR", ("service", "probe"), "critical", "report",
+       "the Service has no selector: its endpoints are managed by hand and it cannot be resolved to a pod",
+       "give the Service a selector matching the MLflow pods", blocker=True),
+    _c("SERVICE_SELECTOR_MISMATCH", "service", "critical", "report",
+       "the Service selector matches none of the MLflow pods",
+       "make the Service selector match the pod template labels", blocker=True),
+    _c("TARGET_PORT_MISMATCH", ("service", "probe"), "critical", "report",
+       "the Service's targetPort is not the port the MLflow container listens on",
+       "make the Service targetPort match the container port / --port", blocker=True),
+    _c("NO_READY_ENDPOINTS", "service", "critical", "report", "the Service has no ready endpoint",
+       "the Service has no ready pod behind it: see step 1"),
+    # -------------------------------------------------------------------------------------- step 4: probe
+    _c("HEALTH_FAILED", "probe", "critical", "restart", "the health path does not answer 200",
+       "check the health path (under --static-prefix on MLflow >= 3.7) and the log",
+       docs="only with no configuration cause"),
+    _c("HEALTH_UNDER_PREFIX", "probe", "info", "none", "health answers under the static prefix (MLflow >= 3.7)",
+       "none"),
+    _c("ROOT_NOT_FOUND", "probe", "critical", "patch", "`/` answers 404",
+       "remove --static-prefix or open the dashboard under the prefix", targets=("static_prefix",),
+       docs="patch (remove `--static-prefix`; probes follow `/health`) only when the server runs a prefix and none is "
+            "expected; without a prefix, or with verify_expected_static_prefix set, reported and never guessed"),
+    _c("ROOT_UNDER_PREFIX", "probe", "info", "none",
+       "the dashboard answers under the expected static prefix (GET / 404 is expected with a prefix)", "none"),
+    _c("ROOT_NO_TITLE", "probe", "warning", "report", "`/` answers without the MLflow UI title",
+       "`/` answers without the MLflow UI: check an Ingress/proxy in front or the image"),
+    _c("ROOT_FAILED", "probe", "critical", "restart", "`/` fails", "`/` fails: read the server log",
+       docs="with HTTP 401 (a basic-auth server; step 4 sends no credentials) reported, never restarted"),
+    _c("VERSION_FAILED", "probe", "warning", "report", "`/version` fails", "`/version` fails: read the server log"),
+    _c("INVALID_HOST", "probe", "critical", "patch",
+       "MLflow rejects the in-cluster Service DNS name with 403 Invalid Host header",
+       "add the client's Host to MLFLOW_SERVER_ALLOWED_HOSTS", targets=("allowed_hosts",),
+       docs="allowed hosts include localhost, 127.0.0.1, the Service DNS names with port and pod ranges; existing "
+            "entries are kept"),
+    _c("API_FAILED", "probe", "critical", "report", "the REST API call that reads the backend store fails",
+       "the REST API fails: check the backend store (database reachable, schema)"),
+    _c("NO_READY_POD", "probe", "critical", "report", "no Ready pod behind the target",
+       "no ready pod behind the Service: see step 1"),
+    _c("POD_NOT_FOUND", "probe", "critical", "report", "the pod named in the probe target does not exist",
+       "the pod named in the probe target does not exist"),
+    _c("POD_REPLACED", "probe", "info", "none", "the pod was replaced during the probe; the probe followed it", "none"),
+    _c("RETRIED", "probe", "info", "none", "transient failures were retried", "none"),
+    _c("TUNNEL_ERROR", "probe", "critical", "report", "the API server's pods/portforward tunnel failed",
+       "the API server portforward failed: check RBAC pods/portforward and the node", blocker=True),
+    _c("TIMEOUT", "probe", "critical", "restart", "the server does not answer in time",
+       "the server does not answer in time: check CPU/memory and the log", docs="only with no configuration cause"),
+    _c("KUBE_API_ERROR", ("probe", "pods"), "critical", "report", "a Kubernetes API request failed",
+       "the Kubernetes API failed: check credentials/RBAC and retry", blocker=True),
+    _c("PROBE_ERROR", "probe", "critical", "report", "mlflow_probe could not run",
+       "mlflow_probe could not run: see its message"),
+    _c("PROBE_UNHEALTHY", "probe", "critical", "restart", "mlflow_probe reports the server unhealthy",
+       "read the probe checks in the report", docs="only with no configuration cause"),
+    # ------------------------------------------------------------------------ step 4b: deep check (transaction)
+    _c("WORKER_KILLED_DURING_REQUEST", "transaction", "critical", "patch",
+       "gunicorn killed the worker serving a request of the deep check (5xx or broken connection while the log "
+       "shows WORKER TIMEOUT/SIGKILL)",
+       "gunicorn killed the worker serving the deep check's request: raise gunicorn --timeout above the longest "
+       "upload/download (or run uvicorn), then re-run verify.yml with verify_transaction=true", targets=("timeout",),
+       docs="gunicorn only (on uvicorn reported: read the log, memory limits); the failed request it explains is "
+            "not reported separately; step 4b then runs again with the same size and pacing"),
+    _c("WRITE_FAILED", "transaction", "critical", "report", "the backend store refuses writes",
+       "the backend store refuses writes: check the database (read-only file or volume, permissions, disk full, "
+       "database user grants) and the server log"),
+    _c("ARTIFACT_UPLOAD_FAILED", "transaction", "critical", "report", "the artifact proxy refuses uploads",
+       "the artifact proxy refuses uploads: check --serve-artifacts, --artifacts-destination (writable volume, "
+       "object-store credentials) and the log"),
+    _c("ARTIFACT_DOWNLOAD_FAILED", "transaction", "critical", "report", "the artifact proxy fails downloads",
+       "the artifact proxy fails downloads: check --artifacts-destination and the server log"),
+    _c("ARTIFACT_MISMATCH", "transaction", "critical", "report", "the artifact came back different",
+       "the artifact came back different: check the artifact store and any proxy between clients and MLflow (body "
+       "size limits, rewriting)"),
+    _c("TRANSACTION_AUTH_FAILED", "transaction", "critical", "report", "MLflow refused the deep check (401/403)",
+       "MLflow refused the deep check: set verify_transaction_username / verify_transaction_password to a user "
+       "allowed to create experiments and runs"),
+    _c("TRANSACTION_READ_FAILED", "transaction", "critical", "report",
+       "the run written by the deep check could not be read back",
+       "the run written by the deep check could not be read back: check the backend store and the server log"),
+    _c("TRANSACTION_CLEANUP_FAILED", "transaction", "warning", "report", "synthetic runs could not be deleted",
+       "delete the synthetic runs of the deep check's experiment by hand (they are tagged asgard.synthetic)"),
+    _c("SLOW_UPLOAD", "transaction", "warning", "report", "artifact uploads are slower than min_upload_rate",
+       "artifact uploads are slow: check the network path, CPU limits of the server and the artifact store's "
+       "throughput"),
+    _c("TRANSACTION_SKIPPED", "transaction", "info", "none",
+       "the deep check did not run (check mode, unless verify_transaction_in_check_mode)", "none"),
+    _c("TRANSACTION_ERROR", "transaction", "critical", "report", "the deep check could not run",
+       "the deep check could not run: see its message"),
+    # ----------------------------------------------------------------------------- steps 5-6 and remediation
+    _c("PORT_FORWARD_FAILED", "port_forward", "warning", "report",
+       "the dashboard port-forward could not start (the local port is held by another process)",
+       "the dashboard port-forward could not start: free the local port (the finding names the process holding it; "
+       "it was left alone) or set verify_port_forward_local_port to a free port, then re-run verify.yml",
+       docs="a stale `kubectl port-forward` on the port is stopped instead (verify_port_forward_cleanup); the run "
+            "fails when the forward was asked for, even with MLflow healthy (status degraded)"),
+    _c("HELM_MANAGED", "remediate", "warning", "report",
+       "the Deployment is managed by Helm: a patch would be reverted by the next `helm upgrade`, so none is made",
+       "set the chart values named by the finding and run `helm upgrade` (or set "
+       "verify_patch_vars.patch_allow_helm_managed=true to patch anyway)",
+       docs="planned once, never retried in a later round; the report names the chart values to set"),
+    _c("REMEDIATION_IN_PROGRESS", "remediate", "warning", "report",
+       "another run holds the remediation lock (a Lease) of this Deployment: nothing was remediated by this run",
+       "wait for the other run (the finding names its holder and since when) and re-run verify.yml",
+       docs="the run waits for the Lease up to a bound first; a change made by the other run is never reported as "
+            "this run's"),
+)
+
+CATALOGUE: dict[str, Code] = {e.code: e for e in _ENTRIES}
+if len(CATALOGUE) != len(_ENTRIES):  # pragma: no cover - a duplicate is a programming error
+    raise RuntimeError("_findings: a code is defined twice")
+# old code -> the code it was merged into (near-duplicates; the old codes stay valid here)
+ALIASES = {"SERVICE_WITHOUT_SELECTOR": "SERVICE_NO_SELECTOR", "PORT_NOT_FOUND": "SERVICE_PORT_MISSING"}
+RESTART_BLOCKERS = frozenset(c for c, e in CATALOGUE.items() if e.restart_blocker)
+_UNKNOWN = Code("", ("",), "warning", "report", "a finding of a custom log pattern", "see the finding's evidence")
+
+
+def canonical(code: str) -> str:
+    return ALIASES.get(code, code)
+
+
+def lookup(code: str) -> Code:
+    """The catalogue entry of ``code`` (aliases resolved); custom codes (verify_log_patterns) get a report entry."""
+    return CATALOGUE.get(canonical(code)) or _UNKNOWN
+
+
+def finding(code: str, message: str, evidence: dict | None = None, *, step: str | None = None,
+            severity: str | None = None) -> dict:
+    """A finding: ``{code, severity, step, message, evidence}``; severity and step default to the catalogue's.
+
+    Messages and evidence must already be redacted by the caller (they come from the cluster).
+    """
+    code = canonical(code)
+    entry = CATALOGUE.get(code)
+    sev = severity or (entry.severity if entry else "warning")
+    if sev not in SEVERITIES:
+        raise ValueError(f"finding {code}: severity must be one of {', '.join(SEVERITIES)}, got {sev!r}")
+    out = {"code": code, "severity": sev, "message": message, "evidence": evidence or {}}
+    out["step"] = step or (entry.steps[0] if entry else "")
+    return out
+
+
+def status_of(findings: list[dict]) -> str:
+    """A step's status from its findings: failed (a critical), warning, ok."""
+    sev = {f.get("severity") for f in findings}
+    if "critical" in sev:
+        return "failed"
+    if "warning" in sev:
+        return "warning"
+    return "ok"
+
+
+def sort_findings(findings: list[dict]) -> list[dict]:
+    return sorted(findings, key=lambda f: (SEVERITY_RANK.get(f.get("severity"), 9), f.get("code", "")))
+
+
+def step_result(step: str, findings: list[dict], summary: str, details: dict | None = None,
+                status: str | None = None) -> dict:
+    """``{step, title, status, summary, findings, details}``; status from the findings unless given (skipped)."""
+    findings = sort_findings(findings)
+    return {"step": step, "title": STEP_TITLES.get(step, step), "status": status or status_of(findings),
+            "summary": summary, "findings": findings, "details": details or {}}
+
+
+def docs_table() -> str:
+    """The finding table of docs/verify.md (Markdown), one row per code in catalogue order, then the aliases."""
+    rows = ["| Code | Step | Severity | Action | Restart blocker | What it means | Next step for a human | Notes |",
+            "|---|---|---|---|---|---|---|---|"]
+    for e in _ENTRIES:
+        action = e.action if e.action != "patch" else "patch: " + ", ".join(PATCH_TARGETS[t] for t in e.targets)
+        rows.append(f"| `{e.code}` | {', '.join(e.steps)} | {e.severity} | {action} | "
+                    f"{'yes' if e.restart_blocker else ''} | {_md(e.meaning)} | "
+                    f"{_md(e.next_step) if e.next_step != 'none' else ''} | {_md(e.docs)} |")
+    rows.append("")
+    rows.append("Aliases (old codes, still accepted): "
+                + ", ".join(f"`{old}` -> `{new}`" for old, new in sorted(ALIASES.items())) + ".")
+    return "\n".join(rows)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")

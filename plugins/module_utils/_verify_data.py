@@ -1,0 +1,84 @@
+# Copyright: (c) 2026, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: small readers of Kubernetes objects shared by the verify steps, the plan and the report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class VerifyError(ValueError):
+    """Bad input to the analysis; the message names the field and the expected form."""
+
+
+def obj(value, field: str) -> dict:
+    """One API object (or None/'' -> {})."""
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict):
+        raise VerifyError(f"{field}: expected a Kubernetes object (mapping), got {type(value).__name__}")
+    return value
+
+
+def objs(value, field: str) -> list[dict]:
+    """A list of API objects (or a List object with ``items``)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        value = value.get("items") or [] if "items" in value else [value]
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise VerifyError(f"{field}: expected a list of Kubernetes objects")
+    return value
+
+
+def parse_time(value, field: str = "now") -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).strip().replace("Z", "+00:00")
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise VerifyError(f"{field}: expected an ISO 8601 timestamp such as 2025-10-28T12:00:00Z, got {value!r}") from exc
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def as_int(value, field: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise VerifyError(f"{field}: expected an integer, got {value!r}")
+    try:
+        out = int(value)
+    except (TypeError, ValueError) as exc:
+        raise VerifyError(f"{field}: expected an integer, got {value!r}") from exc
+    if minimum is not None and out < minimum:
+        raise VerifyError(f"{field}: expected an integer >= {minimum}, got {out}")
+    return out
+
+
+def condition(o: dict, ctype: str) -> dict:
+    for cond in (o.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return {}
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    """A Service-style equality selector (or a Deployment matchLabels) against labels. Empty matches nothing."""
+    if not selector:
+        return False
+    labels = labels or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def live(pods: list[dict]) -> list[dict]:
+    """The pods that are not being deleted."""
+    return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+
+
+def fmt_labels(labels: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or "{}"
+
+
+def fmt_ms(v) -> str:
+    return f"{v:.0f} ms" if isinstance(v, int | float) and not isinstance(v, bool) else "-"

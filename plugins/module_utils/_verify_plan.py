@@ -1,0 +1,245 @@
+# Copyright: (c) 2026, asgard.mlflow contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private: the remediation plan of one round of checks. Pure: nothing is changed here.
+
+Findings map to actions through the catalogue (``_findings``); the plan adds what only a whole round shows:
+
+- a restart only when nothing explains the failure: no patch or migration planned, no restart blocker present, no
+  configuration cause still present after its own remediation in this run, and the restart budget not spent;
+  the decision (``restart``, ``restart_reason``, ``restart_blockers``) is made here once and the report reads it;
+- a migration that failed in this run cancels the restart it was made for; one that succeeded plans the restart
+  that lets the pods pick the new schema up (in the next round);
+- an action never runs twice for the same finding in one run (``done``: this run's remediation records);
+- a Helm-managed Deployment is not patched (``helm``): HELM_MANAGED names the chart values to set instead;
+- ``patch_vars``: the variables handed to the asgard.mlflow.patch role (only the targets a finding names change;
+  the others are set to what the server runs now), with ``verify_patch_vars`` on top.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.asgard.mlflow.plugins.module_utils import _step_settings as S
+from ansible_collections.asgard.mlflow.plugins.module_utils._findings import (
+    PATCH_TARGETS,
+    RESTART_BLOCKERS,
+    finding,
+    lookup,
+)
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, as_int
+
+ACTION_ORDER = ("migrate", "patch", "restart")
+# the patch role variables verify hands over (verify_patch_vars may override exactly these)
+PATCH_VARS = ("patch_workers", "patch_workers_mode", "patch_gunicorn_timeout", "patch_gunicorn_timeout_mode",
+              "patch_gunicorn_keep_alive", "patch_uvicorn_timeout_keep_alive", "patch_static_prefix",
+              "patch_allowed_hosts_enabled", "patch_probes", "patch_port", "patch_enable_service_links",
+              "patch_wait_timeout", "patch_wait_sleep", "patch_allow_helm_managed", "patch_rollback")
+# step 4 findings that only mean "authentication required" when the status is 401 (basic-auth servers)
+_AUTH_BLIND_CODES = {"ROOT_FAILED", "VERSION_FAILED", "API_FAILED"}
+# failed requests of the deep check that WORKER_KILLED_DURING_REQUEST explains
+_KILLED_REQUEST_CODES = {"WRITE_FAILED", "ARTIFACT_UPLOAD_FAILED", "ARTIFACT_DOWNLOAD_FAILED",
+                         "TRANSACTION_READ_FAILED"}
+
+
+def all_findings(steps: list[dict]) -> list[dict]:
+    return [f for st in steps or [] if isinstance(st, dict) for f in st.get("findings") or []]
+
+
+def validate_patch_vars(value, field: str = "verify_patch_vars") -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise VerifyError(f"{field}: expected a mapping of asgard.mlflow.patch variables, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(PATCH_VARS))
+    if unknown:
+        raise VerifyError(f"{field}: unknown key(s) {', '.join(unknown)}; verify hands these patch role variables "
+                          f"over: {', '.join(PATCH_VARS)}")
+    return dict(value)
+
+
+def _done(done) -> tuple[set, int, dict]:
+    """(action, code) pairs already run in this run, rollout restarts made, and the last outcome per action."""
+    pairs, restarts, outcome = set(), 0, {}
+    for d in done or []:
+        if not isinstance(d, dict):
+            raise VerifyError("done: expected this run's remediation records ({action, reason, ...})")
+        for c in d.get("reason") or []:
+            pairs.add((d.get("action"), c))
+        if d.get("action") == "restart" and d.get("changed"):
+            restarts += 1
+        outcome[d.get("action")] = d
+    return pairs, restarts, outcome
+
+
+def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None, expected_static_prefix=None,
+         helm: dict | None = None, patch_vars=None, min_workers: int = 4, min_gunicorn_timeout: int = 300,
+         rollout_timeout: int = 600, service_links: bool = True) -> dict:
+    """Map the findings of one round (``steps``) to remediation actions.
+
+    Returns ``{actions, report_only, patch_targets, patch, patch_vars, migrate, restart, restart_reason,
+    restart_blockers, needed, findings}`` (``findings``: those the plan adds, e.g. HELM_MANAGED).
+    ``enabled``: the action kinds allowed (verify_remediations); ``done``: this run's remediation records;
+    ``helm``: ``{release, changes}`` when the Deployment is Helm-managed and a patch is not allowed.
+    """
+    findings = all_findings(steps)
+    s = settings or {}
+    max_restarts = as_int(max_restarts, "verify_max_restarts", 0)
+    done_pairs, restarts_done, outcome = _done(done)
+    expected = S.expected_prefix(expected_static_prefix)
+    enabled = set(enabled if enabled is not None else ACTION_ORDER)
+    server = S.server(s)
+    migrated_ok = outcome.get("migrate", {}).get("changed") and not outcome.get("migrate", {}).get("failed")
+    targets: list[str] = []
+    reasons: dict[str, list[str]] = {}
+    report_only: list[dict] = []
+    migrate = False
+    restart_wanted: list[str] = []
+    persisting: list[str] = []  # configuration causes whose action already ran in this run and did not clear them
+    added: list[dict] = []
+
+    def report(f, hint, message=None):
+        report_only.append({"code": f["code"], "severity": f["severity"], "message": message or f["message"],
+                            "next_step": hint})
+
+    for f in findings:
+        code = f["code"]
+        entry = lookup(code)
+        action, tgts, hint = entry.action, list(entry.targets), entry.next_step
+        if f["severity"] == "info" or action == "none":
+            continue
+        if code == "ROOT_NOT_FOUND" and not S.static_prefix(s):
+            action, tgts = "report", []
+            hint = "`/` answers 404 without a static prefix: check the image and an Ingress path rewrite"
+        elif code in ("ROOT_NOT_FOUND", "STATIC_PREFIX_MISMATCH") and expected:
+            # a prefix is wanted: never removed; a different (or missing) one is reported, not guessed
+            action, tgts = "report", []
+            hint = (f"the dashboard is expected under {expected}/ (verify_expected_static_prefix) but the server runs "
+                    f"with {('--static-prefix=' + S.static_prefix(s)) if S.static_prefix(s) else 'no prefix'}: "
+                    f"set --static-prefix={expected} (patch role: patch_static_prefix={expected}) or change "
+                    "verify_expected_static_prefix")
+            if code == "ROOT_NOT_FOUND" and S.static_prefix(s) == expected:
+                hint = (f"the server runs with the expected --static-prefix={expected} but {expected}/ does not answer "
+                        "with the MLflow UI: read the server log and the probe evidence")
+        if code == "SHORT_WORKER_TIMEOUT" and server not in (None, "gunicorn"):
+            continue
+        if code in ("WORKER_TIMEOUT", "WORKER_KILLED") and server not in (None, "gunicorn"):
+            action, tgts = "report", []
+        if code in _AUTH_BLIND_CODES and (f.get("evidence") or {}).get("status") == 401:
+            # a basic-auth server: step 4 sends no credentials; a 401 is not a broken server, a restart cannot help
+            action, tgts = "report", []
+            hint = ("the server requires authentication (--app-name basic-auth): step 4 checks without credentials; "
+                    "run the deep check (verify_transaction with verify_transaction_username/password) to test it "
+                    "as a user")
+        if code == "WORKER_KILLED_DURING_REQUEST" and server not in (None, "gunicorn"):
+            action, tgts = "report", []
+            hint = f"the worker serving the deep check was killed on {server}: read the server log (memory limits, OOM)"
+        if code in _KILLED_REQUEST_CODES and "patch" in enabled and server in (None, "gunicorn") and any(
+                k["code"] == "WORKER_KILLED_DURING_REQUEST"
+                and (k.get("evidence") or {}).get("step") == (f.get("evidence") or {}).get("step") for k in findings):
+            continue  # explained by WORKER_KILLED_DURING_REQUEST, which is being patched
+        if code == "DB_SCHEMA_OUTDATED" and migrated_ok:
+            # the migration of this run succeeded: the finding is the pods' log from before it; restart them
+            restart_wanted.append(code)
+            continue
+        hint = (f.get("evidence") or {}).get("next_step") or hint
+        if action != "report" and (action, code) in done_pairs:
+            if action in ("patch", "migrate"):
+                persisting.append(code)
+            report(f, hint, f"{code}: still present after the {action} of an earlier round of this run (not repeated)")
+            continue
+        if action == "patch" and "patch" in enabled:
+            for t in tgts:
+                if t not in targets:
+                    targets.append(t)
+                reasons.setdefault(t, []).append(code)
+        elif action == "migrate" and "migrate" in enabled:
+            migrate = True
+        elif action == "restart" and "restart" in enabled:
+            restart_wanted.append(code)
+        else:
+            report(f, hint)
+
+    targets = [t for t in PATCH_TARGETS if t in targets]
+    if targets and helm:
+        # a patch would be reverted by the next `helm upgrade`: name the chart values instead, never patch
+        codes_ = sorted({c for t in targets for c in reasons[t]})
+        changes = "; ".join(helm.get("changes") or []) or ", ".join(PATCH_TARGETS[t] for t in targets)
+        msg = (f"Deployment is managed by Helm (release {helm.get('release') or 'unknown'}): not patched, the next "
+               f"`helm upgrade` would revert it. Set these in the chart values: {changes}")
+        evidence = {"release": helm.get("release"), "changes": helm.get("changes") or [], "for": codes_}
+        hf = finding("HELM_MANAGED", msg, evidence, step="remediate")
+        added.append(hf)
+        report(hf, f"set these in the chart values of release {helm.get('release') or 'unknown'} and run "
+                   f"`helm upgrade`: {changes} (or set verify_patch_vars.patch_allow_helm_managed=true to patch anyway)")
+        for f in findings:
+            if f["code"] in codes_:
+                report(f, f"set in the Helm chart values (see HELM_MANAGED): {changes}")
+        targets = []
+
+    codes = {f["code"] for f in findings}
+    blockers = sorted(codes & RESTART_BLOCKERS)
+    config_cause = bool(targets) or migrate
+    restart = False
+    restart_reason = ""
+    if restart_wanted:
+        if config_cause:
+            restart_reason = "a configuration change is planned (it rolls the pods itself)"
+        elif blockers or persisting:
+            restart_reason = (f"not restarted: {', '.join(blockers or sorted(set(persisting)))} explains the failure"
+                              + ("" if blockers else " (still present after its remediation in this run)"))
+        elif restarts_done >= max_restarts:
+            restart_reason = f"restart budget used ({restarts_done}/{max_restarts} per run)"
+        else:
+            restart = True
+            restart_reason = f"{', '.join(sorted(set(restart_wanted)))} with no configuration cause"
+        if not restart and not config_cause:
+            for f in findings:
+                if f["code"] in restart_wanted:
+                    report(f, lookup(f["code"]).next_step, f"{f['code']}: {restart_reason}")
+
+    actions = []
+    if migrate:
+        actions.append({"action": "migrate", "reason": ["DB_SCHEMA_OUTDATED"],
+                        "description": "run `mlflow db upgrade` in a Job with the Deployment's image and env"})
+    if targets:
+        actions.append({"action": "patch", "targets": targets,
+                        "reason": sorted({c for t in targets for c in reasons[t]}),
+                        "description": "asgard.mlflow.patch: " + ", ".join(PATCH_TARGETS[t] for t in targets)})
+    if restart:
+        actions.append({"action": "restart", "reason": sorted(set(restart_wanted)),
+                        "description": "rollout restart (template annotation kubectl.kubernetes.io/restartedAt)"})
+    seen, uniq = set(), []
+    for r in report_only:
+        if r["code"] not in seen:
+            seen.add(r["code"])
+            uniq.append(r)
+    pv = _patch_vars(targets, s, validate_patch_vars(patch_vars), min_workers=min_workers,
+                     min_gunicorn_timeout=min_gunicorn_timeout, rollout_timeout=rollout_timeout,
+                     service_links=service_links) if targets else {}
+    return {"actions": actions, "report_only": uniq, "patch_targets": targets, "patch": bool(targets),
+            "patch_vars": pv, "migrate": migrate, "restart": restart, "restart_reason": restart_reason,
+            "restart_blockers": blockers, "needed": bool(actions), "findings": added}
+
+
+def _patch_vars(targets: list[str], s: dict, overrides: dict, *, min_workers: int, min_gunicorn_timeout: int,
+                rollout_timeout: int, service_links: bool) -> dict:
+    """The asgard.mlflow.patch variables: the targets named by a finding are enforced, every other target is set
+    to the value the server runs now (so the patch leaves it alone); ``overrides`` (verify_patch_vars) on top."""
+    pv = {
+        "patch_workers": min_workers if "workers" in targets else (S.workers(s) or 1),
+        "patch_workers_mode": "at_least",
+        "patch_gunicorn_timeout": min_gunicorn_timeout if "timeout" in targets else (S.gunicorn_timeout(s) or 30),
+        "patch_gunicorn_timeout_mode": "at_least",
+        "patch_gunicorn_keep_alive": 5 if "timeout" in targets else (
+            (S.keep_alive(s) or 2) if S.server(s) == "gunicorn" else 2),
+        "patch_uvicorn_timeout_keep_alive": (S.keep_alive(s) or 5) if S.server(s) == "uvicorn" else 5,
+        "patch_static_prefix": "" if "static_prefix" in targets else S.static_prefix(s),
+        "patch_allowed_hosts_enabled": "allowed_hosts" in targets,
+        "patch_probes": "static_prefix" in targets,
+        "patch_port": S.port(s) or 5000,
+        "patch_enable_service_links": bool(service_links),
+        "patch_wait_timeout": int(rollout_timeout),
+        "patch_wait_sleep": 1,
+        "patch_allow_helm_managed": False,
+        "patch_rollback": True,
+    }
+    pv.update(overrides)
+    return pv
