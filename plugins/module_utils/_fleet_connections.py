@@ -91,12 +91,13 @@ def _str_list(value, where: str, what: str, pattern: re.Pattern | None = None) -
 
 
 def _scope(raw: dict, where: str) -> dict:
+    where = f"{where}." if where else ""
     return {
-        "namespaces": _str_list(raw.get("namespaces"), f"{where}.namespaces",
+        "namespaces": _str_list(raw.get("namespaces"), f"{where}namespaces",
                                 "namespace names or shell patterns such as team-*", NAMESPACE_RE),
-        "exclude_namespaces": _str_list(raw.get("exclude_namespaces"), f"{where}.exclude_namespaces",
+        "exclude_namespaces": _str_list(raw.get("exclude_namespaces"), f"{where}exclude_namespaces",
                                         "namespace names or shell patterns", NAMESPACE_RE),
-        "label_selectors": _str_list(raw.get("label_selectors"), f"{where}.label_selectors",
+        "label_selectors": _str_list(raw.get("label_selectors"), f"{where}label_selectors",
                                      "label selectors such as team=ml or tier!=test"),
     }
 
