@@ -7,6 +7,8 @@
   ``request(method, path, **kw)`` (an authenticated ``requests`` call), ``requests_since(mark)`` and
   ``log_mark()`` to read what clients sent, ``env(tmp_path)`` (environment for ansible-playbook/kubectl with
   a TMPDIR unique to this lab start, as kubernetes.core caches discovery in $TMPDIR).
+- ``second_lab`` (session): a second lab (state dir ``<state>-b`` or ``ASGARD_LAB_B_STATE_DIR``) in the same network
+  namespace, another "cluster" for the multi-cluster (fleet) tests; same handle and sharing rules as ``lab``.
 - ``k8s_client``: a ``kubernetes.client.ApiClient`` built from the lab kubeconfig.
 - ``lab_namespace``: a fresh namespace per test (name), deleted afterwards.
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -105,8 +106,27 @@ class LabHandle:
 STATE_DIR = Path(os.environ.get("ASGARD_LAB_STATE_DIR") or REPO / ".lab").resolve()
 
 
-def _lab_cmd(*args: str) -> subprocess.CompletedProcess:
-    return lab_users.lab_cmd(STATE_DIR, *args, timeout=120)
+def _shared_lab(state_dir: Path):
+    """Start the lab of ``state_dir`` unless it runs, register this session, yield its handle; stop it at the end
+    only if no other session still uses it (and this one, or a gone one, started it)."""
+    status = lab_users.lab_cmd(state_dir, "status", timeout=120)
+    started = False
+    if status.returncode != 0:
+        t0 = time.monotonic()
+        up = lab_users.lab_cmd(state_dir, "up", timeout=120)
+        if up.returncode != 0:
+            pytest.fail(f"could not start the lab in {state_dir}:\n{up.stdout}\n{up.stderr}")
+        started = True
+        (state_dir / "started-by").write_text(str(os.getpid()))
+        print(f"\nlab started in {time.monotonic() - t0:.2f}s: {up.stdout.strip()}")
+    lab_users.register(state_dir, os.getpid())
+    handle = LabHandle(state_dir)
+    yield handle
+    lab_users.unregister(state_dir, os.getpid())
+    starter = lab_users.starter(state_dir)
+    owner = started or (starter is not None and not lab_users.alive(starter))
+    if owner and not lab_users.others(state_dir, os.getpid()):
+        lab_users.lab_cmd(state_dir, "down", timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -114,24 +134,18 @@ def lab():
     """The running lab; started if needed. Several pytest sessions may share it: each registers in
     <state>/users/<pid>, and the lab is stopped by the session that started it (or, if that one is gone, by the
     last one) only when no other session still uses it."""
-    status = _lab_cmd("status")
-    started = False
-    if status.returncode != 0:
-        t0 = time.monotonic()
-        up = _lab_cmd("up")
-        if up.returncode != 0:
-            pytest.fail(f"could not start the lab:\n{up.stdout}\n{up.stderr}")
-        started = True
-        (STATE_DIR / "started-by").write_text(str(os.getpid()))
-        print(f"\nlab started in {time.monotonic() - t0:.2f}s: {up.stdout.strip()}")
-    lab_users.register(STATE_DIR, os.getpid())
-    handle = LabHandle(STATE_DIR)
-    yield handle
-    lab_users.unregister(STATE_DIR, os.getpid())
-    starter = lab_users.starter(STATE_DIR)
-    owner = started or (starter is not None and not lab_users.alive(starter))
-    if owner and not lab_users.others(STATE_DIR, os.getpid()):
-        _lab_cmd("down")
+    yield from _shared_lab(STATE_DIR)
+
+
+# ASGARD_LAB_B_STATE_DIR: the second lab ("another cluster") of the multi-cluster tests (default: <state>-b)
+STATE_DIR_B = Path(os.environ.get("ASGARD_LAB_B_STATE_DIR") or f"{STATE_DIR}-b").resolve()
+
+
+@pytest.fixture(scope="session")
+def second_lab(lab):
+    """A second lab with its own state dir, API server and pod network in the same network namespace (another
+    "cluster" for the fleet tests), shared and stopped like ``lab``."""
+    yield from _shared_lab(STATE_DIR_B)
 
 
 @pytest.fixture

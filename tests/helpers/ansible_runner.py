@@ -97,11 +97,17 @@ def run_playbook(
     timeout: int = 900,
     tmpdir: str | None = None,
     env: dict | None = None,
+    inventory: str | os.PathLike | None = None,
+    extra_args: list[str] | tuple[str, ...] = (),
 ) -> PlaybookResult:
     playbook = Path(playbook)
     if not playbook.is_absolute():
         playbook = REPO / playbook
     cmd = [str(VENV_BIN / "ansible-playbook"), str(playbook)]
+    if inventory:
+        cmd += ["-i", str(inventory)]
+    # e.g. ["-e", "verify_remediate=false", "--forks", "3"]: strings exactly as typed in a shell
+    cmd += list(extra_args)
     vars_file = None
     if extra_vars:
         vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)

@@ -73,3 +73,50 @@ def apply(lab, ns: str, objs: list[dict], create_namespace: bool = True) -> None
                 "Service": f"/api/v1/namespaces/{ns}/services"}[obj["kind"]]
         r = lab.request("POST", path, json=obj)
         assert r.status_code == 201, r.text
+
+
+def wait_serving(lab, ns: str, selector: str, path: str = "/health", timeout: float = 600) -> None:
+    """Until a pod of ``selector`` in ``ns`` answers ``GET path`` with 200 on its pod IP (the tests run in the
+    labs' network namespace, where pod IPs are reachable)."""
+    import http.client
+    import time
+
+    end = time.monotonic() + timeout
+    last = "no pod yet"
+    while time.monotonic() < end:
+        r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": selector})
+        for p in r.json().get("items", []) if r.status_code == 200 else []:
+            ip = p.get("status", {}).get("podIP")
+            if not ip or p["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                conn = http.client.HTTPConnection(ip, 5000, timeout=3)
+                conn.request("GET", path, headers={"Host": "localhost:5000"})
+                status = conn.getresponse().status
+                conn.close()
+            except OSError as exc:
+                last = f"{p['metadata']['name']}: {exc}"
+                continue
+            if status == 200:
+                return
+            last = f"{p['metadata']['name']}: HTTP {status}"
+        time.sleep(1)
+    raise AssertionError(f"no MLflow in {ns} ({selector}) answered {path} within {timeout:.0f}s: {last}")
+
+
+def snapshot(lab, namespaces) -> dict:
+    """Every Deployment of ``namespaces`` (name -> generation, resourceVersion, spec): equal before and after a run
+    that must change nothing."""
+    out = {}
+    for ns in namespaces:
+        r = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments")
+        assert r.status_code == 200, r.text
+        for d in r.json()["items"]:
+            m = d["metadata"]
+            out[f"{ns}/{m['name']}"] = (m.get("generation"), m["resourceVersion"], d["spec"])
+    return out
+
+
+def delete_namespaces(lab, namespaces) -> None:
+    for ns in namespaces:
+        lab.request("DELETE", f"/api/v1/namespaces/{ns}")
