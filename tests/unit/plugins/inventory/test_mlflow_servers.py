@@ -48,7 +48,7 @@ def run(tmp_path, config: dict, clusters: dict, *args, env=None, name="fleet.mlf
                    PYTHONPATH=str(REPO / ".collections"))
     run_env.update(env or {})
     proc = subprocess.run([sys.executable, str(HERE / "inventory_driver.py"), str(scenario), "-i", str(src), *args],
-                          cwd=REPO, env=run_env, capture_output=True, text=True, timeout=180)
+                          cwd=REPO, env=run_env, capture_output=True, text=True, timeout=180, check=False)
     made = [json.loads(ln) for ln in calls.read_text().splitlines()] if calls.exists() else []
     return proc, made
 
@@ -115,11 +115,11 @@ def test_hosts_groups_and_role_variables(tmp_path):
 
 
 def test_host_output_and_graph(tmp_path):
-    proc, _ = run(tmp_path, two_clusters(), CLUSTERS, "--host", "lab-b/asgard/mlflow-deployment")
+    proc, _made = run(tmp_path, two_clusters(), CLUSTERS, "--host", "lab-b/asgard/mlflow-deployment")
     host = plain(listing(proc))
     assert host["verify_service"] == "mlflow-service" and host["mlflow_static_prefix"] == "/static"
     assert TOKEN not in proc.stdout
-    proc, _ = run(tmp_path, two_clusters(), CLUSTERS, "--graph")
+    proc, _made = run(tmp_path, two_clusters(), CLUSTERS, "--graph")
     assert proc.returncode == 0 and "mlflow-log-shipper" not in proc.stdout and "|--lab-a/team-x/tracking" in proc.stdout
 
 
@@ -156,7 +156,7 @@ def test_instance_filter_and_host_name(tmp_path):
     ({"connections": [{"name": "a", "context": "a", "proxy": "http://p"}]}, "connections[0].proxy: not supported"),
 ])
 def test_bad_configuration_names_the_option(tmp_path, extra, message):
-    proc, _ = run(tmp_path, two_clusters(**extra), CLUSTERS, "--list", "-vvv")
+    proc, _made = run(tmp_path, two_clusters(**extra), CLUSTERS, "--list", "-vvv")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert message in " ".join(out.split()), out
@@ -175,7 +175,7 @@ def test_awx_credential_and_a_kubeconfig_connection_conflict(tmp_path):
 
 def test_unreachable_cluster_is_reported_not_a_traceback(tmp_path):
     clusters = {"a": "unreachable", "https://b.example:6443": CLUSTER_B}
-    proc, _ = run(tmp_path, two_clusters(), clusters, "--list")
+    proc, _made = run(tmp_path, two_clusters(), clusters, "--list")
     inv = listing(proc)
     assert "cluster lab-a: discovery failed, the fleet is incomplete" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
@@ -184,7 +184,7 @@ def test_unreachable_cluster_is_reported_not_a_traceback(tmp_path):
     assert hv["lab-a"]["mlflow_cluster_reachable"] is False
     assert "connection refused" in hv["lab-a"]["mlflow_discovery_errors"][0]
     assert list(inv["mlflow_servers"]["hosts"]) == ["lab-b/asgard/mlflow-deployment"]
-    strict, _ = run(tmp_path, two_clusters(strict=True), clusters, "--list")
+    strict, _made = run(tmp_path, two_clusters(strict=True), clusters, "--list")
     assert strict.returncode != 0
     assert "discovery failed (strict): lab-a cluster:" in " ".join((strict.stdout + strict.stderr).split())
 

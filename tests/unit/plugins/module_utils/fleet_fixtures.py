@@ -50,7 +50,7 @@ class FakeKube:
                  if ns is None or o["metadata"]["namespace"] == ns]
         if q.get("labelSelector"):
             for term in q["labelSelector"].split(","):
-                k, _, v = term.partition("=")
+                k, _sep, v = term.partition("=")
                 items = [o for o in items if (o["metadata"].get("labels") or {}).get(k) == v]
         items.sort(key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
         start = int(q.get("continue") or 0)
@@ -77,8 +77,8 @@ def mlflow_container(name="mlflow", image=IMAGE, args=None, port_name="http", po
     return {"name": name, "image": image, "command": ["/bin/sh", "-c"],
             "args": args or [f"mlflow server --host 0.0.0.0 --port {port} --workers 4"],
             "ports": [{"name": port_name, "containerPort": port}],
-            "env": env if env is not None else [{"name": "MLFLOW_BACKEND_STORE_URI",
-                                                  "value": "postgresql://mlflow:hunter2@db:5432/mlflow"}]}
+            "env": env if env is not None else [
+                {"name": "MLFLOW_BACKEND_STORE_URI", "value": "postgresql://mlflow:hunter2@db:5432/mlflow"}]}
 
 
 def sidecar(name="log-shipper"):
