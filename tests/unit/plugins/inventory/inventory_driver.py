@@ -18,35 +18,36 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "module_utils"))
 
-import ansible.cli as _cli  # noqa: E402
 
-_init = _cli.init_plugin_loader
-
-
-def _patched_init(*args, **kwargs):
-    _init(*args, **kwargs)
-    from ansible_collections.asgard.mlflow.plugins.module_utils import _kube
-    from fleet_fixtures import FakeKube
-
-    scenario = json.loads(Path(SCENARIO).read_text())
-
-    def api_from_auth(auth, timeout=15.0, retries=1):
-        key = auth.get("context") or auth.get("host") or "default"
-        with open(scenario["calls"], "a", encoding="utf-8") as f:
-            f.write(json.dumps({"key": key, "options": sorted(auth), "timeout": timeout}) + "\n")
-        cluster = scenario["clusters"][key]
-        if cluster == "unreachable":
-            return FakeKube(errors={".": None}, host=str(key))
-        return FakeKube(cluster.get("deployments", []), cluster.get("services", []), cluster.get("errors"),
-                        host=str(key))
-
-    _kube.api_from_auth = api_from_auth
-
-
-_cli.init_plugin_loader = _patched_init
-SCENARIO = sys.argv[1]
-
-if __name__ == "__main__":
+def main() -> None:
+    import ansible.cli
     from ansible.cli.inventory import InventoryCLI
 
-    InventoryCLI.cli_executor(["ansible-inventory", *sys.argv[2:]])
+    scenario_path, args = sys.argv[1], sys.argv[2:]
+    init = ansible.cli.init_plugin_loader
+
+    def patched_init(*a, **kw):
+        init(*a, **kw)
+        from ansible_collections.asgard.mlflow.plugins.module_utils import _kube
+        from fleet_fixtures import FakeKube
+
+        scenario = json.loads(Path(scenario_path).read_text())
+
+        def api_from_auth(auth, timeout=15.0, retries=1):
+            key = auth.get("context") or auth.get("host") or "default"
+            with open(scenario["calls"], "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "options": sorted(auth), "timeout": timeout}) + "\n")
+            cluster = scenario["clusters"][key]
+            if cluster == "unreachable":
+                return FakeKube(errors={".": None}, host=str(key))
+            return FakeKube(cluster.get("deployments", []), cluster.get("services", []), cluster.get("errors"),
+                            host=str(key))
+
+        _kube.api_from_auth = api_from_auth
+
+    ansible.cli.init_plugin_loader = patched_init
+    InventoryCLI.cli_executor(["ansible-inventory", *args])
+
+
+if __name__ == "__main__":
+    main()
