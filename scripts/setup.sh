@@ -3,6 +3,7 @@
 # a stamp file records the hash of the requirement files and the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/system-packages.sh   # Debian packages of the local lab (nginx)
 py=$(scripts/find-python.sh)
 stamp=.venv/.asgard-setup-stamp
 want=$( (cat requirements.txt requirements-dev.txt; "$py" -V; echo "$py") | sha256sum | cut -d' ' -f1)

@@ -3,11 +3,11 @@
     python molecule/_shared/lab.py up   --state-dir .lab
     python molecule/_shared/lab.py down --state-dir .lab
 
-Same convention as tests/conftest.py: every user of a running lab registers as ``<state>/users/<pid>`` (here
-the pid of the ``molecule`` process, which outlives the create/destroy playbooks); ``<state>/started-by`` holds
-the pid of whoever started it, and ``<state>/molecule-started`` marks a lab that molecule started. ``down``
-unregisters, and stops the lab only if molecule started it and no other live user (a pytest session, another
-molecule run) remains. ``up`` prints one JSON line: {"kubeconfig": ..., "started": bool, "seconds": float}.
+Same convention as tests/conftest.py (``asgardlab.users``): every user of a running lab registers as
+``<state>/users/<pid>`` (here the pid of the ``molecule`` process, which outlives the create/destroy playbooks).
+``down`` unregisters, and stops the lab only if a test run or molecule started it and no other live user (a pytest
+worker, another molecule run) remains. ``up`` prints one JSON line: {"kubeconfig": ..., "started": bool,
+"seconds": float}.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,46 +40,21 @@ def molecule_pid() -> int:
     return first
 
 
-def _lab(state: Path, *args: str) -> subprocess.CompletedProcess:
-    return lab_users.lab_cmd(state, *args)
-
-
 def up(state: Path) -> int:
-    me = molecule_pid()
     t0 = time.monotonic()
-    started = False
-    if _lab(state, "status").returncode != 0:
-        p = _lab(state, "up")
-        if p.returncode != 0:
-            print(f"could not start the lab:\n{p.stdout}\n{p.stderr}", file=sys.stderr)
-            return 1
-        started = True
-        (state / "started-by").write_text(str(me))
-        (state / "molecule-started").write_text(str(me))
-    lab_users.register(state, me)
+    try:
+        started = lab_users.acquire(state, molecule_pid())
+    except lab_users.LabStartError as e:
+        print(e, file=sys.stderr)
+        return 1
     print(json.dumps({"kubeconfig": str(state / "kubeconfig"), "started": started,
                       "seconds": round(time.monotonic() - t0, 2)}))
     return 0
 
 
 def down(state: Path) -> int:
-    me = molecule_pid()
-    lab_users.unregister(state, me)
-    starter = lab_users.starter(state, "molecule-started")
-    if starter is None:
-        print("lab left running (molecule did not start it)")
-        return 0
-    if starter != me and lab_users.alive(starter):
-        print(f"lab left running (started by molecule pid {starter})")
-        return 0
-    others = lab_users.others(state, me)
-    if others:
-        print(f"lab left running (still used by pid {', '.join(map(str, others))})")
-        return 0
-    p = _lab(state, "down")
-    (state / "molecule-started").unlink(missing_ok=True)
-    print(p.stdout.strip())
-    return p.returncode
+    print(lab_users.release(state, molecule_pid()))
+    return 0
 
 
 def main() -> int:

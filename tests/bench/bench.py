@@ -11,19 +11,25 @@ prints a table and rewrites docs/benchmarks.md. Repetition counts come from the 
   BENCH_FLEET_MAX (8)           fleet instances over two labs (capped by what fits in memory): tests/bench/fleet_bench.py
   BENCH_FLEET_FORKS (1,max)     Ansible forks of playbooks/fleet.yml; "max" = the number of instances
   BENCH_FLEET_RUNS (1)          runs per fleet point; BENCH_LAB_B_DIR: the second lab ($BENCH_OUT/lab-b)
-  BENCH_SECTIONS (probe,verify,heal,fleet)
+  BENCH_SEED_RUNS (3)           the seed's test script next to verify.yml; kubectl port-forward + curl per transport
+  BENCH_SECTIONS (probe,verify,heal,fleet,seed)
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
+import re
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -34,6 +40,9 @@ sys.path.insert(0, str(HERE))
 import benchlab as bl  # noqa: E402
 import probes  # noqa: E402
 import runner  # noqa: E402
+
+sys.path.insert(0, str(HERE.parent))
+from helpers.kubectl import PortForward  # noqa: E402
 
 REPO = bl.REPO
 OUT = Path(os.environ.get("BENCH_OUT") or REPO / ".bench")
@@ -70,9 +79,10 @@ PROBE_PB_RUNS = max(1, env_int("BENCH_PROBE_PLAYBOOK_RUNS", 3))
 VERIFY_RUNS = max(1, env_int("BENCH_VERIFY_RUNS", 3))
 HEAL_RUNS = max(1, env_int("BENCH_HEAL_RUNS", 2))
 FLEET_RUNS = max(1, env_int("BENCH_FLEET_RUNS", 1))
-SECTIONS = set(env_list("BENCH_SECTIONS", "probe,verify,heal,fleet"))
-for _s in SECTIONS - {"probe", "verify", "heal", "fleet"}:
-    raise SystemExit(f"BENCH_SECTIONS: unknown section {_s!r} (expected a comma list of probe, verify, heal, fleet)")
+SEED_RUNS = max(1, env_int("BENCH_SEED_RUNS", 3))
+SECTIONS = set(env_list("BENCH_SECTIONS", "probe,verify,heal,fleet,seed"))
+for _s in SECTIONS - {"probe", "verify", "heal", "fleet", "seed"}:
+    raise SystemExit(f"BENCH_SECTIONS: unknown section {_s!r} (expected a comma list of probe, verify, heal, fleet, seed)")
 
 
 def log(msg: str) -> None:
@@ -107,7 +117,7 @@ def api_time(entries: list[dict], t0: float, t1: float) -> float:
 
 # ================================================================================================ probe
 def kubectl_port_forward(lab: bl.Lab, ns: str, pod: str) -> dict:
-    """Try the usual peer (kubectl port-forward); the lab speaks v4.channel.k8s.io, not SPDY."""
+    """Check that kubectl port-forward works against the lab (it is timed in the seed section)."""
     env = dict(os.environ, KUBECONFIG=str(lab.kubeconfig))
     try:
         proc = subprocess.Popen(["kubectl", "port-forward", "-n", ns, f"pod/{pod}", ":5000"], env=env,
@@ -183,7 +193,7 @@ def bench_probe(lab: bl.Lab) -> dict:
         "playbook_wall_ms": s_pb, "module_elapsed_ms": s_mod,
         "playbook_vs_floor_ratio": ratio(s_pb, s_floor), "module_vs_floor_ratio": ratio(s_mod, s_floor),
         "api_requests_per_round": stats(reqs, 0)["median"],
-        "peer_kind": "kubernetes.stream.portforward (plain example usage)" if not kpf["works"] else "kubectl port-forward",
+        "peer_kind": "kubernetes.stream.portforward (plain example usage)",
         "kubectl_port_forward": kpf,
         "round": "GET /health, GET /, GET /version on one keep-alive connection (api_check off)",
     }
@@ -430,6 +440,85 @@ def findings_from(results: dict) -> list[str]:
     return out
 
 
+# ================================================================================================ seed
+SEED_SCRIPT = HERE / "seed-test-script.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _health(port: int) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=60) as r:
+        if r.status != 200 or r.read().strip() != b"OK":
+            raise RuntimeError(f"GET /health through 127.0.0.1:{port}: {r.status}")
+
+
+def _forward_module(lab: bl.Lab, ns: str, port: int, state: str) -> runner.Run:
+    r = runner.run_playbook(HERE / "forward.yml", kubeconfig=lab.kubeconfig, tmpdir=TMP,
+                            extra_vars={"bench_namespace": ns, "bench_port": port, "bench_state": state})
+    if r.rc != 0:
+        raise RuntimeError(f"port_forward state={state} failed\n" + r.output)
+    return r
+
+
+def bench_seed(lab: bl.Lab) -> dict:
+    """The seed's script as the peer of verify.yml, interleaved; a forward + one GET per kubectl transport and
+    through the port_forward module."""
+    ns = "bench-0"
+    os.environ.setdefault("XDG_STATE_HOME", str(OUT / "state"))  # the port_forward module's state, not ~/.local
+    env = dict(os.environ, KUBECONFIG=str(lab.kubeconfig), NAMESPACE=ns, PF_LOG=str(OUT / "seed-port-forward.log"))
+    script_port, verify_port = _free_port(), _free_port()
+    times: dict[str, list[float]] = {k: [] for k in ("script", "verify", "websocket", "spdy", "module")}
+    script_pid = None
+    try:
+        for i in range(WARMUP + SEED_RUNS):
+            t0 = time.perf_counter()
+            r = subprocess.run([str(SEED_SCRIPT)], env=dict(env, PORT=str(script_port)), capture_output=True,
+                               text=True, timeout=600)
+            sample = {"script": time.perf_counter() - t0}
+            script_pid = int(m.group(1)) if (m := re.search(r"^kubectl port-forward pid (\d+)", r.stdout, re.M)) else script_pid
+            if r.returncode != 0:
+                raise RuntimeError(f"seed script: step {r.returncode} failed\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
+            report = OUT / "seed-verify-report.json"
+            v = runner.run_playbook(REPO / "playbooks" / "verify.yml", kubeconfig=lab.kubeconfig, tmpdir=TMP,
+                                    extra_vars=verify_vars(ns, report, verify_port_forward=True,
+                                                           verify_port_forward_local_port=verify_port))
+            status = json.loads(report.read_text()).get("status") if report.exists() else None
+            if v.rc != 0 or status != "healthy":
+                raise RuntimeError(f"verify.yml with its port-forward: rc={v.rc} status={status}\n" + v.output)
+            sample["verify"] = v.wall_s
+            for mode, flag in (("websocket", "true"), ("spdy", "false")):
+                t0 = time.perf_counter()
+                with PortForward(dict(env, KUBECTL_PORT_FORWARD_WEBSOCKETS=flag), "-n", ns, "svc/mlflow-service", ":5000") as pf:
+                    _health(pf.port)
+                    sample[mode] = time.perf_counter() - t0
+            port = _free_port()
+            t0 = time.perf_counter()
+            _forward_module(lab, ns, port, "present")
+            _health(port)
+            sample["module"] = time.perf_counter() - t0
+            _forward_module(lab, ns, port, "absent")
+            if i >= WARMUP:
+                for k, x in sample.items():
+                    times[k].append(x)
+    finally:
+        if script_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(script_pid, signal.SIGTERM)
+        with contextlib.suppress(RuntimeError):
+            _forward_module(lab, ns, verify_port, "absent")
+    st = {k: stats(v, 2) for k, v in times.items()}
+    log(f"seed script {st['script']['median']:.1f} s vs verify.yml {st['verify']['median']:.1f} s; forward + GET: "
+        f"kubectl websocket {st['websocket']['median']:.2f} s, spdy {st['spdy']['median']:.2f} s, "
+        f"port_forward module {st['module']['median']:.2f} s")
+    return {"script_s": st["script"], "verify_s": st["verify"], "verify_vs_script_ratio": ratio(st["verify"], st["script"]),
+            "forward_get_s": {"kubectl_websocket": st["websocket"], "kubectl_spdy": st["spdy"], "port_forward_module": st["module"]},
+            "kubectl": subprocess.run(["kubectl", "version", "--client"], capture_output=True, text=True).stdout.split("\n")[0]}
+
+
 # ================================================================================================ output
 def fmt(s: dict | None, unit: str = "", nd: int = 1) -> str:
     if not s or not s.get("n"):
@@ -447,7 +536,7 @@ def table(results: dict) -> list[list[str]]:
             rows.append(["probe round, resolved target (no GETs)", fmt(p["resolved_ms"], " ms"),
                          f"{p['resolved_api_requests_per_round']} API request(s) vs {p['api_requests_per_round']}",
                          f"{p['resolved_vs_floor_ratio']}x floor"])
-        rows.append(["probe round, peer: " + ("kubectl" if p["kubectl_port_forward"]["works"] else "k8s client portforward"),
+        rows.append(["probe round, peer: k8s client portforward",
                      fmt(p["peer_ms"], " ms"), "", f"collection = {p['vs_peer_ratio']}x peer"])
         rows.append(["probe via ansible-playbook (wall)", fmt(p["playbook_wall_ms"], " ms", 0),
                      "module's own " + fmt(p["module_elapsed_ms"], " ms"), f"{p['playbook_vs_floor_ratio']}x floor"])
@@ -468,6 +557,13 @@ def table(results: dict) -> list[list[str]]:
         for k in ("detection", "patch", "rollout", "reverify"):
             rows.append([f"  {k}", fmt(h[k], " s"), "", ""])
         rows.append(["  verify.yml wall (heal)", fmt(h["verify_wall"], " s"), "", ""])
+    sd = results.get("seed")
+    if sd:
+        rows.append(["seed script (6 steps, kubectl + curl)", fmt(sd["script_s"], " s"),
+                     "verify.yml, port-forward on " + fmt(sd["verify_s"], " s"), f"verify = {sd['verify_vs_script_ratio']}x script"])
+        for k, label in (("kubectl_websocket", "kubectl port-forward (WebSocket)"), ("kubectl_spdy", "kubectl port-forward (SPDY)"),
+                         ("port_forward_module", "port_forward module (ansible-playbook)")):
+            rows.append([f"  forward + GET /health: {label}", fmt(sd["forward_get_s"][k], " s", 2), "", ""])
     if results.get("fleet"):
         import fleet_bench
 
@@ -500,10 +596,9 @@ Each figure: several runs after `BENCH_WARMUP` warm-up run(s); median, min, max 
      same with the option `resolved` (the pod already known, as the verify role passes it: no Service/pod GETs);
    - *floor*: the same three requests sent to `127.0.0.1:5000` from a thread inside the pod's network namespace
      (`os.setns`), no API server and no tunnel;
-   - *peer*: `kubectl port-forward` does not work against the lab (kubectl 1.30+ tunnels SPDY over WebSocket;
-     the lab speaks `v4.channel.k8s.io`), which the run checks and records; the peer is therefore the
-     `kubernetes` client's plain example usage: `list_namespaced_pod` by label + `kubernetes.stream.portforward`
-     + the same HTTP over `pf.socket(5000)`;
+   - *peer*: the `kubernetes` client's plain example usage: `list_namespaced_pod` by label +
+     `kubernetes.stream.portforward` + the same HTTP over `pf.socket(5000)` (a `kubectl port-forward` is a process
+     per forward, timed in section 5; the run checks that it works against the lab);
    - and through the module with `ansible-playbook` (tests/bench/probe.yml): process wall time, and the module's own
      `elapsed_ms`.
 2. **Verify**: `playbooks/verify.yml` on a healthy MLflow (uvicorn, 1 worker; `verify_min_workers=1`,
@@ -523,11 +618,18 @@ Each figure: several runs after `BENCH_WARMUP` warm-up run(s); median, min, max 
    many as fit: one pod's RSS is measured, 4 GiB stay available, at most `BENCH_FLEET_MAX`, default 8), with forks 1
    and N: wall time and controller CPU seconds per instance, the speed-up, the discovery (`ansible-inventory --list`)
    time; then what 500 instances across 20 clusters would take on AWX, computed from those (section below the table).
-5. **Cost**: API requests per verify run (request log, grouped by path) and peak RSS of the controller side
+5. **Seed script**: the seed's own test script (tests/bench/seed-test-script.sh: kubectl get pods, logs scan, svc +
+   endpoints, stop an old `kubectl port-forward`, start `kubectl port-forward svc/mlflow-service`, curl `/health` and
+   `/`) as the peer of `playbooks/verify.yml` with its port-forward on (steps 5-6), interleaved on the same healthy
+   server. The script replaces its `kubectl port-forward` on every run, as the seed's did; verify.yml keeps its
+   running forward. Next to it, a forward plus one `GET /health` from process start: `kubectl port-forward` in its
+   WebSocket (default) and SPDY (`KUBECTL_PORT_FORWARD_WEBSOCKETS=false`) transports, and the port_forward module
+   through `ansible-playbook` (tests/bench/forward.yml; its stop is not timed).
+6. **Cost**: API requests per verify run (request log, grouped by path) and peak RSS of the controller side
    (ansible-playbook and all its descendants, sampled from /proc every 0.1 s).
 
 Repetitions: `BENCH_WARMUP`, `BENCH_PROBE_RUNS`, `BENCH_PROBE_PLAYBOOK_RUNS`, `BENCH_VERIFY_RUNS`, `BENCH_HEAL_RUNS`,
-`BENCH_FLEET_FORKS`, `BENCH_FLEET_RUNS`, `BENCH_FLEET_MAX`; `BENCH_SECTIONS` runs a subset.
+`BENCH_SEED_RUNS`, `BENCH_FLEET_FORKS`, `BENCH_FLEET_RUNS`, `BENCH_FLEET_MAX`; `BENCH_SECTIONS` runs a subset.
 `BENCH_OUT` (default `.bench`) and `BENCH_LAB_DIR` (default `$BENCH_OUT/lab`, wiped, started and stopped by the
 run) move the output and the lab; `BENCH_DOC=none` leaves this page alone (for comparison runs).
 kubernetes.core caches API discovery in `$TMPDIR`: the bench uses one fresh `.bench/tmp` per run, filled by the
@@ -578,7 +680,7 @@ def main() -> int:
     bl.wait_serving(lab, "bench-0")
     bl.wait_ready(lab, "bench-0")
     errors = []
-    for name, fn in (("probe", bench_probe), ("verify", bench_verify), ("heal", bench_heal)):
+    for name, fn in (("probe", bench_probe), ("verify", bench_verify), ("heal", bench_heal), ("seed", bench_seed)):
         if name in SECTIONS:
             try:
                 results[name] = fn(lab)

@@ -9,6 +9,9 @@ failing case records nothing. At the end of a session:
   only rewritten when every case then has a row (nothing is invented for a case that never passed);
 - no case passed: the table is left alone.
 
+Under pytest-xdist each worker hands its rows to the controller (``handover``, through xdist's workeroutput), and
+the controller writes the table once at the end (``take_over``, tests/conftest.py).
+
 Rows are matched by the case id in the first column. A table written before that column existed is read by
 position (its rows were in ``CASES`` order, all from its "Last full run").
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +50,20 @@ STARTED = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")  # this sessi
 def record(case: str, *, fault: str, injected_by: str, finding: str, detected_by: str, outcome: str,
            store: str, seconds: float) -> None:
     ROWS[case] = Row(case, fault, injected_by, finding, detected_by, outcome, store, round(seconds, 1), _now())
+
+
+def handover(expected_cases: list[str]) -> dict:
+    """This process's rows, for the pytest-xdist controller, which writes the table once (``take_over``)."""
+    return {"cases": list(expected_cases), "started": STARTED, "rows": {c: asdict(r) for c, r in ROWS.items()}}
+
+
+def take_over(parts: list[dict]) -> list[str]:
+    """Rows the pytest-xdist workers handed over become this session's; returns the expected cases."""
+    global STARTED
+    for part in parts:
+        ROWS.update({c: Row(**r) for c, r in part["rows"].items()})
+    STARTED = min(p["started"] for p in parts)
+    return parts[0]["cases"]
 
 
 def _now() -> str:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fault_matrix_report as report  # noqa: E402
 from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.kubectl import PortForward  # noqa: E402
 from helpers.lab_objects import codes, get_deployment, json_patch, live_pods, wait_container_waiting  # noqa: E402
 from helpers.postgres import seed_store as seed_old_store  # noqa: E402
 
@@ -52,8 +53,11 @@ LOCAL_HOST = "localhost:5000"  # a Host header every MLflow allow-list in this f
 
 # --------------------------------------------------------------------------------------------------- session
 @pytest.fixture(scope="module", autouse=True)
-def _matrix_report():
+def _matrix_report(request):
     yield
+    if hasattr(request.config, "workeroutput"):  # a pytest-xdist worker: the controller writes the table
+        request.config.workeroutput["fault_matrix"] = report.handover(CASES)
+        return
     how = report.write(CASES)
     if how:
         print(f"\nwrote {report.REPORT} ({how}: rows of this session {sorted(report.ROWS)})")
@@ -577,7 +581,7 @@ def test_pod_deleted_mid_probe(lab, healthy, tmp_path):
     try:
         end = time.monotonic() + 120
         while time.monotonic() < end:
-            if any("portforward" in r["path"] and r["status"] == 503 for r in lab.requests_since(mark)):
+            if any("portforward" in r["path"] and r["status"] == 503 for r in lab.requests_since(mark, namespace=ns)):
                 break
             time.sleep(0.2)
         r = lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{old}", json={"gracePeriodSeconds": 0})
@@ -635,19 +639,16 @@ def stop_forward(lab, port: int, tmp_path: Path) -> None:
 
 
 def test_port_held_by_stale_kubectl_port_forward(lab, healthy, tmp_path):
+    """verify.yml step 5 ("clean up old port-forwards") against a real, working ``kubectl port-forward`` (kubectl
+    1.32, its default WebSocket tunnel) holding the port: cleanup stops it and step 6 forwards on the port."""
     t0 = time.monotonic()
     ns = healthy["ns"]
     port = controller_port()
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    fake = bindir / "kubectl"
-    fake.write_text("#!/usr/bin/python3\nimport socket, sys, time\ns = socket.socket()\n"
-                    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                    f"s.bind(('127.0.0.1', {port}))\ns.listen()\ntime.sleep(3600)\n")
-    fake.chmod(0o755)
-    stale = subprocess.Popen([str(fake), "port-forward", "svc/mlflow-service", f"{port}:5000"])
+    stale = PortForward(lab.env(), "-n", ns, "svc/mlflow-service", f"{port}:5000")
     try:
-        wait_listening(port)
+        assert stale.port == port
+        r = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert r.status_code == 200 and r.text.strip() == "OK", "the stale kubectl port-forward did not forward"
         res, rep = verify(lab, ns, tmp_path, "stale-kubectl", verify_port_forward=True,
                           verify_port_forward_local_port=port, verify_port_forward_cleanup=True)
         assert res.rc == 0, res.output
@@ -658,14 +659,12 @@ def test_port_held_by_stale_kubectl_port_forward(lab, healthy, tmp_path):
         assert "PORT_FORWARD_FAILED" not in codes(rep.get("remaining"))
         assert step["cleanup"]["summary"].startswith("stopped 1 old forward"), step["cleanup"]
     finally:
-        if stale.poll() is None:
-            stale.kill()
-            stale.wait()
+        stale.stop()
         stop_forward(lab, port, tmp_path)
     pod, base = serving_pod(lab, ns)
     store = assert_store(lab, ns, healthy["before"], base)
     healed_row("port_held_by_stale_kubectl", t0, fault=f"127.0.0.1:{port} held by a stale `kubectl port-forward "
-               f"svc/mlflow-service {port}:5000`", injected_by="a process named kubectl listening on the port",
+               f"svc/mlflow-service {port}:5000`", injected_by="a real kubectl 1.32 port-forward, serving the port",
                finding="port_forward: kubectl port-forward holding the local port", detected_by="verify.yml "
                "(port_forward step, cleanup)", outcome=f"healed: the stale process stopped, forward on {port} "
                f"answers /health 200 (step 5: {step['cleanup']['summary']})", store=store)

@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from helpers.kubectl import PortForward
 from helpers.lab_objects import free_port
 from test_probe_module import create_namespace, deploy_mlflow, run_module, wait_ready
 
@@ -134,27 +135,19 @@ def test_foreign_process_reported_not_killed(lab, target, tmp_path, xdg):
 
 
 def test_stale_kubectl_port_forward_is_cleaned(lab, target, tmp_path, xdg):
+    """A real, working ``kubectl port-forward`` (kubectl 1.32) holds the port: refused without cleanup (naming it),
+    stopped with ``cleanup: true``, and the module's own forward takes the port."""
     port = free_port()
-    fake = tmp_path / "bin" / "kubectl"
-    fake.parent.mkdir()
-    fake.write_text(f"#!{sys.executable}\nimport socket, sys, time\n"
-                    f"s = socket.create_server(('127.0.0.1', {port}))\nprint('up', flush=True)\ntime.sleep(600)\n")
-    fake.chmod(0o755)
-    k = subprocess.Popen([str(fake), "port-forward", "-n", target, "svc/mlflow-service", f"{port}:5000"],
-                         stdout=subprocess.PIPE, text=True)
-    try:
-        assert k.stdout.readline().strip() == "up"
+    with PortForward(lab.env(), "-n", target, "svc/mlflow-service", f"{port}:5000") as k:
+        assert get(f"http://127.0.0.1:{port}/health")[1].strip() == b"OK"
         refused = fwd(lab, tmp_path, xdg, namespace=target, local_port=port)
         assert refused["failed"] is True and "kubectl port-forward" in refused["msg"] and str(k.pid) in refused["msg"]
+        assert k.proc.poll() is None
         r = fwd(lab, tmp_path, xdg, namespace=target, local_port=port, cleanup=True)
         assert r["changed"] is True and [s["pid"] for s in r["stopped"]] == [k.pid]
         assert k.wait(timeout=10) is not None
         get_eventually(f"{r['url']}/health")
         fwd(lab, tmp_path, xdg, namespace=target, local_port=port, state="absent")
-    finally:
-        if k.poll() is None:
-            k.kill()
-            k.wait()
 
 
 def test_non_loopback_bind_refused(lab, target, tmp_path, xdg):

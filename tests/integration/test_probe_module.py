@@ -177,15 +177,15 @@ def test_static_prefix_root_not_found_health_under_prefix(lab, mlflows, tmp_path
 
 def test_kube_api_429_and_503_are_retried(lab, mlflows, tmp_path):
     healthy_eventually(lab, tmp_path, namespace=mlflows)
-    lab.faults.add(kind="http_status", status=429, count=2, path_regex=r"/services/mlflow-service")
-    lab.faults.add(kind="http_status", status=503, count=2, path_regex=r"/portforward")
+    lab.faults.add(kind="http_status", status=429, count=2, path_regex=f"/namespaces/{mlflows}/services/mlflow-service")
+    lab.faults.add(kind="http_status", status=503, count=2, path_regex=f"/namespaces/{mlflows}/pods/[^/]+/portforward")
     mark = lab.log_mark()
     try:
         r = probe(lab, tmp_path, namespace=mlflows)
     finally:
         lab.faults.clear()
     assert r["healthy"] is True, r
-    sent = [(e["status"], e["path"]) for e in lab.requests_since(mark)]
+    sent = [(e["status"], e["path"]) for e in lab.requests_since(mark, namespace=mlflows)]
     assert sum(1 for st, p in sent if st == 429 and "/services/mlflow-service" in p) == 2, sent
     assert sum(1 for st, p in sent if st == 503 and p.endswith("/portforward")) == 2, sent
     # REST 429s are retried by the kubernetes client (urllib3 honours Retry-After); tunnel 503s by the probe
@@ -195,7 +195,7 @@ def test_kube_api_429_and_503_are_retried(lab, mlflows, tmp_path):
 
 
 def test_retries_exhausted_is_a_tunnel_error_result(lab, mlflows, tmp_path):
-    lab.faults.add(kind="http_status", status=503, count=None, path_regex=r"/portforward")
+    lab.faults.add(kind="http_status", status=503, count=None, path_regex=f"/namespaces/{mlflows}/pods/[^/]+/portforward")
     try:
         r = probe(lab, tmp_path, namespace=mlflows, retries=1)
     finally:
@@ -222,7 +222,7 @@ def test_pod_deleted_during_probe_recovers(lab, tmp_path):
         old = wait_ready(lab, ns, "victim")
         healthy_eventually(lab, tmp_path, namespace=ns, api_check=False)
         # the pod disappears under the probe: the first tunnel is refused as the kubelet does for a gone pod
-        lab.faults.add(kind="http_status", status=404, count=1, path_regex=r"/portforward")
+        lab.faults.add(kind="http_status", status=404, count=1, path_regex=f"/namespaces/{ns}/pods/[^/]+/portforward")
         assert lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{old}").status_code in (200, 202)
         r = probe(lab, tmp_path, namespace=ns, api_check=False, retries=10, deadline=120)
         assert r["healthy"] is True, r

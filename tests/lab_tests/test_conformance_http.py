@@ -409,7 +409,7 @@ def test_fault_injection(lab, lab_namespace):
         r1, r2, r3 = (lab.request("GET", path) for _ in range(3))
         assert (r1.status_code, r2.status_code, r3.status_code) == (429, 429, 200)
         assert r1.headers["Retry-After"] == "1" and r1.json()["reason"] == "TooManyRequests"
-        lab.faults.add(kind="http_status", status=503, count=1, path_regex="configmaps")
+        lab.faults.add(kind="http_status", status=503, count=1, path_regex=f"/namespaces/{lab_namespace}/configmaps")
         r = lab.request("POST", path, json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
         assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable"
         lab.faults.add(kind="drop_connection", count=1, path_regex=f"{lab_namespace}/configmaps")

@@ -107,11 +107,12 @@ def test_discovery_open_lab_admin_endpoints_closed(lab):
     for path in ("/version", "/api", "/api/v1", "/apis", "/apis/apps/v1"):
         assert lab.request("GET", path, token=tok).status_code == 200, path
     user, tok = _user(lab)
-    _forbidden(lab.request("POST", "/lab/faults", token=tok, json={"kind": "http_status", "status": 503}),
+    never = f"/never-{uuid.uuid4().hex}"  # a fault no other (parallel) test adds, matching no request
+    _forbidden(lab.request("POST", "/lab/faults", token=tok, json={"kind": "http_status", "status": 503, "path_regex": never}),
                f'forbidden: User "{user}" cannot post path "/lab/faults"')
     _forbidden(lab.request("POST", "/lab/tokens", token=tok, json={"user": "mallory"}),
                f'forbidden: User "{user}" cannot post path "/lab/tokens"')
-    assert lab.faults.list() == []
+    assert [f for f in lab.faults.list_all() if f["path_regex"] == never] == []
 
 
 def test_unknown_and_expired_tokens_are_401(lab, lab_namespace):

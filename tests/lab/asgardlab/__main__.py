@@ -116,6 +116,13 @@ def _print_where(state: Path) -> None:
     rel = os.path.relpath(state / "kubeconfig")
     print(f"lab API listening on {server}")
     print(f"kubeconfig: {state / 'kubeconfig'}")
+    try:
+        import json
+
+        ing = json.loads((state / "ingress.json").read_text())
+        print(f"ingress/gateway (nginx): {ing['http']} and {ing['https']} (pick the host with the Host header / SNI)")
+    except (OSError, ValueError, KeyError):
+        pass
     print(f"try: KUBECONFIG={rel} kubectl get ns")
 
 

@@ -405,7 +405,10 @@ class Admission:
         if errs:
             raise invalid(rt, name, errs)
         self._default(rt, obj, old)
-        errs = self._semantic(rt, obj, old)
+        from .ingress import admission as ingress_admission  # Ingress/IngressClass/Gateway API rules
+
+        ingress_admission.default(self.store, rt, obj, old, subresource)
+        errs = self._semantic(rt, obj, old) + ingress_admission.validate(rt, obj, old, subresource)
         if old is not None:
             errs += self._immutable(rt, obj, old)
         if errs:

@@ -18,6 +18,7 @@ import logging
 
 from .controllers import ControllerManager
 from .controllers.events import Recorder
+from .ingress.controller import IngressController
 from .kubelet import Kubelet
 from .kubelet.streams import Streams
 
@@ -27,6 +28,8 @@ _state: dict = {}
 
 async def setup(app, store, lab) -> None:
     rec = Recorder(store)
+    ingress = IngressController(store, rec, lab.state_dir)
+    ingress.check_host()  # before any pod networking: say at once what the host lacks
     kubelet = Kubelet(store, rec, lab.state_dir)
     await kubelet.start()
     cm = ControllerManager(store, rec)
@@ -36,12 +39,15 @@ async def setup(app, store, lab) -> None:
         lab.namespace_controller = False  # ours waits for pods to terminate gracefully
     except AttributeError:
         pass
-    _state.update(kubelet=kubelet, cm=cm)
+    await ingress.start()
+    _state.update(kubelet=kubelet, cm=cm, ingress=ingress)
     log.info("kubelet and controllers started (node asgard-lab-node, pod network 10.244.0.0/16 on bridge asgardlab0)")
 
 
 async def shutdown() -> None:
-    cm, kubelet = _state.pop("cm", None), _state.pop("kubelet", None)
+    cm, kubelet, ingress = _state.pop("cm", None), _state.pop("kubelet", None), _state.pop("ingress", None)
+    if ingress is not None:
+        await ingress.stop()
     if cm is not None:
         await cm.stop()
     if kubelet is not None:

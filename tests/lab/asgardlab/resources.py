@@ -17,6 +17,7 @@ class ResourceType:
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
     categories: tuple[str, ...] = ()
     singular: str = field(default="")
+    custom: bool = False  # a custom resource (CRD) in a real cluster: no strategic merge patch
 
     @property
     def api_version(self) -> str:
@@ -69,8 +70,17 @@ _OTHER = [
     ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
 ]
+# Gateway API: custom resources in a real cluster (CRDs); served by the lab like built-ins (asgardlab/ingress)
+_GATEWAY_API = [
+    ResourceType("gateway.networking.k8s.io", "v1", "gatewayclasses", "GatewayClass", False, ("gc",), ("status",),
+                 categories=("gateway-api",), custom=True),
+    ResourceType("gateway.networking.k8s.io", "v1", "gateways", "Gateway", True, ("gtw",), ("status",),
+                 categories=("gateway-api",), custom=True),
+    ResourceType("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True, (), ("status",),
+                 categories=("gateway-api",), custom=True),
+]
 
-ALL_TYPES: list[ResourceType] = _CORE + _APPS + _OTHER
+ALL_TYPES: list[ResourceType] = _CORE + _APPS + _OTHER + _GATEWAY_API
 BY_GROUP_PLURAL: dict[tuple[str, str], ResourceType] = {(r.group, r.plural): r for r in ALL_TYPES}
 BY_KIND: dict[tuple[str, str], ResourceType] = {(r.api_version, r.kind): r for r in ALL_TYPES}
 

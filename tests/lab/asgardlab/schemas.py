@@ -37,7 +37,11 @@ def _schema_dir() -> Path:
 @functools.cache
 def definitions() -> dict[str, dict]:
     with open(_schema_dir() / "_definitions.json", encoding="utf-8") as f:
-        return json.load(f)["$defs"]
+        defs = json.load(f)["$defs"]
+    from .ingress import gwschema  # Gateway API (CRDs in a real cluster): not in kubernetes-validate
+
+    defs.update(gwschema.definitions())
+    return defs
 
 
 @functools.cache

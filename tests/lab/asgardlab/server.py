@@ -189,14 +189,21 @@ class FaultInjector:
         method = spec.get("method")
         if method is not None and not isinstance(method, str):
             raise ApiError(400, "BadRequest", "fault.method: Invalid value: must be an HTTP method like \"GET\"")
+        owner = spec.get("owner")
+        if owner is not None and not isinstance(owner, str):
+            raise ApiError(400, "BadRequest", "fault.owner: Invalid value: must be a string naming who added it")
         fault = {"id": self._next, "kind": kind, "status": status if kind == "http_status" else None, "count": count,
-                 "path_regex": regex, "method": method.upper() if method else None, "hits": 0}
+                 "path_regex": regex, "method": method.upper() if method else None, "hits": 0, "owner": owner}
         self._next += 1
         self.faults.append(fault)
         return fault
 
-    def clear(self) -> None:
-        self.faults.clear()
+    def list(self, owner: str | None = None) -> list[dict]:
+        return [f for f in self.faults if owner is None or f["owner"] == owner]
+
+    def clear(self, owner: str | None = None) -> None:
+        """Remove every fault, or only those of ``owner`` (a test process clears what it added, not another's)."""
+        self.faults[:] = [f for f in self.faults if owner is not None and f["owner"] != owner]
 
     def match(self, method: str, path_qs: str) -> dict | None:
         for f in list(self.faults):
@@ -392,15 +399,16 @@ class Api:
 
     # ------------------------------------------------------------------ faults admin
     async def faults_get(self, request):
-        return web.json_response({"faults": self.lab.faults.faults})
+        return web.json_response({"faults": self.lab.faults.list(request.query.get("owner"))})
 
     async def faults_post(self, request):
         fault = self.lab.faults.add(await _read_body(request))
         return web.json_response(fault, status=201)
 
     async def faults_delete(self, request):
-        self.lab.faults.clear()
-        return web.json_response({"faults": []})
+        owner = request.query.get("owner")
+        self.lab.faults.clear(owner)
+        return web.json_response({"faults": self.lab.faults.list(owner)})
 
     async def pod_fault_fallback(self, request):
         raise ApiError(501, "NotImplemented", "pod faults need the lab's kubelet (asgardlab.cluster), which is not loaded")
@@ -633,6 +641,9 @@ class Api:
         if ctype not in self.PATCH_TYPES:
             raise ApiError(415, "UnsupportedMediaType",
                            f"the body of the request was in an unknown format - accepted media types include: {', '.join(self.PATCH_TYPES)}")
+        if ctype == "application/strategic-merge-patch+json" and t.rt.custom:  # custom resources: no strategic merge
+            raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media "
+                           "types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
         body = await _read_body(request, allow_yaml=ctype == "application/apply-patch+yaml")
         if body is None:
             raise ApiError(400, "BadRequest", "the body of the request was empty")

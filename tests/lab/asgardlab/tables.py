@@ -206,6 +206,36 @@ def _ing(o):
             "80, 443" if sp.get("tls") else "80", _age(o["metadata"].get("creationTimestamp"))]
 
 
+def _ingclass(o):
+    sp = o.get("spec") or {}
+    par = sp.get("parameters")
+    return [sp.get("controller", ""), f'{par.get("kind")}/{par.get("name")}' if par else "<none>",
+            _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _cond_status(o, ctype: str) -> str:
+    return next((c.get("status", "") for c in (o.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), "")
+
+
+def _gatewayclass(o):
+    sp = o.get("spec") or {}
+    return [sp.get("controllerName", ""), _cond_status(o, "Accepted"), _age(o["metadata"].get("creationTimestamp")),
+            sp.get("description", "")]
+
+
+def _gateway(o):
+    addrs = ",".join(a.get("value", "") for a in (o.get("status") or {}).get("addresses") or [])
+    return [(o.get("spec") or {}).get("gatewayClassName", ""), addrs, _cond_status(o, "Programmed"),
+            _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _httproute(o):
+    import json
+
+    hosts = (o.get("spec") or {}).get("hostnames")
+    return [json.dumps(hosts, separators=(",", ":")) if hosts else "", _age(o["metadata"].get("creationTimestamp"))]
+
+
 def _sa(o):
     return [len(o.get("secrets") or []), _age(o["metadata"].get("creationTimestamp"))]
 
@@ -235,6 +265,12 @@ _PRINTERS = {
     "configmaps": ([_col("Data", "integer"), AGE], _cm),
     "networking.k8s.io/ingresses": ([_col("Class"), _col("Hosts"), _col("Address"), _col("Ports"), AGE], _ing),
     "serviceaccounts": ([_col("Secrets", "integer"), AGE], _sa),
+    "networking.k8s.io/ingressclasses": ([_col("Controller"), _col("Parameters"), AGE], _ingclass),
+    # Gateway API: the CRDs' additionalPrinterColumns
+    "gateway.networking.k8s.io/gatewayclasses": ([_col("Controller"), _col("Accepted"), AGE,
+                                                  _col("Description", priority=1)], _gatewayclass),
+    "gateway.networking.k8s.io/gateways": ([_col("Class"), _col("Address"), _col("Programmed"), AGE], _gateway),
+    "gateway.networking.k8s.io/httproutes": ([_col("Hostnames"), AGE], _httproute),
 }
 
 

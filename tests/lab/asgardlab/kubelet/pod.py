@@ -660,7 +660,9 @@ class PodWorker:
         try:
             c.proc = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private", HOST_PYTHON, LAUNCH, f"fd:{fd}",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                # stdin: true keeps a pipe open for pods/attach (remotecommand.run_attach)
+                stdin=asyncio.subprocess.PIPE if c.spec.get("stdin") else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 start_new_session=True, env={"PATH": BASE_PATH}, limit=1 << 20, pass_fds=(fd,),
             )
         finally:

@@ -1,12 +1,8 @@
-"""HTTP handlers for pods/log, pods/exec, pods/portforward and pod fault injection.
+"""HTTP handlers for pods/log, pods/exec, pods/attach, pods/portforward and pod fault injection.
 
-Exec and port-forward speak the WebSocket channel protocol (``v4.channel.k8s.io``, also
-``channel.k8s.io``): every frame is binary, its first byte the channel.
-Exec: 0 stdin, 1 stdout, 2 stderr, 3 error (a JSON v1 Status; exit code in details.causes ExitCode),
-4 resize (ignored). Port-forward: port i uses data channel 2i and error channel 2i+1; right after the upgrade
-each channel gets a 3-byte frame ``[channel, port & 0xff, port >> 8]``; when the pod side reaches EOF the
-server flushes and closes the WebSocket. The connection is made inside the pod's network namespace, to
-127.0.0.1:<port> (os.setns in a worker thread that switches back afterwards).
+exec and attach: remotecommand.py (WebSocket channels v5/v4/channel.k8s.io, and SPDY/3.1).
+portforward: portforward.py (SPDY/3.1 tunneled in a WebSocket, SPDY/3.1 upgrade, and WebSocket channels with
+``?ports=``). The SPDY framing is spdy.py, the upgrade handshakes httpstream.py.
 
 Fault injection (``POST /lab/pods/{ns}/{name}/fault``, JSON body, any of):
 - ``{"kill": true}`` or ``{"kill": "<container>"}``: SIGKILL the container now (exit 137, reason Error);
@@ -24,18 +20,15 @@ import asyncio
 import datetime as _dt
 import json
 import logging
-import os
-import socket
-import threading
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from .. import resources as R
 from ..store import ApiError, not_found
+from . import portforward, remotecommand
 from .pod import Container, PodWorker
 
 log = logging.getLogger("asgardlab.kubelet")
-PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io")
 
 
 def _bad(msg: str) -> ApiError:
@@ -55,6 +48,7 @@ class Streams:
         r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self.logs)
         for m in ("GET", "POST"):
             r.add_route(m, "/api/v1/namespaces/{ns}/pods/{name}/exec", self.exec)
+            r.add_route(m, "/api/v1/namespaces/{ns}/pods/{name}/attach", self.attach)
             r.add_route(m, "/api/v1/namespaces/{ns}/pods/{name}/portforward", self.portforward)
         r.add_post("/lab/pods/{ns}/{name}/fault", self.fault_post)
         r.add_delete("/lab/pods/{ns}/{name}/fault", self.fault_delete)
@@ -179,168 +173,41 @@ class Streams:
         await resp.write_eof()
         return resp
 
-    # ------------------------------------------------------------------ exec
+    # ------------------------------------------------------------------ exec, attach
+    def _running(self, request, command: bool) -> tuple[PodWorker, Container, list[str], remotecommand.Options]:
+        """The running container an exec/attach request names, its command and options (400 otherwise)."""
+        pod, w = self._pod(request)
+        c = self._container(pod, w, request.query.get("container"))
+        cmd = request.query.getall("command", [])
+        if command and not cmd:
+            raise _bad("you must specify at least 1 command")
+        if c.proc is None:
+            raise _bad(f"container {c.name} is not running in pod {pod['metadata']['name']}")
+        return w, c, cmd, remotecommand.Options.parse(request.query)
+
     async def exec(self, request: web.Request):
-        q = request.query
         try:
-            pod, w = self._pod(request)
-            c = self._container(pod, w, q.get("container"))
-            cmd = q.getall("command", [])
-            if not cmd:
-                raise _bad("you must specify at least 1 command")
-            if c.proc is None:
-                raise _bad(f"container {c.name} is not running in pod {pod['metadata']['name']}")
+            w, c, cmd, opts = self._running(request, command=True)
         except ApiError as exc:
             return _error_response(exc)
-        # v4 when offered (the Python client); kubectl 1.30+ offers only v5, whose framing is v4 plus a
-        # stdin-close signal on channel 255.
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        chosen = next((p for p in ("v4.channel.k8s.io", "v5.channel.k8s.io", "channel.k8s.io") if p in offered), "channel.k8s.io")
-        ws = web.WebSocketResponse(protocols=(chosen,), autoping=True)
-        await ws.prepare(request)
-        v4 = ws.ws_protocol in ("v4.channel.k8s.io", "v5.channel.k8s.io")
-        want_stdin = q.get("stdin") in ("true", "1")
+        return await remotecommand.serve(request, opts, lambda ch: remotecommand.run_exec(w, c, cmd, opts, ch))
+
+    async def attach(self, request: web.Request):
         try:
-            proc = await w.exec_process(c, cmd, stdin=want_stdin)
+            w, c, _, opts = self._running(request, command=False)
         except ApiError as exc:
-            await ws.send_bytes(b"\x03" + (json.dumps(exc.status()).encode() if v4 else exc.message.encode()))
-            await ws.close()
-            return ws
-
-        async def pump(stream, ch: int):
-            while True:
-                data = await stream.read(65536)
-                if not data:
-                    return
-                await ws.send_bytes(bytes([ch]) + data)
-
-        async def reader():
-            async for msg in ws:
-                if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
-                    data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
-                    if data[:1] == b"\xff" and data[1:2] == b"\x00" and proc.stdin is not None:
-                        proc.stdin.close()  # v5: the client closed stdin
-                    elif data and data[0] == 0 and proc.stdin is not None:
-                        try:
-                            proc.stdin.write(data[1:])
-                            await proc.stdin.drain()
-                        except (BrokenPipeError, ConnectionResetError):
-                            pass
-                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
-            if proc.stdin is not None and not proc.stdin.is_closing():
-                proc.stdin.close()
-
-        rd = asyncio.create_task(reader())
-        try:
-            await asyncio.gather(pump(proc.stdout, 1), pump(proc.stderr, 2))
-            rc = await proc.wait()
-            if rc == 0:
-                status = {"metadata": {}, "status": "Success"}
-            else:
-                code = rc if rc > 0 else 128 - rc
-                status = {
-                    "metadata": {}, "status": "Failure",
-                    "message": f"command terminated with non-zero exit code: error executing command [{' '.join(cmd)}], exit code {code}",
-                    "reason": "NonZeroExitCode",
-                    "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
-                }
-            if not ws.closed:
-                await ws.send_bytes(b"\x03" + (json.dumps(status).encode() if v4 else (b"" if rc == 0 else status["message"].encode())))
-                await ws.close()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            rd.cancel()
-            if proc.returncode is None:
-                try:
-                    os.killpg(proc.pid, 9)
-                except ProcessLookupError:
-                    pass
-                await proc.wait()
-        return ws
+            return _error_response(exc)
+        return await remotecommand.serve(request, opts, lambda ch: remotecommand.run_attach(w, c, opts, ch))
 
     # ------------------------------------------------------------------ port-forward
     async def portforward(self, request: web.Request):
-        q = request.query
         try:
             pod, w = self._pod(request)
-            raw = ",".join(q.getall("ports", []))
-            if not raw:
-                raise _bad("at least 1 port is required (query parameter ports)")
-            try:
-                ports = [int(p) for p in raw.split(",") if p.strip()]
-            except ValueError:
-                raise _bad(f"ports: expected comma-separated port numbers, got {raw!r}") from None
-            for p in ports:
-                if not 0 < p < 65536:
-                    raise _bad(f"ports: {p} is not a valid port number (1-65535)")
             if w is None or w.netns is None or (pod.get("status") or {}).get("phase") != "Running":
                 raise _bad(f"unable to upgrade connection: pod {pod['metadata']['name']} is not running")
+            return await portforward.serve(request, portforward.Target(self.k, pod, w))
         except ApiError as exc:
             return _error_response(exc)
-        ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=0)
-        await ws.prepare(request)
-        for i, p in enumerate(ports):
-            for ch in (2 * i, 2 * i + 1):
-                await ws.send_bytes(bytes([ch, p & 0xFF, p >> 8]))
-        writers: dict[int, asyncio.StreamWriter] = {}
-        pumps = []
-        pname, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
-        refused = set(w.fault().get("refusePorts") or [])
-        for i, p in enumerate(ports):
-            try:
-                if p in refused:
-                    raise ConnectionRefusedError(111, "connection refused")
-                sock = await connect_in_netns(w.netns, p)
-                reader, writer = await asyncio.open_connection(sock=sock)
-            except OSError as exc:
-                msg = (f"error forwarding port {p} to pod {pname}, uid {uid}: failed to connect to localhost:{p} inside namespace "
-                       f"\"{w.netns}\", IPv4: dial tcp4 127.0.0.1:{p}: connect: {(exc.strerror or str(exc)).lower()}")
-                await ws.send_bytes(bytes([2 * i + 1]) + msg.encode())
-                continue
-            writers[2 * i] = writer
-            pumps.append(asyncio.create_task(self._pf_pump(reader, ws, 2 * i)))
-
-        async def from_client():
-            async for msg in ws:
-                if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
-                    data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
-                    if not data:
-                        continue
-                    wr = writers.get(data[0])
-                    if wr is not None and len(data) > 1:
-                        wr.write(data[1:])
-                        try:
-                            await wr.drain()
-                        except ConnectionError:
-                            pass
-                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
-
-        fc = asyncio.create_task(from_client())
-        try:
-            if pumps:
-                await asyncio.wait([fc, *pumps], return_when=asyncio.FIRST_COMPLETED)
-            else:
-                await asyncio.wait([fc], timeout=5)
-        finally:
-            if not ws.closed:
-                await ws.close()
-            fc.cancel()
-            for t in pumps:
-                t.cancel()
-            for wr in writers.values():
-                wr.close()
-        return ws
-
-    @staticmethod
-    async def _pf_pump(reader: asyncio.StreamReader, ws: web.WebSocketResponse, ch: int) -> None:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return  # EOF from the pod: everything read was sent; the caller closes the websocket
-            await ws.send_bytes(bytes([ch]) + data)
 
     # ------------------------------------------------------------------ faults
     async def fault_post(self, request: web.Request):
@@ -383,27 +250,3 @@ class Streams:
         ns, name = request.match_info["ns"], request.match_info["name"]
         self.k.faults.pop((ns, name), None)
         return web.json_response({"namespace": ns, "name": name, "faults": {}})
-
-
-_setns_lock = threading.Lock()
-
-
-def _connect_sync(netns: str, port: int) -> socket.socket:
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        os.setns(target, os.CLONE_NEWNET)
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        finally:
-            os.setns(own, os.CLONE_NEWNET)
-        s.setblocking(False)
-        return s
-    finally:
-        os.close(own)
-        os.close(target)
-
-
-async def connect_in_netns(netns: str, port: int) -> socket.socket:
-    """A TCP socket connected to 127.0.0.1:port inside the pod's network namespace."""
-    return await asyncio.to_thread(_connect_sync, netns, port)
