@@ -43,7 +43,7 @@ class Fleet:
     def write_inventory(self, extra_connections=()):
         cfg = {"plugin": "asgard.mlflow.mlflow_servers", "connections": [
             # a pattern: one cluster-wide list, filtered (other tests' MLflows are in this lab too)
-            {"name": "lab-a", "kubeconfig": str(self.a.kubeconfig), "namespaces": [f"f?-{self.uid}"]},
+            {"name": "lab-a", "kubeconfig": str(self.a.kubeconfig), "namespaces": [f"f[arl]-{self.uid}"]},
             # plain names: listed namespace by namespace; the token by reference, from the environment
             {"name": "lab-b", "host": self.b.api, "api_key": B_TOKEN_REF,
              "ca_cert": str(self.b.ca), "namespaces": [self.ns["broken"]]},
