@@ -8,6 +8,9 @@
   ``request(method, path, **kw)`` (an authenticated ``requests`` call), ``log_mark()`` and
   ``requests_since(mark, namespace=None)`` to read what clients sent, ``env(tmp_path)`` (environment for
   ansible-playbook/kubectl with a TMPDIR unique to this lab start, as kubernetes.core caches discovery in $TMPDIR).
+- ``second_lab`` (session): a second lab (state dir ``<state>-b`` or ``ASGARD_LAB_B_STATE_DIR``) in the same network
+  namespace, with its own API server and pod network: another "cluster" for the multi-cluster (fleet) tests; same
+  handle and sharing rules as ``lab``.
 - ``k8s_client``: a ``kubernetes.client.ApiClient`` built from the lab kubeconfig.
 - ``lab_namespace``: a fresh namespace per test (name), deleted afterwards.
 
@@ -142,6 +145,29 @@ def lab():
     handle = LabHandle(STATE_DIR)
     yield handle
     lab_users.release(STATE_DIR, os.getpid())
+
+
+# ASGARD_LAB_B_STATE_DIR: the second lab ("another cluster") of the multi-cluster tests (default: <state>-b)
+STATE_DIR_B = Path(os.environ.get("ASGARD_LAB_B_STATE_DIR") or f"{STATE_DIR}-b").resolve()
+
+
+@pytest.fixture(scope="session")
+def second_lab(lab):
+    """A second lab with its own state dir, API server and pod network in the same network namespace (another
+    "cluster" for the fleet tests), started, shared and stopped like ``lab``."""
+    if STATE_DIR_B == STATE_DIR:
+        yield lab  # ASGARD_LAB_B_STATE_DIR pointed at the first lab: one cluster seen through two connections
+        return
+    t0 = time.monotonic()
+    try:
+        started = lab_users.acquire(STATE_DIR_B, os.getpid(), timeout=120)
+    except lab_users.LabStartError as e:
+        pytest.fail(str(e))
+    if started:
+        print(f"\nsecond lab started in {time.monotonic() - t0:.2f}s")
+    handle = LabHandle(STATE_DIR_B)
+    yield handle
+    lab_users.release(STATE_DIR_B, os.getpid())
 
 
 # ---------------------------------------------------------------------------------------------------- lab_global

@@ -352,6 +352,37 @@ def api_from_module(module, timeout: float = 10.0) -> KubeAPI:
     return api
 
 
+def api_from_auth(auth: dict, timeout: float = 15.0, retries: int = 1) -> KubeAPI:
+    """The client for code without a module (the inventory plugin), from kubernetes.core option values.
+
+    ``auth``: kubernetes.core's option names (``kubeconfig``, ``context``, ``host``, ``api_key``, ``validate_certs``,
+    ``ca_cert``, ...); options left out come from ``K8S_AUTH_*`` exactly as in kubernetes.core (its own
+    ``_create_auth_spec`` / ``_create_configuration`` / ``_create_headers``). Unlike ``get_api_client`` nothing is
+    requested here (no API discovery, which has no timeout): the first request is the caller's, bounded by
+    ``timeout`` and ``retries``. kubernetes' process-wide default Configuration is reset first, so nothing of an
+    earlier connection in the same process (CA, client certificate, token) carries over to this one.
+    Raises KubeError (message without credentials) when the settings cannot be loaded.
+    """
+    import kubernetes.client
+    import kubernetes.config
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s import client as kc
+
+    kubernetes.client.Configuration.set_default(kubernetes.client.Configuration())
+    given = {k: v for k, v in auth.items() if v is not None}
+    try:
+        configuration = kc._create_configuration(kc._create_auth_spec(None, **given))
+        headers = kc._create_headers(None, **given)
+    except (kubernetes.config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+        from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
+
+        raise KubeError(f"loading the connection settings: {type(exc).__name__}: {redact(str(exc), limit=400)}") from None
+    configuration.retries = retries
+    client = kubernetes.client.ApiClient(configuration)
+    for header, value in headers.items():
+        kc._set_header(client, header, value)
+    return KubeAPI(client, timeout=timeout)
+
+
 def _status_of(exc: BaseException | None) -> int | None:
     """The HTTP status of an API exception or of what caused it (kubernetes.core wraps them)."""
     seen = 0

@@ -8,9 +8,9 @@ prints a table and rewrites docs/benchmarks.md. Repetition counts come from the 
   BENCH_PROBE_PLAYBOOK_RUNS (3) mlflow_probe through ansible-playbook
   BENCH_VERIFY_RUNS (3)         playbooks/verify.yml on a healthy server (and as many bare-Python replays)
   BENCH_HEAL_RUNS (2)           verify.yml healing the seed's broken Deployment (fresh namespace each)
-  BENCH_FLEET_SIZES (1,4,max)   fleet sizes; "max" = what fits in memory, capped by BENCH_FLEET_MAX (6)
-  BENCH_FLEET_FORKS (1,5)       Ansible forks for each fleet size
-  BENCH_FLEET_RUNS (1)          runs per fleet point
+  BENCH_FLEET_MAX (8)           fleet instances over two labs (capped by what fits in memory): tests/bench/fleet_bench.py
+  BENCH_FLEET_FORKS (1,max)     Ansible forks of playbooks/fleet.yml; "max" = the number of instances
+  BENCH_FLEET_RUNS (1)          runs per fleet point; BENCH_LAB_B_DIR: the second lab ($BENCH_OUT/lab-b)
   BENCH_SECTIONS (probe,verify,heal,fleet)
 """
 
@@ -69,7 +69,6 @@ except ImportError:
 PROBE_PB_RUNS = max(1, env_int("BENCH_PROBE_PLAYBOOK_RUNS", 3))
 VERIFY_RUNS = max(1, env_int("BENCH_VERIFY_RUNS", 3))
 HEAL_RUNS = max(1, env_int("BENCH_HEAL_RUNS", 2))
-FLEET_MAX = max(1, env_int("BENCH_FLEET_MAX", 6))
 FLEET_RUNS = max(1, env_int("BENCH_FLEET_RUNS", 1))
 SECTIONS = set(env_list("BENCH_SECTIONS", "probe,verify,heal,fleet"))
 for _s in SECTIONS - {"probe", "verify", "heal", "fleet"}:
@@ -461,68 +460,11 @@ def pod_rss_mb(pod: dict) -> float:
     return round(total / 1024, 1)
 
 
-def bench_fleet(lab: bl.Lab, errors: list[str]) -> tuple[list[dict], dict]:
-    pod_mb = pod_rss_mb(bl.serving_pod(lab, "bench-0")) or 550.0
-    avail_mb = meminfo_kb("MemAvailable") / 1024
-    reserve_mb = 4096
-    fits = max(1, int((avail_mb - reserve_mb) // max(pod_mb, 1)))
-    n_max = min(FLEET_MAX, fits)
-    sizes = sorted({n_max if s == "max" else min(int(s), n_max) for s in env_list("BENCH_FLEET_SIZES", "1,4,max")})
-    forks_list = [int(f) for f in env_list("BENCH_FLEET_FORKS", "1,5")]
-    mem = {"pod_rss_mb": pod_mb, "mem_available_mb": round(avail_mb), "reserve_mb": reserve_mb,
-           "instances_that_fit": fits, "cap": FLEET_MAX, "n_max": n_max}
-    log(f"fleet: one MLflow pod uses {pod_mb:.0f} MiB, {avail_mb:.0f} MiB available -> up to {n_max} instances; "
-        f"sizes {sizes}, forks {forks_list}")
-    t = time.monotonic()
-    new = [f"bench-{i}" for i in range(1, max(sizes))]
-    for ns in new:
-        bl.apply(lab, ns, bl.healthy_objects(ns))
-    for ns in new:
-        bl.wait_serving(lab, ns, timeout=600)
-        bl.wait_ready(lab, ns, timeout=600)
-    if new:
-        log(f"fleet: {len(new)} more MLflow instances serving after {time.monotonic() - t:.0f} s")
-    mem["mem_available_after_mb"] = round(meminfo_kb("MemAvailable") / 1024)
-    points = []
-    (OUT / "fleet").mkdir(parents=True, exist_ok=True)
-    for n in sizes:
-        inv = OUT / f"fleet-inventory-{n}.json"
-        hosts = {f"mlflow-{i}": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                 "verify_namespace": f"bench-{i}",
-                                 "verify_report_path": str(OUT / "fleet" / f"mlflow-{i}.json"),
-                                 # the bench manifests hold no secrets: keep task results readable for failures
-                                 "verify_no_log": False, **HOST_VARS}
-                 for i in range(n)}
-        inv.write_text(json.dumps({"all": {"hosts": hosts}}, indent=1))
-        for forks in forks_list:
-            if n == 1 and forks > 1 and 1 in forks_list:
-                continue  # one host: forks do not matter
-            walls, nreq, rss, failures = [], [], [], []
-            for _ in range(FLEET_RUNS):
-                mark = lab.log_mark()
-                r = runner.run_playbook(HERE / "fleet.yml", kubeconfig=lab.kubeconfig, tmpdir=TMP, inventory=inv,
-                                        forks=forks)
-                if r.rc != 0:
-                    logf = OUT / f"fleet-n{n}-forks{forks}-failed.log"
-                    logf.write_text(r.stdout + "\n--- stderr\n" + r.stderr)
-                    why = (f"fleet n={n} forks={forks} failed (rc={r.rc}, output in {logf}): "
-                           + " | ".join(r.failures()[:6]))
-                    errors.append(why)
-                    log(why[:1500])
-                    failures.extend(r.failures())
-                walls.append(r.wall_s)
-                nreq.append(len(lab.requests_since(mark)))
-                rss.append(r.peak_tree_mb)
-            s = stats(walls, 2)
-            point = {"n": n, "forks": forks, "wall_s": s["median"], "wall": s,
-                     "per_instance_s": round(s["median"] / n, 2), "api_requests": stats(nreq, 0)["median"],
-                     "controller_peak_rss_mb": stats(rss, 1)["median"], "ok": not failures}
-            if failures:
-                point["failures"] = failures[:20]
-            points.append(point)
-            log(f"fleet n={n} forks={forks}: {s['median']:.1f} s ({point['per_instance_s']} s/instance), "
-                f"{point['api_requests']} API requests, controller peak RSS {point['controller_peak_rss_mb']} MiB")
-    return points, mem
+def bench_fleet(lab: bl.Lab, errors: list[str]) -> dict:
+    """playbooks/fleet.yml over two labs, forks 1 and N, and the AWX projection: tests/bench/fleet_bench.py."""
+    import fleet_bench
+
+    return fleet_bench.bench_fleet(lab, errors, out=OUT, tmp=TMP, pod_rss_mb=pod_rss_mb, meminfo_kb=meminfo_kb)
 
 
 # ================================================================================================ findings
@@ -555,12 +497,10 @@ def findings_from(results: dict) -> list[str]:
         out.append(f"one heal run sent {row['api_requests']} API requests: {pf} portforward WebSockets (the seed's "
                    f"gunicorn sync workers close every connection, so each probe HTTP request opens a new tunnel), "
                    f"{dep} GETs of the Deployment (reads and rollout-wait polling), by path: {hp}")
-    fleet = results.get("fleet") or []
-    by = {(p["n"], p["forks"]): p["wall_s"] for p in fleet}
-    for (n, forks), wall in sorted(by.items()):
-        if forks == 1 and n > 1 and (n, 5) in by:
-            out.append(f"fleet n={n}: forks 1 {wall:.1f} s vs forks 5 {by[(n, 5)]:.1f} s "
-                       f"(speed-up {wall / by[(n, 5)]:.2f}x on {os.cpu_count()} cores)")
+    if results.get("fleet"):
+        import fleet_bench
+
+        out += fleet_bench.findings(results["fleet"])
     return out
 
 
@@ -619,9 +559,10 @@ def table(results: dict) -> list[list[str]]:
         if h.get("api_requests"):
             rows.append(["  API requests / tasks executed (heal)", fmt(h["api_requests"], "", 0),
                          "tasks " + fmt(h["tasks_executed"], "", 0), ""])
-    for f in results.get("fleet") or []:
-        rows.append([f"fleet n={f['n']} forks={f['forks']}" + ("" if f.get("ok", True) else " (FAILED)"), fmt(f["wall"], " s"),
-                     f"{f['per_instance_s']} s/instance, {f['api_requests']} req", f"RSS {f['controller_peak_rss_mb']} MiB"])
+    if results.get("fleet"):
+        import fleet_bench
+
+        rows += fleet_bench.table_rows(results["fleet"], fmt)
     return rows
 
 
@@ -673,14 +614,16 @@ Each figure: several runs after `BENCH_WARMUP` warm-up run(s); median, min, max 
    start); *re-verify* = dashboard answers -> verify.yml exits (the role's wait and second round of checks).
    `total_s` = verify start -> dashboard answers. *MLflow rollout* = the watcher first sees the new pod -> it serves
    the dashboard; the goal is verify.yml's wall <= MLflow rollout + 10 s (*verify wall - MLflow rollout*).
-4. **Fleet**: the verify role over N hosts (one MLflow per namespace, tests/bench/fleet.yml with a generated
-   inventory) with forks 1 and 5. N = 1, 4 and as many as fit: one pod's RSS is measured (processes in its network
-   namespace) and N is capped so that 4 GiB stay available (and by `BENCH_FLEET_MAX`, default 6).
+4. **Fleet** (tests/bench/fleet_bench.py): `playbooks/fleet.yml` on the `asgard.mlflow.mlflow_servers` inventory over
+   **two labs** (a second lab is started for it), N small healthy MLflows (uvicorn, one worker, half in each lab; N as
+   many as fit: one pod's RSS is measured, 4 GiB stay available, at most `BENCH_FLEET_MAX`, default 8), with forks 1
+   and N: wall time and controller CPU seconds per instance, the speed-up, the discovery (`ansible-inventory --list`)
+   time; then what 500 instances across 20 clusters would take on AWX, computed from those (section below the table).
 5. **Cost**: API requests per verify run (request log, grouped by path) and peak RSS of the controller side
    (ansible-playbook and all its descendants, sampled from /proc every 0.1 s).
 
 Repetitions: `BENCH_WARMUP`, `BENCH_PROBE_RUNS`, `BENCH_PROBE_PLAYBOOK_RUNS`, `BENCH_VERIFY_RUNS`, `BENCH_HEAL_RUNS`,
-`BENCH_FLEET_SIZES`, `BENCH_FLEET_FORKS`, `BENCH_FLEET_RUNS`, `BENCH_FLEET_MAX`; `BENCH_SECTIONS` runs a subset.
+`BENCH_FLEET_FORKS`, `BENCH_FLEET_RUNS`, `BENCH_FLEET_MAX`; `BENCH_SECTIONS` runs a subset.
 `BENCH_OUT` (default `.bench`) and `BENCH_LAB_DIR` (default `$BENCH_OUT/lab`, wiped, started and stopped by the
 run) move the output and the lab; `BENCH_DOC=none` leaves this page alone (for comparison runs).
 kubernetes.core caches API discovery in `$TMPDIR`: the bench uses one fresh `.bench/tmp` per run, filled by the
@@ -704,6 +647,10 @@ def write_doc(results: dict, table_text: str) -> None:
     lines = [DOC_HEAD, f"Run {env['finished_at']} on {env['cpus']} CPUs, {env['mem_total_gib']} GiB, load average "
              f"{env['loadavg_start']} at start (shared machine); `make bench` took {env['duration_s']:.0f} s.\n",
              "```", table_text, "```", ""]
+    if results.get("fleet"):
+        import fleet_bench
+
+        lines += fleet_bench.projection_markdown(results["fleet"])
     if results.get("findings"):
         lines += ["Findings (from this run):", ""] + [f"- {f}" for f in results["findings"]] + [""]
     if results.get("errors"):
@@ -736,7 +683,7 @@ def main() -> int:
                 log(f"{name} FAILED: {str(exc)[:2000]}")
     if "fleet" in SECTIONS:
         try:
-            results["fleet"], results["fleet_memory"] = bench_fleet(lab, errors)
+            results["fleet"] = bench_fleet(lab, errors)
         except Exception as exc:  # noqa: BLE001
             errors.append(f"fleet: {exc}")
             log(f"fleet FAILED: {str(exc)[:2000]}")
@@ -744,7 +691,7 @@ def main() -> int:
         "api_requests_per_verify": (results.get("verify") or {}).get("api_requests", {}).get("median"),
         "requests_by_path": (results.get("verify") or {}).get("requests_by_path"),
         "controller_peak_rss_mb": max([(results.get("verify") or {}).get("controller_peak_rss_mb", {}).get("max", 0)]
-                                      + [f["controller_peak_rss_mb"] for f in results.get("fleet") or []]),
+                                      + [f["controller_peak_rss_mb"] for f in (results.get("fleet") or {}).get("points", [])]),
     }
     results["findings"] = findings_from(results)
     results["errors"] = errors

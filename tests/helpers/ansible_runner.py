@@ -180,10 +180,15 @@ def run_playbook(
     env: dict | None = None,
     argv: list[str] | None = None,
     cli_vars: list[str] | None = None,
+    inventory: str | os.PathLike | None = None,
+    extra_args: list[str] | tuple[str, ...] = (),
 ) -> PlaybookResult:
     """``extra_vars`` go in as a JSON file (typed); ``cli_vars`` as ``-e name=value`` each, strings as an operator
-    types them; ``argv``: more command-line arguments exactly as typed (``["-e", "verify_remediate=false"]``)."""
-    argv = list(argv or [])
+    types them; ``argv``/``extra_args``: more command-line arguments exactly as typed (``["-e",
+    "verify_remediate=false", "--forks", "3"]``); ``inventory``: ``-i`` (an inventory source)."""
+    argv = list(argv or []) + list(extra_args)
+    if inventory:
+        argv += ["-i", str(inventory)]
     for item in cli_vars or []:
         argv += ["-e", item]
     return start_playbook(playbook, kubeconfig=kubeconfig, extra_vars=extra_vars, check=check, diff=diff,

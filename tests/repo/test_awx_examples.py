@@ -56,8 +56,9 @@ def tasks() -> list[dict]:
     return plays[0]["tasks"]
 
 
-def _module_tasks(tasks: list[dict], module: str) -> list[dict]:
-    return [t for t in tasks if f"awx.awx.{module}" in t]
+def _module_tasks(tasks: list[dict], module: str, fleet: bool = False) -> list[dict]:
+    """The tasks using awx.awx.<module>: those of the single-MLflow templates, or (fleet) those named 'Fleet | ...'."""
+    return [t for t in tasks if f"awx.awx.{module}" in t and t["name"].startswith("Fleet |") == fleet]
 
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -80,7 +81,7 @@ def test_ansible_lint_production_profile():
 def test_every_object_kind_is_managed(tasks):
     used = {k.split(".")[-1] for t in tasks for k in t if k.startswith("awx.awx.")}
     assert {"execution_environment", "project", "inventory", "host", "credential_type", "credential",
-            "notification_template", "job_template", "schedule", "workflow_job_template"} <= used, used
+            "notification_template", "job_template", "schedule", "workflow_job_template", "inventory_source"} <= used, used
     # Every task that talks to the controller uses the FQCN and leaves the objects present.
     for t in tasks:
         for key, args in t.items():
@@ -190,3 +191,60 @@ def test_bad_input_names_field_and_token_is_never_logged(tmp_path):
     assert "Credential of the automation service account" in out
     assert "censored" in out, out
     assert TOKEN not in out
+
+
+# ------------------------------------------------------------------------------------------------ the fleet
+FLEET_SOURCE = ROOT / "examples" / "awx" / "fleet.mlflow_servers.yml"
+
+
+def test_fleet_inventory_source_is_the_plugin_config_in_the_project(tasks):
+    (src,) = _module_tasks(tasks, "inventory_source", fleet=True)
+    args = src["awx.awx.inventory_source"]
+    assert (args["source"], args["source_project"]) == ("scm", "{{ asgard_awx_prefix }}")
+    path = ROOT / args["source_path"]
+    assert path == FLEET_SOURCE and path.name.endswith("mlflow_servers.yml"), "the plugin only reads *mlflow_servers.yml"
+    assert args["update_on_launch"] is True and args["overwrite"] is True, "every job sees the fleet as it is now"
+    assert args["credential"] == "{{ asgard_awx_prefix }}-fleet"
+    config = from_yaml(path.read_text())
+    assert config["plugin"] == "asgard.mlflow.mlflow_servers"
+    # the project's ansible.cfg enables the plugin (AWX runs ansible-inventory in the project directory)
+    assert "asgard.mlflow.mlflow_servers" in (ROOT / "ansible.cfg").read_text()
+
+
+def test_fleet_credential_injects_what_the_source_reads(tasks):
+    (ct,) = _module_tasks(tasks, "credential_type", fleet=True)
+    args = ct["awx.awx.credential_type"]
+    env = args["injectors"]["env"]
+    assert {"K8S_AUTH_HOST", "K8S_AUTH_API_KEY", "K8S_AUTH_SSL_CA_CERT", "K8S_AUTH_VERIFY_SSL"} <= set(env)
+    source = FLEET_SOURCE.read_text()
+    read = set(re.findall(r"lookup\('ansible.builtin.env', '([A-Z0-9_]+)'\)", source))
+    assert read and read <= set(env), f"the inventory source reads variables the credential does not inject: {read - set(env)}"
+    fields = {f["id"]: f for f in args["inputs"]["fields"]}
+    assert all(fields[k].get("secret") is True for k in fields if k.endswith("token"))
+    (cred,) = _module_tasks(tasks, "credential", fleet=True)
+    assert cred.get("no_log") is True
+    (jt,) = _module_tasks(tasks, "job_template", fleet=True)
+    assert jt["awx.awx.job_template"]["credentials"] == [cred["awx.awx.credential"]["name"]]
+
+
+def test_fleet_job_template_schedule_and_failure_notification(tasks):
+    play = _load()[0]
+    (jt,) = _module_tasks(tasks, "job_template", fleet=True)
+    args = jt["awx.awx.job_template"]
+    assert (ROOT / args["playbook"]).is_file() and args["playbook"] == "playbooks/fleet.yml"
+    assert args["inventory"] == "{{ asgard_awx_prefix }}-fleet"
+    assert args["forks"] == "{{ asgard_awx_fleet_forks }}" and int(play["vars"]["asgard_awx_fleet_forks"]) > 1
+    (nt,) = _module_tasks(tasks, "notification_template", fleet=True)
+    assert args["notification_templates_error"] == [nt["awx.awx.notification_template"]["name"]]
+    assert nt["awx.awx.notification_template"]["notification_type"] == "webhook"
+    (sched,) = _module_tasks(tasks, "schedule", fleet=True)
+    sargs = sched["awx.awx.schedule"]
+    assert sargs["unified_job_template"] == args["name"]
+    rule = rrulestr(play["vars"]["asgard_awx_fleet_rrule"])
+    assert rule[1] - rule[0] == timedelta(hours=1) and rule[0].tzinfo is not None
+    assert "verify_remediate" in sargs["extra_data"] and play["vars"]["asgard_awx_fleet_mode"] == "report"
+    extra = set(play["vars"]["asgard_awx_fleet_extra_vars"]) | {"verify_remediate"}
+    known = (ROOT / "playbooks" / "fleet.yml").read_text() + (ROOT / "playbooks" / "vars" / "fleet.yml").read_text() \
+        + _declared("verify")
+    missing = sorted(n for n in extra if not re.search(rf"(?<![A-Za-z0-9_]){n}(?![A-Za-z0-9_])", known))
+    assert not missing, f"the fleet job template passes variables nothing declares: {missing}"
