@@ -76,7 +76,10 @@ def run_round(api, o: Options, *, state: dict | None = None, errors: dict | None
         raise InputError(f"{o.n('namespace')}: namespace {o.namespace!r} does not exist (NAMESPACE_NOT_FOUND); "
                          f"set {o.n('namespace')} to the namespace MLflow runs in. Nothing was changed.")
     settings, settings_error = _settings(snap, o)
-    steps, target = _analyse(api, o, snap, settings, settings_error, steps_sel, check_mode)
+    # after a rollout the new pod is Ready before MLflow answers (a TCP readiness probe, or none): the probe keeps
+    # trying, about once a second, until it serves or verify_probe_deadline ends
+    patient = bool(state) and rollout is not None
+    steps, target = _analyse(api, o, snap, settings, settings_error, steps_sel, check_mode, patient)
     if not state:
         st["before"] = {"steps": steps, "settings": settings}
     else:
@@ -166,7 +169,8 @@ def _settings(snap, o: Options) -> tuple[dict | None, dict | None]:
         return None, {"code": "NO_MLFLOW_CONTAINER", "message": redact(str(exc), limit=600), "evidence": {}}
 
 
-def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, check_mode: bool):
+def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, check_mode: bool,
+             patient: bool = False):
     steps: list[dict] = []
     pods_step = None
     if "pods" in steps_sel:
@@ -188,7 +192,7 @@ def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, ch
     target = None
     if "probe" in steps_sel:
         hint = _resolved(snap, o, settings)
-        probe = _probe(api, o, hint)
+        probe = _probe(api, o, hint, patient=patient)
         steps.append(probe_result(probe, o.expected_static_prefix))
         target = probe.get("resolved")
         if "transaction" in steps_sel:
@@ -229,8 +233,9 @@ def _resolved(snap, o: Options, settings) -> dict | None:
     return hint
 
 
-def _probe(api, o: Options, hint: dict | None, transaction: bool = False) -> dict:
-    """run_probe in process (the module mlflow_probe's code): step 4, or with ``transaction`` step 4b."""
+def _probe(api, o: Options, hint: dict | None, transaction: bool = False, patient: bool = False) -> dict:
+    """run_probe in process (the module mlflow_probe's code): step 4, or with ``transaction`` step 4b. ``patient``:
+    retry transient failures (connection refused while MLflow starts) every second until the deadline."""
     if transaction:
         t = o.transaction_options
         opts = ProbeOptions(host_header=o.probe_host_header or None, api_check=False,
@@ -244,6 +249,8 @@ def _probe(api, o: Options, hint: dict | None, transaction: bool = False) -> dic
     else:
         opts = ProbeOptions(host_header=o.probe_host_header or None, api_check=o.probe_api_check,
                             timeout=o.probe_timeout, deadline=o.probe_deadline, retries=o.probe_retries)
+        if patient:
+            opts.retries, opts.max_backoff = max(o.probe_retries, int(o.probe_deadline) + 1), 1.0
     target = Target(namespace=o.namespace, service=o.service, remote_port=o.service_port,
                     hint=Resolved.from_given(hint, o.namespace) if hint else None)
     try:

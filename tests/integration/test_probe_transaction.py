@@ -184,7 +184,7 @@ def test_worker_killed_during_slow_upload(lab, servers, tmp_path):
     wk = next(f for f in r["findings"] if f["code"] == "WORKER_KILLED_DURING_REQUEST")
     print("\nWORKER_KILLED evidence:", wk["evidence"], "\nupload step:",
           next(s for s in t["steps"] if s["name"] == "upload_artifact"))
-    assert wk["severity"] == "error" and wk["evidence"]["step"] == "upload_artifact"
+    assert wk["severity"] == "critical" and wk["evidence"]["step"] == "upload_artifact"
     assert any("WORKER TIMEOUT" in line or "SIGKILL" in line for line in wk["evidence"]["log_lines"])
     # the created run is cleaned up even though the transaction failed
     assert t["run_id"] in t["deleted_runs"]
