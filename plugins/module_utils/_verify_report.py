@@ -150,12 +150,33 @@ def next_steps(remaining: list[dict], plan: dict, *, remediated_any: bool) -> li
         elif f["code"] in plan_hints:
             action, hint = "report", plan_hints[f["code"]]
         hint = (f.get("evidence") or {}).get("next_step") or hint
-        if action not in ("report", "none") and remediated_any:
+        if action not in ("report", "none") and remediated_any and not (f.get("evidence") or {}).get("failed_action"):
             # it showed only after this run's remediation: the next run heals it
             hint = f"re-run verify.yml (it remediates this by {action}); or by hand: {hint}"
         line = f"{f['code']}: {hint}"
         if line not in out:
             out.append(line)
+    return out
+
+
+def unresolved_by_failed_actions(remediated: list[dict], before: list[dict], remaining: list[dict]) -> list[dict]:
+    """The findings an action of this run was for, when that action failed and the re-check no longer shows them
+    (a failed migration leaves the schema old even when the server now fails on something else): still there, with
+    the failure as the next step, so the report never reads as if the failed action had fixed them."""
+    present = {f.get("code") for f in remaining}
+    out = []
+    for r in remediated:
+        if not r.get("failed"):
+            continue
+        for code in r.get("reason") or []:
+            f = next((x for x in before if x.get("code") == code), None)
+            if f is None or code in present:
+                continue
+            present.add(code)
+            out.append({**f, "evidence": {**(f.get("evidence") or {}), "failed_action": r.get("action"),
+                                          "next_step": f"the {r.get('action')} of this run failed "
+                                                       f"({r.get('description') or 'see remediated'}): fix that, "
+                                                       "then re-run verify.yml"}})
     return out
 
 
@@ -172,6 +193,7 @@ def build_report(state: dict, *, extra_steps: list[dict] | None = None, extra_fi
     extra = list(extra_steps or [])
     remaining = [f for f in all_findings(after_steps) + all_findings(extra) + list(plan.get("findings") or [])
                  + list(extra_findings or []) if f.get("severity") != "info"]
+    remaining += unresolved_by_failed_actions(remediated, all_findings(before_steps), remaining)
     critical = [f for f in remaining if f.get("severity") == "critical"]
     m_before = measurements(before_steps, before.get("settings"))
     m_after = measurements(after_steps, last.get("settings") or before.get("settings"))

@@ -163,8 +163,13 @@ def _settings(snap, o: Options) -> tuple[dict | None, dict | None]:
     try:
         return server_settings(snap.deployment, snap.configmaps, None, o.container or None), None
     except ContainerError as exc:
-        return None, {"code": exc.code, "message": redact(str(exc), limit=600),
-                      "evidence": dict(exc.evidence or {})}
+        ev = dict(exc.evidence or {})
+        if exc.code == "CONTAINER_NOT_FOUND":
+            # bad input: the next step names the variable, the value given and what the pod has
+            ev["next_step"] = (f"{o.n('container')} is {ev.get('container')!r}, not a container of the pod "
+                               f"(containers: {', '.join(ev.get('containers') or [])}); set it to the container that "
+                               "runs `mlflow server`, or leave it empty to find it")
+        return None, {"code": exc.code, "message": redact(str(exc), limit=600), "evidence": ev}
     except ValueError as exc:  # the command cannot be read (MlflowSettingsError)
         return None, {"code": "NO_MLFLOW_CONTAINER", "message": redact(str(exc), limit=600), "evidence": {}}
 

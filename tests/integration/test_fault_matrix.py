@@ -812,8 +812,10 @@ def test_forward_retarget_to_a_typo(lab, healthy, tmp_path):
         assert r.status_code == 200, "the working forward was stopped"
         state = json.loads((tmp_path / "state" / "asgard-mlflow" / "port-forwards" / f"127.0.0.1_{port}.json").read_text())
         assert state["pid"] == pid
-        [pf] = [f for f in rep["remaining"] if f["code"] == "PORT_FORWARD_FAILED"]
-        assert "nothing was stopped" in pf["message"] and f"pid {pid}" in pf["message"], pf
+        # the typed core checks the namespace before anything else: a bad-input error, steps 5-6 never run
+        assert res.rc != 0
+        assert f"verify_namespace: namespace {typo!r} does not exist (NAMESPACE_NOT_FOUND)" in res.output, res.output[-3000:]
+        assert "Nothing was changed" in res.output
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 15)
@@ -821,8 +823,8 @@ def test_forward_retarget_to_a_typo(lab, healthy, tmp_path):
     store = assert_store(lab, ns, healthy["before"], base)
     healed_row("forward_retarget_to_a_typo", t0, fault=f"a working forward on 127.0.0.1:{port}, then "
                "`verify.yml -e verify_namespace=<a namespace that does not exist>`", injected_by="the command line",
-               finding="PORT_FORWARD_FAILED (NAMESPACE_NOT_FOUND)", detected_by="verify.yml (port_forward step)",
-               outcome=f"refused (rc {res.rc}): the new target was tested first, nothing stopped, the forward (pid "
+               finding="NAMESPACE_NOT_FOUND (bad input: verify_namespace)", detected_by="verify.yml (its first read)",
+               outcome=f"refused (rc {res.rc}) before anything else: 'Nothing was changed', the forward (pid "
                        f"{pid}) keeps answering /health 200 and its state file names it", store=store)
 
 

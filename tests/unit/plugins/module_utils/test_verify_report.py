@@ -165,6 +165,22 @@ def test_report_shows_what_each_round_did():
     assert "round 2: **restart**" in render_markdown(rep)
 
 
+def test_a_failed_action_keeps_its_finding_with_the_failure_as_next_step():
+    """A migration that failed leaves the schema old even when the re-check no longer sees the log line (the server
+    now fails on something else): the finding stays in `remaining`, its next step is the failure, not 're-run'."""
+    before = [settings_findings(settings("uvicorn", workers=1))]
+    remediated = [{"action": "patch", "reason": ["TOO_FEW_WORKERS"], "changed": False, "failed": True,
+                   "description": "the patch was refused: HTTP 403", "round": 1}]
+    rep = build_report(state_of(before, [settings_findings(UVICORN)], remediated=remediated, rounds=[]))
+    [f] = [f for f in rep["remaining"] if f["code"] == "TOO_FEW_WORKERS"]
+    assert f["evidence"]["failed_action"] == "patch"
+    assert any(line.startswith("TOO_FEW_WORKERS: the patch of this run failed (the patch was refused: HTTP 403)")
+               for line in rep["next_steps"]), rep["next_steps"]
+    # a finding the failed action was for that is still seen is not listed twice
+    rep2 = build_report(state_of(before, before, remediated=remediated, rounds=[]))
+    assert [f["code"] for f in rep2["remaining"]].count("TOO_FEW_WORKERS") == 1
+
+
 def test_expected_prefix_is_judged_before_anything_prints_step_4():
     seed = settings("uvicorn", prefix="/static")
     f = {"code": "ROOT_NOT_FOUND", "message": "GET / answers 404: the UI is served under /static/",
