@@ -19,6 +19,8 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import lo
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import rollout_state
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
 
+_REVISION = "deployment.kubernetes.io/revision"
+_TEMPLATE_HASH = "pod-template-hash"
 _HOPELESS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError",
              "CreateContainerError", "RunContainerError"}
 
@@ -192,6 +194,17 @@ class Reader:
                                                      .get("matchLabels", {}).items()))
         if not sel:
             return ""
+        # only the pods of the current template count: the old ReplicaSet's pods may crash loop while the new one
+        # starts (the reason for the rollout); the new ReplicaSet is the one with the Deployment's revision
+        # (deployment.kubernetes.io/revision), its pods carry its pod-template-hash
+        revision = ((dep.get("metadata") or {}).get("annotations") or {}).get(_REVISION)
+        sets = (self.get("ReplicaSets", f"/apis/apps/v1/namespaces/{self.ns}/replicasets",
+                         [("labelSelector", sel)]) or {}).get("items") or []
+        current = next((((r.get("metadata") or {}).get("labels") or {}).get(_TEMPLATE_HASH) for r in sets
+                        if ((r.get("metadata") or {}).get("annotations") or {}).get(_REVISION) == revision), None)
+        if not revision or not current:
+            return ""  # the current template's pods cannot be told apart: wait for the rollout instead
+        sel = f"{sel},{_TEMPLATE_HASH}={current}"
         pods = (self.get("pods", f"/api/v1/namespaces/{self.ns}/pods", [("labelSelector", sel)]) or {}).get("items") or []
         for p in pods:
             if (p.get("metadata") or {}).get("deletionTimestamp"):

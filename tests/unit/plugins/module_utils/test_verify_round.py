@@ -45,6 +45,11 @@ class FakeAPI:
         value = self.objects[path]
         if isinstance(value, Exception):
             raise value
+        selector = dict(query or []).get("labelSelector")
+        if selector and isinstance(value, dict) and "items" in value:  # as the API server filters a list
+            want = dict(kv.split("=", 1) for kv in selector.split(","))
+            value = {**value, "items": [i for i in value["items"]
+                                        if want.items() <= ((i.get("metadata") or {}).get("labels") or {}).items()]}
         return copy.deepcopy(value)
 
     def get_text(self, path, query=None, accept="application/json"):
@@ -164,14 +169,38 @@ def test_a_failed_patch_that_changed_nothing_is_never_reported_as_a_change():
     assert second["plan"]["patch"] is False and second["plan"]["needed"] is False
 
 
+def replicasets(*revisions_hashes) -> dict:
+    return {"items": [{"metadata": {"name": f"mlflow-deployment-{h}", "labels": {"app": "mlflow", "pod-template-hash": h},
+                                    "annotations": {"deployment.kubernetes.io/revision": rev}}}
+                      for rev, h in revisions_hashes]}
+
+
 def test_a_new_pod_that_cannot_start_ends_the_wait_early():
     objs = cluster(pods=[crashloop_pod(restarts=3)])
+    objs[f"/apis/apps/v1/namespaces/{NS}/replicasets"] = replicasets(("1", "5f4d8c7b6a"), ("2", "6b8f7d9c5d"))
     api = FakeAPI(objs)
     reader = Reader(api, NS)
     dep = objs[DEP_PATH]
     dep["metadata"]["generation"] = 3  # not observed yet: a rollout in progress
     out = reader.wait_rollout("mlflow-deployment", timeout=60)
     assert out["state"] == "failing" and "CrashLoopBackOff" in out["reason"]
+
+
+def test_an_old_pod_crash_looping_while_the_new_one_starts_is_waited_for():
+    """The restart after a migration: the old ReplicaSet's pod still crash loops (the reason for the rollout) while
+    the new template's pod starts. Only the current template's pods (the ReplicaSet with the Deployment's revision,
+    its pod-template-hash) can make the wait hopeless."""
+    old = crashloop_pod(restarts=4)
+    old["metadata"]["labels"]["pod-template-hash"] = "5f4d8c7b6a"
+    objs = cluster(pods=[old])
+    objs[f"/apis/apps/v1/namespaces/{NS}/replicasets"] = replicasets(("1", "5f4d8c7b6a"), ("2", "6b8f7d9c5d"))
+    dep = objs[DEP_PATH]
+    dep["metadata"]["generation"] = 3
+    done = copy.deepcopy(dep)
+    done["status"]["observedGeneration"] = 3
+    api = FakeAPI(objs, events=[{"type": "MODIFIED", "object": done}])
+    out = Reader(api, NS).wait_rollout("mlflow-deployment", timeout=60)
+    assert out["state"] == "complete", out
 
 
 def test_check_mode_records_the_round_without_reading():
