@@ -263,8 +263,8 @@ def projection_markdown(result: dict) -> list[str]:
     for row in p["rows"]:
         lines.append(f"| {row['setup']} | {row['per_node']} | {row['forks_bound_s']} s | {row['cpu_bound_s']} s | "
                      f"{row['sync_s']} s | **{row['total_min']} min** | {row['bound']} | {row['memory_gib']} GiB |")
-    lines += ["", "Each instance is a verify run of about 40 Ansible tasks; the API calls are a small part of it "
-              "(see the verify rows above). More forks help until the node's CPUs are busy; beyond that, more "
+    lines += ["", "Each instance is a verify run (11 Ansible tasks on a healthy server since the typed core); the API "
+              "calls are a small part of it (see the verify rows above). More forks help until the node's CPUs are busy; beyond that, more "
               "execution nodes (job slicing) are the lever. The lab runs on the same 2 shared cores as the controller, "
               "so w1 and c here are upper bounds for a dedicated execution node.", ""]
     return lines

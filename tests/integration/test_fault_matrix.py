@@ -567,7 +567,7 @@ def test_pod_deleted_mid_probe(lab, healthy, tmp_path):
     old, _ = serving_pod(lab, ns)
     pb = tmp_path / "probe.yml"
     pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
-        {"name": "probe", "asgard.mlflow.mlflow_probe": {"namespace": ns, "deadline": 150, "timeout": 10, "retries": 10,
+        {"name": "probe", "asgard.mlflow.mlflow_probe": {"namespace": ns, "deadline": 150, "timeout": 10, "retries": 40,
                                                          "host_header": LOCAL_HOST},
          "register": "out"},
         {"name": "show", "ansible.builtin.debug": {"var": "out"}}]}]))
@@ -646,6 +646,12 @@ def test_port_held_by_stale_kubectl_port_forward(lab, healthy, tmp_path):
     1.32, its default WebSocket tunnel) holding the port: cleanup stops it and step 6 forwards on the port."""
     t0 = time.monotonic()
     ns = healthy["ns"]
+    # an earlier case of this module may have replaced the pod: kubectl port-forward svc/... picks one of the
+    # Service's pods, so wait until the one left serves
+    serving_pod(lab, ns)
+    end = time.monotonic() + 120
+    while len(live_pods(lab, ns)) != 1 and time.monotonic() < end:
+        time.sleep(1)
     port = controller_port()
     stale = PortForward(lab.env(), "-n", ns, "svc/mlflow-service", f"{port}:5000")
     try:
