@@ -166,7 +166,10 @@ def _pod_findings(pod: dict, container: str | None, now_dt: datetime, window: in
                                {**ev, "reason": reason, "message": wmsg}, step="pods"))
             row["reason"] = reason
             blocking = True
-        elif reason == "CrashLoopBackOff":
+        elif reason == "CrashLoopBackOff" or _between_crashes(cs, last, now_dt, window):
+            # a crash loop is also one caught in the second it runs between two back-offs (state running, not
+            # ready, restarted more than once, the last run failed within the window)
+            reason = "CrashLoopBackOff"
             out.append(finding("CRASH_LOOP", f"pod {pname} container {cname} is crash looping ({rc} restarts, last exit "
                                f"{last.get('exitCode', '?')} {last.get('reason', '')})".replace(" )", ")"),
                                {**ev, "restarts": rc, "exit_code": last.get("exitCode"),
@@ -195,3 +198,14 @@ def _pod_findings(pod: dict, container: str | None, now_dt: datetime, window: in
                             "reason": ready_cond.get("reason", ""), "message": rmsg}))
         row["reason"] = row["reason"] or ready_cond.get("reason", "NotReady")
     return out
+
+
+def _between_crashes(cs: dict, last: dict, now_dt, window: float) -> bool:
+    """A container restarted at least twice whose last run failed (exit code != 0) within ``window`` seconds and
+    that runs again without being ready: the kubelet's CrashLoopBackOff between two back-offs."""
+    if (cs.get("restartCount") or 0) < 2 or cs.get("ready") or "running" not in (cs.get("state") or {}):
+        return False
+    if last.get("exitCode") in (None, 0) or not last.get("finishedAt"):
+        return False
+    return (now_dt - parse_time(last["finishedAt"], "finishedAt")).total_seconds() <= window
+

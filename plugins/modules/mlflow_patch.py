@@ -11,7 +11,7 @@ version_added: 0.1.0
 author:
   - Asgard Platform Team (@asgard-platform)
 description:
-  - The work of the M(asgard.mlflow.patch) role in one typed call. Reads the Deployment and the ConfigMaps its MLflow
+  - The work of the C(asgard.mlflow.patch) role in one typed call. Reads the Deployment and the ConfigMaps its MLflow
     container reads env from, finds THE MLflow container (the one that runs C(mlflow server), or O(container)),
     reads its effective settings wherever they are (C(command)/C(args) lists or a C(sh -c) script, C(MLFLOW_*)
     variables, C(GUNICORN_CMD_ARGS), C(UVICORN_*), ConfigMaps), compares them with O(targets) and applies the

@@ -52,9 +52,10 @@ KNOWN_DEFINITIONS: dict[str, str] = {}
 EXTRA_VERBS = {("", "pods/portforward"): {"create"}}
 # Group resources whose verbs are not what the path says (named = get, collection = list): (group, resource) -> verbs.
 # _lease.py: GET the Lease by name, POST it, PUT it with its resourceVersion. Deployments: GET by name (verify,
-# mlflow_patch), JSON-PATCH (mlflow_patch applies and rolls back), WATCH (verify's rollout wait, no list).
+# mlflow_patch), JSON-PATCH (mlflow_patch applies and rolls back), WATCH (verify's rollout wait), LIST (the fleet
+# inventory's discovery, _discovery.py).
 GROUP_VERBS = {("coordination.k8s.io", "leases"): {"get", "create", "update"},
-               ("apps", "deployments"): {"get", "patch", "watch"}}
+               ("apps", "deployments"): {"get", "list", "patch", "watch"}}
 
 Perm = tuple[str, str, str]  # (group, resource, verb)
 

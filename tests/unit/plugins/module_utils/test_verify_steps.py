@@ -69,6 +69,19 @@ def test_crashloop_with_exit_code_and_restarts():
     assert "POD_NOT_READY" not in codes(st)  # the crash loop explains it
 
 
+def test_crashloop_caught_while_the_container_runs_between_two_backoffs():
+    """The kubelet shows CrashLoopBackOff only while it waits; in the second the container runs again (not ready,
+    restarted before, the last run failed within the window) it is the same crash loop, not a plain restart."""
+    p = crashloop_pod(exit_code=2)
+    p["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2025-10-28T11:58:05Z"}}
+    st = pod_status([p], DEPLOYMENT, now=NOW, restart_window_seconds=3600)
+    assert "CRASH_LOOP" in codes(st) and "RESTARTS" not in codes(st), st["findings"]
+    # long ago, or a first restart only: not a loop
+    assert "CRASH_LOOP" not in codes(pod_status([p], DEPLOYMENT, now="2025-10-29T12:00:00Z", restart_window_seconds=3600))
+    p["status"]["containerStatuses"][0]["restartCount"] = 1
+    assert "CRASH_LOOP" not in codes(pod_status([p], DEPLOYMENT, now=NOW, restart_window_seconds=3600))
+
+
 def test_oomkilled_is_reported():
     st = pod_status([crashloop_pod(reason="OOMKilled", exit_code=137)], DEPLOYMENT, now=NOW)
     assert {"CRASH_LOOP", "OOM_KILLED"} <= set(codes(st))
@@ -104,6 +117,7 @@ def test_running_not_ready():
 def test_restarts_recent_vs_old():
     p = crashloop_pod()
     p["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2025-10-28T11:58:05Z"}}
+    p["status"]["containerStatuses"][0]["ready"] = True
     p["status"]["conditions"][1]["status"] = "True"
     recent = pod_status([p], DEPLOYMENT, now=NOW, restart_window_seconds=3600)
     assert [(f["code"], f["severity"]) for f in recent["findings"]] == [("RESTARTS", "warning")]
@@ -158,8 +172,9 @@ def test_the_mlflow_container_is_found_by_the_one_rule_not_by_words_in_a_sidecar
                                                 "restartCount": 0})
     p["status"]["containerStatuses"][1]["state"] = {"running": {"startedAt": "2025-10-28T11:58:05Z"}}
     st = pod_status([p], DEPLOYMENT, now=NOW)
-    ready = next(f for f in st["findings"] if f["code"] == "POD_NOT_READY")
-    assert ready["evidence"]["container"] == "mlflow"
+    # MLflow's container runs again between two crashes (5 restarts, exit 1): its crash loop, not the sidecar's state
+    crash = next(f for f in st["findings"] if f["code"] == "CRASH_LOOP")
+    assert crash["evidence"]["container"] == "mlflow"
     assert log_targets([p]) == [{"pod": p["metadata"]["name"], "container": "mlflow", "previous": False},
                                 {"pod": p["metadata"]["name"], "container": "mlflow", "previous": True}]
 
