@@ -3,7 +3,8 @@
 """Filters over plugins/module_utils/_mlflow_rules.py and _redact.py: MLflow's rules and the one redaction, for
 playbooks and the collection's roles (so the rules live once, in Python).
 
-Documentation of each filter: mlflow_server_facts.yml, mlflow_allowed_hosts.yml, redact.yml (ansible-doc -t filter).
+Documentation of each filter: mlflow_server_facts.yml, mlflow_allowed_hosts.yml,
+mlflow_proxy_settings.yml, redact.yml (ansible-doc -t filter).
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def mlflow_allowed_hosts(service, namespace, service_port=5000, cluster_domain="
                            _plain(list(extra or [])))
 
 
+def mlflow_proxy_settings(worker_timeout, body_size="0"):
+    """The ingress-nginx annotations and HTTPRoute timeouts that let uploads and slow requests through."""
+    try:
+        return R.proxy_settings(worker_timeout, body_size)
+    except MlflowSettingsError as exc:
+        raise AnsibleFilterError(f"asgard.mlflow.mlflow_proxy_settings: {exc}") from exc
+
+
 def redact(value, limit=0):
     """Credentials masked in a string, or in every string of a structure (env entries, Secrets, annotations)."""
     if isinstance(value, (dict, list, tuple)):
@@ -83,5 +92,6 @@ class FilterModule:
         return {
             "mlflow_server_facts": mlflow_server_facts,
             "mlflow_allowed_hosts": mlflow_allowed_hosts,
+            "mlflow_proxy_settings": mlflow_proxy_settings,
             "redact": redact,
         }

@@ -231,6 +231,44 @@ def allowed_hosts(service, namespace, service_port, cluster_domain="cluster.loca
 
 
 # --------------------------------------------------------------------------------------------------
+# In front of the server: an Ingress (ingress-nginx) or a Gateway API HTTPRoute
+# --------------------------------------------------------------------------------------------------
+# ingress-nginx's annotations and their defaults (docs/user-guide/nginx-configuration/annotations.md,
+# internal/ingress/annotations/proxy/main.go): a 1 MiB body limit (413 above; "0" = no limit, as nginx's
+# client_max_body_size) and 60 s between two reads/writes of the upstream (504), given as unitless seconds
+INGRESS_NGINX_ANNOTATION_PREFIX = "nginx.ingress.kubernetes.io/"
+INGRESS_NGINX_DEFAULTS = {"proxy-body-size": "1m", "proxy-read-timeout": "60", "proxy-send-timeout": "60"}
+# nginx's size syntax (ngx_parse_size): digits with an optional k/m/g suffix
+_NGINX_SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
+
+
+def proxy_settings(worker_timeout, body_size="0"):
+    """What an Ingress or an HTTPRoute in front of the server must allow, so that neither cuts what the server
+    itself would serve: uploads of ``body_size`` (nginx syntax, ``"0"`` = no limit) and ``worker_timeout`` seconds
+    of silence from the server (gunicorn's ``--timeout``).
+
+    Returns ``ingress_nginx_annotations`` (annotation -> string value; unitless seconds as ingress-nginx parses
+    them) and ``route_timeouts`` (an HTTPRoute rule's ``timeouts``, Gateway API durations).
+    """
+    try:
+        seconds = int(worker_timeout)
+    except (TypeError, ValueError):
+        seconds = 0
+    if seconds < 1:
+        raise MlflowSettingsError(f"worker timeout {worker_timeout!r} is invalid: expected whole seconds >= 1")
+    size = str(body_size).strip()
+    if not _NGINX_SIZE_RE.match(size):
+        raise MlflowSettingsError(f"body size {body_size!r} is invalid: expected an nginx size such as 0 (no limit), "
+                                  "512k, 100m or 5g")
+    p = INGRESS_NGINX_ANNOTATION_PREFIX
+    return {
+        "ingress_nginx_annotations": {p + "proxy-body-size": size, p + "proxy-read-timeout": str(seconds),
+                                      p + "proxy-send-timeout": str(seconds)},
+        "route_timeouts": {"request": f"{seconds}s", "backendRequest": f"{seconds}s"},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
 # Probes
 # --------------------------------------------------------------------------------------------------
 # Kubernetes' defaults for a probe's timing fields

@@ -51,6 +51,8 @@ BOOLEANS = {
     "deploy_pvc_enabled": ("gate", "mounts (and creates) a PersistentVolumeClaim"),
     "deploy_pvc_create": ("gate", "creates the PersistentVolumeClaim"),
     "deploy_ingress_enabled": ("gate", "creates the Ingress"),
+    "deploy_route_enabled": ("gate", "creates the HTTPRoute"),
+    "deploy_auth_enabled": ("gate", "creates the basic-auth Secret, runs --app-name=basic-auth"),
     "deploy_pdb_enabled": ("gate", "creates the PodDisruptionBudget"),
     "deploy_network_policy_enabled": ("gate", "creates the NetworkPolicy"),
     "deploy_read_only_root_filesystem": ("value", "securityContext.readOnlyRootFilesystem"),
@@ -326,7 +328,8 @@ def test_patch_rollback_said_no_keeps_the_patch(lab, lab_namespace, tmp_path):
 
 # --------------------------------------------------------------------------------------------------- deploy
 DEPLOY_GATES = ["deploy_service_account_create", "deploy_pvc_enabled", "deploy_pvc_create", "deploy_ingress_enabled",
-                "deploy_pdb_enabled", "deploy_network_policy_enabled", "deploy_db_upgrade", "deploy_create_namespace"]
+                "deploy_pdb_enabled", "deploy_network_policy_enabled", "deploy_db_upgrade", "deploy_create_namespace",
+                "deploy_route_enabled", "deploy_auth_enabled"]
 
 
 def deploy_run(lab, ns: str, values: dict, image: str | None = None, check=False):
@@ -344,7 +347,10 @@ def test_deploy_said_no_creates_nothing_it_was_told_not_to(lab, lab_namespace, t
     ns = lab_namespace
     values = {"deploy_replicas": "0", "deploy_automount_service_account_token": "yes",
               "deploy_read_only_root_filesystem": "no", "deploy_enable_job_execution": "1",
-              "deploy_serve_artifacts": "0"}
+              "deploy_serve_artifacts": "0",
+              # what the HTTPRoute and basic auth would need if their gates were taken for true
+              "deploy_route_hostnames": "mlflow.example.test", "deploy_route_gateway_name": "gw",
+              "deploy_auth_admin_password": "Operator-Typed-Pw1"}
     # the image changes at every run (2.22.5, then 3.17.2, then the same version under another name): each would
     # run the `mlflow db upgrade` Job if deploy_db_upgrade were taken for true
     images = ["ghcr.io/mlflow/mlflow:v2.22.5", "ghcr.io/mlflow/mlflow:v3.17.2", "ghcr.io/mlflow/mlflow:3.17.2"]
@@ -364,10 +370,12 @@ def test_deploy_said_no_creates_nothing_it_was_told_not_to(lab, lab_namespace, t
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         assert env.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION") == "true", env
         assert "--serve-artifacts" not in c.get("command", []) + c.get("args", []), c
+        assert "--app-name=basic-auth" not in c.get("args", []) and "MLFLOW_AUTH_ADMIN_PASSWORD" not in env, c
         assert not any(v.get("persistentVolumeClaim") for v in pod.get("volumes", [])), pod.get("volumes")
         for kind, path in (("serviceaccounts", "/api/v1"), ("persistentvolumeclaims", "/api/v1"),
                            ("ingresses", "/apis/networking.k8s.io/v1"), ("networkpolicies", "/apis/networking.k8s.io/v1"),
-                           ("poddisruptionbudgets", "/apis/policy/v1"), ("jobs", "/apis/batch/v1")):
+                           ("poddisruptionbudgets", "/apis/policy/v1"), ("jobs", "/apis/batch/v1"),
+                           ("httproutes", "/apis/gateway.networking.k8s.io/v1"), ("secrets", "/api/v1")):
             items = lab.request("GET", f"{path}/namespaces/{ns}/{kind}").json().get("items", [])
             assert [i["metadata"]["name"] for i in items if kind != "serviceaccounts" or i["metadata"]["name"] != "default"] == [], (run, kind)
 

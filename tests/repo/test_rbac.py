@@ -41,6 +41,7 @@ KINDS = {
     "Ingress": ("networking.k8s.io", "ingresses", True),
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies", True),
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets", True),
+    "HTTPRoute": ("gateway.networking.k8s.io", "httproutes", True),
 }
 # Definitions passed as a variable whose kind the task does not name.
 KNOWN_DEFINITIONS: dict[str, str] = {}
@@ -285,4 +286,5 @@ def test_names_match_the_role_defaults():
     (role,) = [d for d in _docs("*.yaml") if d["kind"] == "Role"]
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames":
-                      [deploy["deploy_backend_store_secret_create_name"]], "verbs": ["get", "patch"]}]
+                      [deploy["deploy_backend_store_secret_create_name"], deploy["deploy_auth_secret_name"]],
+                      "verbs": ["get", "patch"]}]

@@ -44,6 +44,12 @@ CASES: dict[str, tuple[dict, list[str]]] = {
     "bad_probe": ({"deploy_startup_probe": {"periodSeconds": 0, "timeoutSeconds": 5, "failureThreshold": 3}},
                   ["deploy_startup_probe", "positive"]),
     "workers_not_int": ({"deploy_workers": "many"}, ["deploy_workers"]),
+    "ingress_body_size": ({"deploy_ingress_body_size": "1 GB"}, ["deploy_ingress_body_size", "nginx size"]),
+    "proxy_timeout": ({"deploy_proxy_timeout": "5m"}, ["deploy_proxy_timeout", "int"]),
+    "route_without_hostnames": ({"deploy_route_enabled": "true", "deploy_route_gateway_name": "gw"},
+                                ["deploy_route_hostnames", "non-empty"]),
+    "auth_short_password": ({"deploy_auth_enabled": "true", "deploy_auth_admin_password": "short-pw"},
+                            ["deploy_auth_admin_password", "12 characters", "value hidden"]),
 }
 
 

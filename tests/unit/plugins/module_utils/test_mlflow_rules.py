@@ -41,3 +41,24 @@ def test_every_env_var_of_the_facts_file_is_known():
              "MLFLOW_EXPOSE_PROMETHEUS MLFLOW_SERVER_ALLOWED_HOSTS MLFLOW_SERVER_CORS_ALLOWED_ORIGINS "
              "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE MLFLOW_SERVER_X_FRAME_OPTIONS").split()
     assert set(facts) <= set(R.ENV_TO_NAME)
+
+
+def test_proxy_settings_follow_worker_timeout_and_body_size():
+    """ingress-nginx wants unitless seconds and string values (annotations are strings); Gateway API durations."""
+    out = R.proxy_settings("300", "0")
+    assert out["ingress_nginx_annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-body-size": "0",
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "300",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "300",
+    }
+    assert out["route_timeouts"] == {"request": "300s", "backendRequest": "300s"}
+    assert R.proxy_settings(120, "5g")["ingress_nginx_annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "5g"
+
+
+@pytest.mark.parametrize(("timeout", "size", "words"), [
+    (0, "0", "worker timeout"), ("x", "0", "worker timeout"), (300, "1 GB", "body size"), (300, "-1", "body size"),
+    (300, "10mb", "body size"),
+])
+def test_proxy_settings_refuse_bad_values(timeout, size, words):
+    with pytest.raises(MlflowSettingsError, match=words):
+        R.proxy_settings(timeout, size)
