@@ -208,4 +208,3 @@ def _between_crashes(cs: dict, last: dict, now_dt, window: float) -> bool:
     if last.get("exitCode") in (None, 0) or not last.get("finishedAt"):
         return False
     return (now_dt - parse_time(last["finishedAt"], "finishedAt")).total_seconds() <= window
-
