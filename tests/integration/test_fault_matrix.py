@@ -567,7 +567,7 @@ def test_pod_deleted_mid_probe(lab, healthy, tmp_path):
     old, _ = serving_pod(lab, ns)
     pb = tmp_path / "probe.yml"
     pb.write_text(json.dumps([{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
-        {"name": "probe", "asgard.mlflow.mlflow_probe": {"namespace": ns, "deadline": 150, "timeout": 10, "retries": 40,
+        {"name": "probe", "asgard.mlflow.mlflow_probe": {"namespace": ns, "deadline": 150, "timeout": 10, "retries": 20,
                                                          "host_header": LOCAL_HOST},
          "register": "out"},
         {"name": "show", "ansible.builtin.debug": {"var": "out"}}]}]))
