@@ -18,6 +18,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._errors import Mlflo
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
 from ansible_collections.asgard.mlflow.plugins.module_utils._server_command import pod_spec_of, server_container
+from ansible_collections.asgard.mlflow.plugins.module_utils._settings import configmap_names
 
 JSON_PATCH = "application/json-patch+json"
 _NULLS = (None, "", "null", "none", "None", "NULL", "~")
@@ -88,15 +89,7 @@ def _deployment_path(ns, name):
 
 def read_configmaps(api, ns, container) -> tuple[list, list]:
     """The ConfigMaps the container reads env from (``configMapKeyRef``, ``envFrom``), and warnings."""
-    names = []
-    for e in container.get("env") or []:
-        ref = ((e.get("valueFrom") or {}).get("configMapKeyRef") or {}).get("name")
-        if ref and ref not in names:
-            names.append(ref)
-    for ef in container.get("envFrom") or []:
-        ref = (ef.get("configMapRef") or {}).get("name")
-        if ref and ref not in names:
-            names.append(ref)
+    names = configmap_names([container])
     found, warns = [], []
     for name in names:
         try:

@@ -146,6 +146,18 @@ class ParsedServer:
         return None
 
 
+def configmap_names(containers) -> list:
+    """Names of the ConfigMaps these containers read env from (``configMapKeyRef``, ``envFrom``), in order, once."""
+    names = []
+    for c in containers or []:
+        refs = [((e.get("valueFrom") or {}).get("configMapKeyRef") or {}).get("name") for e in c.get("env") or []]
+        refs += [(ef.get("configMapRef") or {}).get("name") for ef in c.get("envFrom") or []]
+        for ref in refs:
+            if ref and ref not in names:
+                names.append(ref)
+    return names
+
+
 def parse_deployment(deployment, configmaps=None, mlflow_version=None, container=None):
     """Parse the Deployment; returns a :class:`ParsedServer`."""
     if not isinstance(deployment, dict) or not deployment:

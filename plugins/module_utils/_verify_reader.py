@@ -18,6 +18,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeErr
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_targets
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import rollout_state
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
+from ansible_collections.asgard.mlflow.plugins.module_utils._settings import configmap_names
 
 _REVISION = "deployment.kubernetes.io/revision"
 _TEMPLATE_HASH = "pod-template-hash"
@@ -219,17 +220,7 @@ class Reader:
 def configmap_refs(deployment: dict) -> list[str]:
     """Names of the ConfigMaps the pod template's containers read env from."""
     spec = (((deployment or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
-    names: list[str] = []
-    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-        for e in c.get("env") or []:
-            ref = ((e.get("valueFrom") or {}).get("configMapKeyRef") or {}).get("name")
-            if ref and ref not in names:
-                names.append(ref)
-        for ef in c.get("envFrom") or []:
-            ref = (ef.get("configMapRef") or {}).get("name")
-            if ref and ref not in names:
-                names.append(ref)
-    return names
+    return configmap_names((spec.get("containers") or []) + (spec.get("initContainers") or []))
 
 
 def error_line(text: str) -> str:

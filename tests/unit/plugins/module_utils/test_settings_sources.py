@@ -11,7 +11,7 @@ import json
 
 import pytest
 from ansible_collections.asgard.mlflow.plugins.module_utils._compliance import compliance
-from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings
+from ansible_collections.asgard.mlflow.plugins.module_utils._settings import configmap_names, server_settings
 
 PW = "S3cr3t-pw"
 TARGETS = {"probes": False, "enable_service_links": None}  # only the server's settings
@@ -185,3 +185,18 @@ def test_mlflow_static_prefix_env_is_removed_by_the_seed_fix():
     r = compliance(d, TARGETS)
     assert container(r)["env"] == [{"name": "HOME", "value": "/h"}]
     assert r["after_settings"]["static_prefix"] is None
+
+
+def test_configmap_names_in_order_once_from_env_refs_and_env_from():
+    """The one list of ConfigMaps a container's env comes from (verify reads them, the patch role edits them)."""
+    containers = [
+        {"name": "mlflow", "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "server-env", "key": "a"}}},
+                                   {"name": "B", "value": "literal"},
+                                   {"name": "C", "valueFrom": {"secretKeyRef": {"name": "s", "key": "c"}}}],
+         "envFrom": [{"configMapRef": {"name": "gunicorn"}}, {"secretRef": {"name": "s"}},
+                     {"configMapRef": {"name": "server-env"}}]},
+        {"name": "init", "envFrom": [{"configMapRef": {"name": "init-env"}}]},
+    ]
+    assert configmap_names(containers) == ["server-env", "gunicorn", "init-env"]
+    assert configmap_names(containers[:1]) == ["server-env", "gunicorn"]
+    assert configmap_names([]) == [] and configmap_names(None) == []
