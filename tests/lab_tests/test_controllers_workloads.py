@@ -133,10 +133,11 @@ def test_undeclared_tag_of_a_known_image_does_not_run(lab, ns):
             "terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": image, "command": ["sleep", "3600"]}]}})
     wait_for(lambda: ready(get(lab, f"/api/v1/namespaces/{ns}/pods/ok")), 30, "a declared tag running")
     for name, ref in (("bb", "docker.io/library/busybox:2"), ("mlf", "ghcr.io/mlflow/mlflow:v9.9.9")):
-        waiting = wait_for(lambda n=name: (get(lab, f"/api/v1/namespaces/{ns}/pods/{n}")["status"].get("containerStatuses") or [{}])[0]
-                           .get("state", {}).get("waiting", {}).get("reason") == "ErrImagePull"
-                           and get(lab, f"/api/v1/namespaces/{ns}/pods/{n}")["status"]["containerStatuses"][0]["state"]["waiting"],
-                           30, f"{name}: ErrImagePull")
+        def pulling_error(n=name):
+            # one read per poll: the status moves on to ImagePullBackOff between two reads
+            state = (get(lab, f"/api/v1/namespaces/{ns}/pods/{n}")["status"].get("containerStatuses") or [{}])[0].get("state", {})
+            return state.get("waiting", {}).get("reason") == "ErrImagePull" and state["waiting"]
+        waiting = wait_for(pulling_error, 60, f"{name}: ErrImagePull")
         assert waiting["message"] == (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": '
                                       f'failed to resolve reference "{ref}": {ref}: not found')
         wait_for(lambda n=name: get(lab, f"/api/v1/namespaces/{ns}/pods/{n}")["status"]["containerStatuses"][0]["state"]
