@@ -176,6 +176,9 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
 
     codes = {f["code"] for f in findings}
     blockers = sorted(codes & RESTART_BLOCKERS)
+    # the restart a successful migration of this run needs, when no restart has picked it up yet
+    follow_up = (max_restarts > 0 and "DB_SCHEMA_OUTDATED" in restart_wanted
+                 and ("restart", "DB_SCHEMA_OUTDATED") not in done_pairs)
     config_cause = bool(targets) or migrate
     restart = False
     restart_reason = ""
@@ -185,8 +188,14 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
         elif blockers or persisting:
             restart_reason = (f"not restarted: {', '.join(blockers or sorted(set(persisting)))} explains the failure"
                               + ("" if blockers else " (still present after its remediation in this run)"))
-        elif restarts_done >= max_restarts:
+        elif restarts_done >= max_restarts and not follow_up:
             restart_reason = f"restart budget used ({restarts_done}/{max_restarts} per run)"
+        elif follow_up:
+            # the migration is the configuration cause; its pods still run the refused store until restarted (a
+            # crash-loop back-off waits up to 5 minutes): once per migration, even when an earlier restart of this
+            # run used the budget (verify_max_restarts=0 still means none)
+            restart = True
+            restart_reason = "DB_SCHEMA_OUTDATED: pick up the migration of this run"
         else:
             restart = True
             restart_reason = f"{', '.join(sorted(set(restart_wanted)))} with no configuration cause"

@@ -129,6 +129,24 @@ def test_plan_schema_outdated_migrates_and_the_next_round_restarts_after_a_succe
     assert "DB_SCHEMA_OUTDATED" in after["actions"][0]["reason"]
 
 
+def test_the_restart_after_a_migration_is_the_migrations_own_not_the_budgets():
+    """Seen in CI on a loaded machine: round 1 restarted the crash loop (its log did not name the schema yet), round 2
+    migrated, round 3 found the budget spent and left the pods in a 5-minute back-off on the refused schema."""
+    steps = crash_steps(exit_code=1, text=SCHEMA_LOG)
+    done = [{"action": "restart", "reason": ["CRASH_LOOP"], "changed": True, "failed": False, "round": 1},
+            {"action": "migrate", "reason": ["DB_SCHEMA_OUTDATED"], "changed": True, "failed": False, "round": 2}]
+    after = plan(steps, GOOD_SETTINGS, max_restarts=1, done=done)
+    assert [a["action"] for a in after["actions"]] == ["restart"], after["restart_reason"]
+    assert "DB_SCHEMA_OUTDATED" in after["actions"][0]["reason"]
+    # once: a restart that already followed the migration is not repeated
+    again = plan(steps, GOOD_SETTINGS, max_restarts=1, done=[*done, {"action": "restart", "changed": True, "failed": False,
+                                                                     "reason": ["DB_SCHEMA_OUTDATED"], "round": 3}])
+    assert again["actions"] == [] and again["restart"] is False
+    # verify_max_restarts=0 means no restart at all
+    none = plan(steps, GOOD_SETTINGS, max_restarts=0, done=done[1:])
+    assert none["actions"] == [] and none["restart_reason"].startswith("restart budget used (0/0")
+
+
 def test_a_failed_migration_cancels_the_restart_planned_for_it():
     steps = crash_steps(exit_code=1, text=SCHEMA_LOG)
     failed = [{"action": "migrate", "reason": ["DB_SCHEMA_OUTDATED"], "changed": True, "failed": True}]
