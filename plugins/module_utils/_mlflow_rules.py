@@ -282,7 +282,7 @@ PROBE_DEFAULTS = {
 # the collection's probe timings on the health path: they tolerate MLflow's 5-14 s start (startup: 3 min) and a
 # busy server (liveness: 2 min without an answer)
 PROBE_TIMINGS = {
-    "startup_probe": {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 36},
-    "readiness_probe": {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+    "startup_probe": {"periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 90},
+    "readiness_probe": {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 6},
     "liveness_probe": {"periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 6},
 }
