@@ -222,14 +222,20 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
             uniq.append(r)
     pv = _patch_vars(targets, s, validate_patch_vars(patch_vars), min_workers=min_workers,
                      min_gunicorn_timeout=min_gunicorn_timeout, rollout_timeout=rollout_timeout,
-                     service_links=service_links) if targets else {}
+                     service_links=service_links, ingress_hosts=ingress_hosts(findings)) if targets else {}
     return {"actions": actions, "report_only": uniq, "patch_targets": targets, "patch": bool(targets),
             "patch_vars": pv, "migrate": migrate, "restart": restart, "restart_reason": restart_reason,
             "restart_blockers": blockers, "needed": bool(actions), "findings": added}
 
 
+def ingress_hosts(findings: list[dict]) -> list[str]:
+    """The Ingress hosts INGRESS_HOST_NOT_ALLOWED names (the allowed-hosts patch adds them)."""
+    return sorted({h for f in findings if f.get("code") == "INGRESS_HOST_NOT_ALLOWED"
+                   for h in (f.get("evidence") or {}).get("hosts") or []})
+
+
 def _patch_vars(targets: list[str], s: dict, overrides: dict, *, min_workers: int, min_gunicorn_timeout: int,
-                rollout_timeout: int, service_links: bool) -> dict:
+                rollout_timeout: int, service_links: bool, ingress_hosts: list[str] = ()) -> dict:
     """The asgard.mlflow.patch variables: the targets named by a finding are enforced, every other target is set
     to the value the server runs now (so the patch leaves it alone); ``overrides`` (verify_patch_vars) on top."""
     pv = {
@@ -242,6 +248,9 @@ def _patch_vars(targets: list[str], s: dict, overrides: dict, *, min_workers: in
         "patch_uvicorn_timeout_keep_alive": (S.keep_alive(s) or 5) if S.server(s) == "uvicorn" else 5,
         "patch_static_prefix": "" if "static_prefix" in targets else S.static_prefix(s),
         "patch_allowed_hosts_enabled": "allowed_hosts" in targets,
+        # the Ingress hosts, with any port (as deploy allows them: _mlflow_rules.allowed_hosts)
+        "patch_allowed_hosts_extra": [e for h in ingress_hosts for e in (h, f"{h}:*")]
+        if "allowed_hosts" in targets else [],
         "patch_probes": "static_prefix" in targets,
         "patch_port": S.port(s) or 5000,
         "patch_enable_service_links": bool(service_links),
