@@ -142,6 +142,19 @@ def _record_actions(reader: Reader, o: Options, st: dict, errors: dict, check_mo
                 rec["changed"] = (dep.get("metadata") or {}).get("generation") != before.get("generation")
                 rec["failed"] = bool(err)
                 rec["description"] = a.get("description", "") + (f": FAILED: {err}" if err else "")
+            elif a["action"] == "patch_ingress":
+                # read back: every annotation the plan asked for is on its Ingress now
+                now = {i["name"]: ((reader.get(f"Ingress {o.namespace}/{i['name']}",
+                                                f"/apis/networking.k8s.io/v1/namespaces/{o.namespace}/ingresses/"
+                                                f"{i['name']}") or {}).get("metadata") or {}).get("annotations") or {}
+                       for i in a.get("ingresses") or []}
+                applied = all(now[i["name"]].get(k) == v for i in a.get("ingresses") or []
+                              for k, v in i["annotations"].items())
+                rec["ingresses"] = [dict(i) for i in a.get("ingresses") or []]
+                rec["changed"] = applied
+                rec["failed"] = bool(err) or not applied
+                rec["description"] = a.get("description", "") + (
+                    f": FAILED: {err or 'the annotations are not on the Ingress'}" if rec["failed"] else "")
             else:  # restart
                 rec["changed"] = _restarted_at(dep) != before.get("restarted_at")
                 rec["failed"] = bool(err)

@@ -233,14 +233,15 @@ def test_the_plan_reports_ingress_findings_and_patches_allowed_hosts_with_the_in
     p = plan([st], settings(allowed=("localhost:*",)))
     assert p["patch_targets"] == ["allowed_hosts"] and p["actions"][0]["reason"] == ["INGRESS_HOST_NOT_ALLOWED"]
     assert p["patch_vars"]["patch_allowed_hosts_extra"] == ["mlflow.example.test", "mlflow.example.test:*"]
-    assert {r["code"] for r in p["report_only"]} == {"INGRESS_PATH_MISMATCH", "INGRESS_BODY_TOO_SMALL",
-                                                     "INGRESS_TIMEOUT_TOO_SHORT"}
+    assert [a["action"] for a in p["actions"]] == ["patch", "patch_ingress"]
+    assert {r["code"] for r in p["report_only"]} == {"INGRESS_PATH_MISMATCH"}
     assert all(CATALOGUE[c].steps == ("ingress",) for c in codes(st))
 
 
 # ------------------------------------------------------------------------------------------------------ one round
 def full(**kw):
-    return opts(run_tags=["verify_pods", "verify_service", "verify_ingress"], **kw)
+    kw.setdefault("run_tags", ["verify_pods", "verify_service", "verify_ingress"])
+    return opts(**kw)
 
 
 def test_a_round_lists_the_ingresses_once_and_reads_only_their_tls_secrets():
@@ -299,3 +300,60 @@ def test_the_ingress_fixture_is_not_mutated():
     before = copy.deepcopy(ing)
     check([ing])
     assert ing == before
+
+
+# ------------------------------------------------------------------------------------------------------ remediation
+def test_body_and_timeout_plan_one_merge_patch_of_only_those_annotations():
+    ann = {"nginx.ingress.kubernetes.io/proxy-body-size": "1m", "nginx.ingress.kubernetes.io/proxy-read-timeout": "10",
+           "nginx.ingress.kubernetes.io/proxy-send-timeout": "300", "other/annotation": "kept"}
+    st = check([ingress(annotations=ann)])
+    p = plan([st], settings())
+    assert [a["action"] for a in p["actions"]] == ["patch_ingress"] and p["needed"] is True
+    assert p["ingress_patches"] == [{"name": "mlflow-ingress", "annotations": {
+        "nginx.ingress.kubernetes.io/proxy-body-size": "0", "nginx.ingress.kubernetes.io/proxy-read-timeout": "300"}}]
+    assert p["actions"][0]["reason"] == ["INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"]
+    assert p["patch"] is False and p["restart"] is False
+    # an audit (no remediation kinds) or remediations without patch: reported with the values to set
+    for enabled in ([], ["restart", "migrate"]):
+        audit = plan([st], settings(), enabled=enabled)
+        assert audit["actions"] == [] and {r["code"] for r in audit["report_only"]} == {
+            "INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"}
+    # already patched in this run and still there: not repeated
+    again = plan([st], settings(), done=[{"action": "patch_ingress", "reason": ["INGRESS_BODY_TOO_SMALL",
+                                                                                "INGRESS_TIMEOUT_TOO_SHORT"],
+                                          "changed": True, "failed": False}])
+    assert again["actions"] == [] and all("not repeated" in r["message"] for r in again["report_only"])
+
+
+def test_a_helm_managed_ingress_is_reported_with_the_values_not_patched():
+    ing = ingress(annotations={}, labels={"app.kubernetes.io/managed-by": "Helm"})
+    ing["metadata"]["annotations"] = {"meta.helm.sh/release-name": "tracking"}
+    p = plan([check([ing])], settings())
+    assert p["actions"] == [] and p["ingress_patches"] == []
+    hints = {r["code"]: r["next_step"] for r in p["report_only"]}
+    assert "managed by Helm (release tracking)" in hints["INGRESS_BODY_TOO_SMALL"]
+    assert 'nginx.ingress.kubernetes.io/proxy-read-timeout: "300"' in hints["INGRESS_TIMEOUT_TOO_SHORT"]
+
+
+def test_the_ingress_patch_outcome_is_read_back_from_the_cluster():
+    objs = cluster()
+    small = ingress(annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "1m"})
+    objs[ING_PATH] = {"items": [small]}
+    objs[f"{ING_PATH}/mlflow-ingress"] = small
+    api = FakeAPI(objs)
+    o = full(run_tags=["verify_pods", "verify_service", "verify_ingress", "verify_remediate"])
+    first = run_round(api, o)
+    assert "patch_ingress" in [a["action"] for a in first["plan"]["actions"]]
+    # the patch did not happen (say, it failed): never reported as a change
+    second = run_round(api, o, state=first["state"], errors={"patch_ingress": "HTTP 403"})
+    rec = next(r for r in second["state"]["remediated"] if r["action"] == "patch_ingress")
+    assert rec["changed"] is False and rec["failed"] is True
+    # the cluster has the annotations now (the role's merge patch ran)
+    healed = ingress(annotations=SIZED)
+    objs[ING_PATH] = {"items": [healed]}
+    objs[f"{ING_PATH}/mlflow-ingress"] = healed
+    third = run_round(api, o, state={**first["state"]})
+    rec = next(r for r in third["state"]["remediated"] if r["action"] == "patch_ingress")
+    assert rec["changed"] is True and rec["failed"] is False
+    step = next(s for s in third["steps"] if s["step"] == "ingress")
+    assert not {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"} & {f["code"] for f in step["findings"]}
