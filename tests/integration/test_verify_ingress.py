@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
-from helpers.ingress import request, synced, wait_for, wait_synced  # noqa: E402
+from helpers.ingress import create, request, synced, wait_for, wait_synced  # noqa: E402
 from helpers.lab_objects import codes  # noqa: E402
 
 pytestmark = pytest.mark.lab
@@ -137,3 +137,46 @@ def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_chang
     assert ingress(lab, ns)["spec"] == ing_before["spec"]
     assert ingress(lab, ns)["metadata"]["annotations"] == ing_before["metadata"]["annotations"]
     assert lab.request("GET", dep_path).json()["metadata"]["generation"] == gen_before
+
+
+def test_an_ingress_host_missing_from_the_allowed_hosts_is_healed(lab, lab_namespace, tmp_path):
+    """An Ingress added by hand for a host the server does not allow (MLflow >= 3.5's Host check answers 403
+    through nginx): verify.yml finds INGRESS_HOST_NOT_ALLOWED and heals it with the allowed-hosts patch of the
+    Deployment, which adds the host (and ``host:*``) and keeps the existing entries; the API then answers 200
+    through the Ingress, and a second run changes nothing."""
+    ns = lab_namespace
+    host = f"late.{ns}.example.test"
+    res = deploy(lab, ns)
+    assert res.rc == 0, res.output
+    create(lab, ns, {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                     "metadata": {"name": "mlflow-ingress", "annotations": {
+                         ANN + "proxy-body-size": "0", ANN + "proxy-read-timeout": "300",
+                         ANN + "proxy-send-timeout": "300"}},
+                     "spec": {"ingressClassName": "nginx", "rules": [{"host": host, "http": {"paths": [
+                         {"path": "/", "pathType": "Prefix", "backend": {
+                             "service": {"name": "mlflow-service", "port": {"number": 5000}}}}]}}]}})
+    served(lab, ns)
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    refused = request(lab, "GET", host, search)
+    assert refused.status_code == 403, (refused.status_code, refused.text[:300])
+    dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment"
+
+    def allowed() -> list[str]:
+        env = lab.request("GET", dep_path).json()["spec"]["template"]["spec"]["containers"][0].get("env") or []
+        return next((e.get("value") or "" for e in env if e["name"] == "MLFLOW_SERVER_ALLOWED_HOSTS"), "").split(",")
+
+    before = allowed()
+    res, rep = verify(lab, ns, tmp_path, "host")
+    assert res.rc == 0, res.output
+    assert "INGRESS_HOST_NOT_ALLOWED" in codes(rep["findings_before"]), rep["findings_before"]
+    patch = [r for r in rep["remediated"] if r["action"] == "patch"]
+    assert patch and patch[0]["changed"] is True and "INGRESS_HOST_NOT_ALLOWED" in patch[0]["reason"], rep["remediated"]
+    now = allowed()
+    assert {host, f"{host}:*"} <= set(now) and set(before) <= set(now), (before, now)
+    assert "INGRESS_HOST_NOT_ALLOWED" not in codes(rep["remaining"])
+    ok = request(lab, "GET", host, search)
+    assert ok.status_code == 200 and "experiments" in ok.json(), (ok.status_code, ok.text[:300])
+
+    res, rep = verify(lab, ns, tmp_path, "host-again")
+    assert res.rc == 0, res.output
+    assert res.changed == 0, res.changed_tasks()
