@@ -144,10 +144,11 @@ def _record_actions(reader: Reader, o: Options, st: dict, errors: dict, check_mo
                 rec["description"] = a.get("description", "") + (f": FAILED: {err}" if err else "")
             elif a["action"] == "patch_ingress":
                 # read back: every annotation the plan asked for is on its Ingress now
-                now = {i["name"]: ((reader.get(f"Ingress {o.namespace}/{i['name']}",
-                                                f"/apis/networking.k8s.io/v1/namespaces/{o.namespace}/ingresses/"
-                                                f"{i['name']}") or {}).get("metadata") or {}).get("annotations") or {}
-                       for i in a.get("ingresses") or []}
+                path = f"/apis/networking.k8s.io/v1/namespaces/{o.namespace}/ingresses/"
+                now = {}
+                for i in a.get("ingresses") or []:
+                    ing = reader.get(f"Ingress {o.namespace}/{i['name']}", path + i["name"]) or {}
+                    now[i["name"]] = (ing.get("metadata") or {}).get("annotations") or {}
                 applied = all(now[i["name"]].get(k) == v for i in a.get("ingresses") or []
                               for k, v in i["annotations"].items())
                 rec["ingresses"] = [dict(i) for i in a.get("ingresses") or []]

@@ -148,8 +148,8 @@ def test_a_host_not_in_the_allowed_hosts():
     # MLflow's defaults do not allow a DNS name either
     assert "INGRESS_HOST_NOT_ALLOWED" in codes(check([ingress()], settings(allowed="default")))
     # before 3.5 (allowed_hosts None, host_check False) and with the check disabled: not judged
-    assert "INGRESS_HOST_NOT_ALLOWED" not in codes(check([ingress()], {**settings(), "allowed_hosts": None,
-                                                                        "host_check": False}))
+    old = {**settings(), "allowed_hosts": None, "host_check": False}
+    assert "INGRESS_HOST_NOT_ALLOWED" not in codes(check([ingress()], old))
     assert "INGRESS_HOST_NOT_ALLOWED" not in codes(check([ingress()], settings(allowed=("*",))))
     assert "INGRESS_HOST_NOT_ALLOWED" not in codes(check([ingress()], settings(allowed=("*.example.test",))))
 
@@ -247,8 +247,8 @@ def full(**kw):
 def test_a_round_lists_the_ingresses_once_and_reads_only_their_tls_secrets():
     objs = cluster()
     tls = [{"hosts": ["mlflow.example.test"], "secretName": "mlflow-tls"}]
-    objs[ING_PATH] = {"items": [ingress(tls=tls, annotations={}), ingress(name="x", service="other",
-                                                                           tls=[{"secretName": "other-tls"}])]}
+    other = ingress(name="x", service="other", tls=[{"secretName": "other-tls"}])
+    objs[ING_PATH] = {"items": [ingress(tls=tls, annotations={}), other]}
     objs[f"/api/v1/namespaces/{NS}/secrets/mlflow-tls"] = tls_secret(cert(days=3650))
     api = FakeAPI(objs)
     r = run_round(api, full())
