@@ -319,7 +319,8 @@ plan:
     - The remediation plan. C(needed) (run the actions), C(actions) (each C(action), C(reason), C(description)),
       C(migrate), C(patch), C(restart) (booleans), C(patch_targets), C(patch_vars) (the asgard.mlflow.patch
       variables), C(ingress_patches) (each C(name) and the C(annotations) to merge-patch), C(migration) (C(job),
-      C(timeout)), C(restart_reason), C(restart_blockers), C(report_only) (findings with a next step for a human) and C(findings) (findings of the plan itself, e.g. HELM_MANAGED).
+      C(timeout)), C(restart_reason), C(restart_blockers), C(report_only) (findings with a next step for a human)
+      and C(findings) (findings of the plan itself, e.g. HELM_MANAGED).
   returned: always
   type: dict
   sample: {needed: true, patch: true, migrate: false, restart: false, patch_targets: [workers, timeout],

@@ -47,8 +47,8 @@ def ingress(name="mlflow-ingress", host="mlflow.example.test", path="/", port=50
                          "annotations": SIZED if annotations is None else annotations}, "spec": spec}
 
 
-def settings(allowed=("mlflow.example.test", "mlflow.example.test:*"), prefix=None, base=GOOD_SETTINGS) -> dict:
-    return {**base, "host_check": True, "allowed_hosts": list(allowed) if allowed != "default" else "default",
+def settings(allowed=("mlflow.example.test", "mlflow.example.test:*"), prefix=None, base=None) -> dict:
+    return {**(base or GOOD_SETTINGS), "host_check": True, "allowed_hosts": list(allowed) if allowed != "default" else "default",
             "static_prefix": prefix}
 
 
