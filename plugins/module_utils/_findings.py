@@ -4,7 +4,7 @@
 
 Every code is defined here once: the step that detects it, its severity (one vocabulary: ``critical`` - the server is
 not usable, ``warning`` - a known cause of trouble, ``info`` - context), the remediation action (``patch`` with the
-settings it targets, ``migrate``, ``restart`` or ``report``), whether it blocks a rollout restart (a restart cannot help
+settings it targets, ``patch_ingress``, ``migrate``, ``restart`` or ``report``), whether it blocks a rollout restart (a restart cannot help
 while it is present), what it means, the next step for a human, and the condition text of the documentation.
 docs/verify.md's finding table is generated from ``CATALOGUE`` (``scripts/gen-docs.py``; a unit test fails when the
 page differs).
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 SEVERITIES = ("critical", "warning", "info")
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
-ACTIONS = ("patch", "migrate", "restart", "report", "none")
+# patch_ingress: a merge patch of the Ingress annotations a finding names (counted as a ``patch`` remediation)
+ACTIONS = ("patch", "patch_ingress", "migrate", "restart", "report", "none")
 # the settings the patch role can enforce, in the order the report names them
 PATCH_TARGETS = {"workers": "workers", "timeout": "gunicorn timeout/keep-alive",
                  "static_prefix": "remove the static prefix", "allowed_hosts": "allowed hosts"}
@@ -30,6 +31,7 @@ STEP_TITLES = {
     "probe": "4. Health endpoint (mlflow_probe)",
     "transaction": "4b. Deep check (synthetic MLflow transaction)",
     "cleanup": "5. Port-forward clean-up",
+    "ingress": "4c. Ingress in front of the Service",
     "port_forward": "6. Port-forward to the dashboard",
     "remediate": "Remediation",
 }
@@ -236,6 +238,47 @@ _ENTRIES = (
        "the deep check did not run (check mode, unless verify_transaction_in_check_mode)", "none"),
     _c("TRANSACTION_ERROR", "transaction", "critical", "report", "the deep check could not run",
        "the deep check could not run: see its message"),
+    # ------------------------------------------------------------------------------- step 4c: ingress
+    _c("INGRESS_NOT_READABLE", "ingress", "info", "none",
+       "the Ingresses (or their TLS Secrets) could not be read: the credentials lack list ingresses (get secrets)",
+       "grant list on ingresses.networking.k8s.io (get on secrets for TLS) in the namespace to check the Ingress",
+       docs="never a failure: the rest of the checks run"),
+    _c("INGRESS_NOT_FOUND", "ingress", "warning", "report", "the Ingress named by verify_ingress_name does not exist",
+       "create the Ingress (deploy_ingress_enabled) or set verify_ingress_name (empty: the Ingresses that route to "
+       "verify_service)"),
+    _c("INGRESS_BACKEND_MISMATCH", "ingress", "critical", "report",
+       "an Ingress routes to a port the Service does not expose (503 through it)",
+       "set the Ingress backend's service port to a port of the Service (verify_service_port)"),
+    _c("INGRESS_PATH_MISMATCH", "ingress", "critical", "report",
+       "an Ingress path does not fit the server's static prefix (404 through it)",
+       "make the Ingress path / when the server runs without --static-prefix, or the prefix (deploy_static_prefix) "
+       "when it runs with one; or add a rewrite-target",
+       docs="paths with a rewrite-target annotation are not judged"),
+    _c("INGRESS_HOST_NOT_ALLOWED", "ingress", "critical", "patch",
+       "an Ingress host is not in the server's allowed hosts (MLflow >= 3.5 answers 403 Invalid Host header)",
+       "add the Ingress host to MLFLOW_SERVER_ALLOWED_HOSTS", targets=("allowed_hosts",),
+       docs="the patch adds the host (and host:*) to the allowed hosts; existing entries are kept"),
+    _c("INGRESS_BODY_TOO_SMALL", "ingress", "warning", "patch_ingress",
+       "the Ingress' proxy-body-size (ingress-nginx default 1m) is below verify_ingress_min_body_size: larger "
+       "artifact uploads get 413",
+       "set the annotation nginx.ingress.kubernetes.io/proxy-body-size on the Ingress to verify_ingress_min_body_size "
+       "(deploy_ingress_body_size)",
+       docs="a merge patch of proxy-body-size only (check mode and diff); a Helm-managed Ingress is reported with the "
+            "value to set; '0' is no limit, the default verify_ingress_min_body_size (deploy's)"),
+    _c("INGRESS_TIMEOUT_TOO_SHORT", "ingress", "warning", "patch_ingress",
+       "the Ingress' proxy-read/send-timeout (ingress-nginx default 60 s) is below the server's worker timeout: "
+       "longer requests get 504",
+       "set nginx.ingress.kubernetes.io/proxy-read-timeout and proxy-send-timeout on the Ingress to the worker "
+       "timeout (deploy_proxy_timeout)",
+       docs="a merge patch of the short timeout annotations only (a Helm-managed Ingress is reported); the worker "
+            "timeout: gunicorn's --timeout, at least verify_min_gunicorn_timeout (on uvicorn that minimum)"),
+    _c("INGRESS_TLS_MISSING", "ingress", "warning", "report",
+       "the Ingress' TLS Secret is not named, absent, not of type kubernetes.io/tls or holds no certificate",
+       "create the kubernetes.io/tls Secret named in the Ingress (kubectl create secret tls)"),
+    _c("INGRESS_TLS_EXPIRING", "ingress", "warning", "report",
+       "the Ingress' certificate does not cover its host or expires within verify_tls_min_days (critical once "
+       "expired)",
+       "renew the certificate in the TLS Secret (covering every host of the Ingress)"),
     # ----------------------------------------------------------------------------- steps 5-6 and remediation
     _c("PORT_FORWARD_FAILED", "port_forward", "warning", "report",
        "the dashboard port-forward could not start (the local port is held by another process)",
@@ -317,6 +360,7 @@ def docs_table() -> str:
             "|---|---|---|---|---|---|---|---|"]
     for e in _ENTRIES:
         action = e.action if e.action != "patch" else "patch: " + ", ".join(PATCH_TARGETS[t] for t in e.targets)
+        action = "patch: Ingress annotations" if action == "patch_ingress" else action
         rows.append(f"| `{e.code}` | {', '.join(e.steps)} | {e.severity} | {action} | "
                     f"{'yes' if e.restart_blocker else ''} | {_md(e.meaning)} | "
                     f"{_md(e.next_step) if e.next_step != 'none' else ''} | {_md(e.docs)} |")

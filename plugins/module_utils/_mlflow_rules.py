@@ -242,6 +242,36 @@ INGRESS_NGINX_DEFAULTS = {"proxy-body-size": "1m", "proxy-read-timeout": "60", "
 _NGINX_SIZE_RE = re.compile(r"^[0-9]+[kKmMgG]?$")
 
 
+def nginx_size_bytes(size):
+    """Bytes of an nginx size (``1m`` -> 1048576); 0 for ``"0"`` (no limit); None when it is not an nginx size."""
+    text = str(size).strip()
+    if not _NGINX_SIZE_RE.match(text):
+        return None
+    unit = text[-1].lower()
+    if unit in "kmg":
+        return int(text[:-1]) * 1024 ** ("kmg".index(unit) + 1)
+    return int(text)
+
+
+def body_size_allows(limit, wanted):
+    """True when an nginx body limit (``proxy-body-size``) lets an upload of ``wanted`` (an nginx size) through;
+    ``"0"`` is no limit on either side (``wanted`` ``"0"``: no limit is needed)."""
+    have, need = nginx_size_bytes(limit), nginx_size_bytes(wanted)
+    if have == 0:
+        return True
+    if need == 0 or have is None or need is None:
+        return False
+    return have >= need
+
+
+def effective_allowed_hosts(allowed_hosts):
+    """The patterns MLflow checks the Host header against: its defaults for ``"default"`` (loopback, 0.0.0.0 and
+    the private ranges, any port), else the list given (which replaces them)."""
+    if allowed_hosts == "default":
+        return list(LOOPBACK_HOSTS) + ["0.0.0.0", "0.0.0.0:*"] + list(POD_IP_RANGES) + ["fc00:*", "fd00:*"]
+    return list(allowed_hosts or ())
+
+
 def proxy_settings(worker_timeout, body_size="0"):
     """What an Ingress or an HTTPRoute in front of the server must allow, so that neither cuts what the server
     itself would serve: uploads of ``body_size`` (nginx syntax, ``"0"`` = no limit) and ``worker_timeout`` seconds

@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._mlflow_rules import nginx_size_bytes
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import compile_patterns
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import expected_prefix
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_plan import validate_patch_vars
 
 STEP_TAGS = {"pods": "verify_pods", "logs": "verify_logs", "service": "verify_service", "probe": "verify_probe",
-             "transaction": "verify_transaction"}
+             "transaction": "verify_transaction", "ingress": "verify_ingress"}
 REMEDIATE_TAG = "verify_remediate"
 ROLE_TAG = "verify"
 TRANSACTION_OPTION_KEYS = ("experiment", "artifact_size", "keep_runs", "upload_rate_limit", "min_upload_rate",
@@ -46,6 +47,9 @@ ARG_SPEC = {
     "probe_timeout": {"type": "float", "default": 10},
     "probe_deadline": {"type": "float", "default": 60},
     "probe_retries": {"type": "int", "default": 3},
+    "ingress_name": {"type": "str", "default": ""},
+    "ingress_min_body_size": {"type": "str", "default": "0"},
+    "tls_min_days": {"type": "int", "default": 14},
     "transaction": {"type": "bool", "default": False},
     "transaction_options": {"type": "dict", "default": {}},
     "transaction_username": {"type": "str", "default": ""},
@@ -90,6 +94,9 @@ class Options:
     probe_timeout: float = 10.0
     probe_deadline: float = 60.0
     probe_retries: int = 3
+    ingress_name: str = ""
+    ingress_min_body_size: str = "0"
+    tls_min_days: int = 14
     transaction: bool = False
     transaction_options: dict = field(default_factory=dict)
     transaction_username: str = ""
@@ -125,6 +132,12 @@ class Options:
                      "letters, digits and '-', at most 63 characters)")
         if not _DNS_SUBDOMAIN.match(self.deployment) or len(self.deployment) > 253:
             e.append(f"{n('deployment')}: {self.deployment!r} is not a Deployment name (a DNS-1123 name)")
+        if self.ingress_name and (not _DNS_SUBDOMAIN.match(self.ingress_name) or len(self.ingress_name) > 253):
+            e.append(f"{n('ingress_name')}: {self.ingress_name!r} is not an Ingress name (a DNS-1123 name, or empty for "
+                     "the Ingresses that route to the Service)")
+        if nginx_size_bytes(self.ingress_min_body_size) is None:
+            e.append(f"{n('ingress_min_body_size')}: expected an nginx size such as 0 (no limit), 512k, 100m or 5g, "
+                     f"got {self.ingress_min_body_size!r}")
         if not _DNS_LABEL.match(self.service) or len(self.service) > 63:
             e.append(f"{n('service')}: {self.service!r} is not a Service name (a DNS-1123 label)")
         if not 1 <= self.service_port <= 65535:
@@ -138,7 +151,7 @@ class Options:
             e.append(f"{n('expected_static_prefix')}: expected '' (no prefix) or a path such as /mlflow (letters, "
                      f"digits, . _ ~ -, starting with /), got {self.expected_static_prefix!r}")
         for name, low in (("restart_window_seconds", 0), ("log_since_seconds", 0), ("log_tail_lines", 1),
-                          ("log_max_samples", 0), ("min_workers", 1), ("min_gunicorn_timeout", 0),
+                          ("log_max_samples", 0), ("min_workers", 1), ("min_gunicorn_timeout", 0), ("tls_min_days", 0),
                           ("rollout_timeout", 30), ("migration_timeout", 30)):
             if getattr(self, name) < low:
                 e.append(f"expected {n(name)} >= {low}, got {getattr(self, name)}")

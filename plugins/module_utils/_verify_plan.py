@@ -11,6 +11,8 @@ Findings map to actions through the catalogue (``_findings``); the plan adds wha
   that lets the pods pick the new schema up (in the next round);
 - an action never runs twice for the same finding in one run (``done``: this run's remediation records);
 - a Helm-managed Deployment is not patched (``helm``): HELM_MANAGED names the chart values to set instead;
+- Ingress annotations (body size, timeouts) are merge-patched (``ingress_patches``), unless the Ingress is
+  Helm-managed: then the values to set are reported;
 - ``patch_vars``: the variables handed to the asgard.mlflow.patch role (only the targets a finding names change;
   the others are set to what the server runs now), with ``verify_patch_vars`` on top.
 """
@@ -26,7 +28,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._findings import (
 )
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, as_int
 
-ACTION_ORDER = ("migrate", "patch", "restart")
+ACTION_ORDER = ("migrate", "patch", "restart")  # patch_ingress is a patch (verify_remediations: patch)
 # the patch role variables verify hands over (verify_patch_vars may override exactly these)
 PATCH_VARS = ("patch_workers", "patch_workers_mode", "patch_gunicorn_timeout", "patch_gunicorn_timeout_mode",
               "patch_gunicorn_keep_alive", "patch_uvicorn_timeout_keep_alive", "patch_static_prefix",
@@ -74,7 +76,7 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
          rollout_timeout: int = 600, service_links: bool = True) -> dict:
     """Map the findings of one round (``steps``) to remediation actions.
 
-    Returns ``{actions, report_only, patch_targets, patch, patch_vars, migrate, restart, restart_reason,
+    Returns ``{actions, report_only, patch_targets, patch, patch_vars, ingress_patches, migrate, restart, restart_reason,
     restart_blockers, needed, findings}`` (``findings``: those the plan adds, e.g. HELM_MANAGED).
     ``enabled``: the action kinds allowed (verify_remediations); ``done``: this run's remediation records;
     ``helm``: ``{release, changes}`` when the Deployment is Helm-managed and a patch is not allowed.
@@ -94,6 +96,8 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
     restart_wanted: list[str] = []
     persisting: list[str] = []  # configuration causes whose action already ran in this run and did not clear them
     added: list[dict] = []
+    ingress_patches: dict[str, dict] = {}  # Ingress name -> the annotations to merge-patch
+    ingress_reasons: list[str] = []
 
     def report(f, hint, message=None):
         report_only.append({"code": f["code"], "severity": f["severity"], "message": message or f["message"],
@@ -150,6 +154,17 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
                 if t not in targets:
                     targets.append(t)
                 reasons.setdefault(t, []).append(code)
+        elif action == "patch_ingress" and "patch" in enabled:
+            ev = f.get("evidence") or {}
+            wanted = ingress_annotations(f)
+            if ev.get("helm_release"):
+                # a patch would be reverted by the next `helm upgrade` (as HELM_MANAGED for the Deployment)
+                report(f, f"Ingress {ev.get('ingress')} is managed by Helm (release {ev['helm_release']}): not "
+                          "patched, the next `helm upgrade` would revert it; set these annotations in the chart "
+                          "values: " + ", ".join(f"{k}: \"{v}\"" for k, v in wanted.items()))
+            else:
+                ingress_patches.setdefault(ev.get("ingress"), {}).update(wanted)
+                ingress_reasons.append(code)
         elif action == "migrate" and "migrate" in enabled:
             migrate = True
         elif action == "restart" and "restart" in enabled:
@@ -212,6 +227,12 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
         actions.append({"action": "patch", "targets": targets,
                         "reason": sorted({c for t in targets for c in reasons[t]}),
                         "description": "asgard.mlflow.patch: " + ", ".join(PATCH_TARGETS[t] for t in targets)})
+    if ingress_patches:
+        actions.append({"action": "patch_ingress", "reason": sorted(set(ingress_reasons)),
+                        "ingresses": [{"name": n, "annotations": a} for n, a in sorted(ingress_patches.items())],
+                        "description": "merge patch of Ingress annotations: " + "; ".join(
+                            f"{n} " + ", ".join(f"{k.rsplit('/', 1)[1]}={v}" for k, v in a.items())
+                            for n, a in sorted(ingress_patches.items()))})
     if restart:
         actions.append({"action": "restart", "reason": sorted(set(restart_wanted)),
                         "description": "rollout restart (template annotation kubectl.kubernetes.io/restartedAt)"})
@@ -222,14 +243,29 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
             uniq.append(r)
     pv = _patch_vars(targets, s, validate_patch_vars(patch_vars), min_workers=min_workers,
                      min_gunicorn_timeout=min_gunicorn_timeout, rollout_timeout=rollout_timeout,
-                     service_links=service_links) if targets else {}
+                     service_links=service_links, ingress_hosts=ingress_hosts(findings)) if targets else {}
     return {"actions": actions, "report_only": uniq, "patch_targets": targets, "patch": bool(targets),
-            "patch_vars": pv, "migrate": migrate, "restart": restart, "restart_reason": restart_reason,
+            "patch_vars": pv, "ingress_patches": [{"name": n, "annotations": a} for n, a in sorted(ingress_patches.items())],
+            "migrate": migrate, "restart": restart, "restart_reason": restart_reason,
             "restart_blockers": blockers, "needed": bool(actions), "findings": added}
 
 
+def ingress_annotations(f: dict) -> dict:
+    """The annotations (name -> string value) that heal an INGRESS_BODY_TOO_SMALL / INGRESS_TIMEOUT_TOO_SHORT."""
+    ev = f.get("evidence") or {}
+    if f.get("code") == "INGRESS_BODY_TOO_SMALL":
+        return {ev["annotation"]: str(ev["wanted"])}
+    return {a: str(ev["wanted"]) for a in sorted(ev.get("annotations") or {})}
+
+
+def ingress_hosts(findings: list[dict]) -> list[str]:
+    """The Ingress hosts INGRESS_HOST_NOT_ALLOWED names (the allowed-hosts patch adds them)."""
+    return sorted({h for f in findings if f.get("code") == "INGRESS_HOST_NOT_ALLOWED"
+                   for h in (f.get("evidence") or {}).get("hosts") or []})
+
+
 def _patch_vars(targets: list[str], s: dict, overrides: dict, *, min_workers: int, min_gunicorn_timeout: int,
-                rollout_timeout: int, service_links: bool) -> dict:
+                rollout_timeout: int, service_links: bool, ingress_hosts: list[str] = ()) -> dict:
     """The asgard.mlflow.patch variables: the targets named by a finding are enforced, every other target is set
     to the value the server runs now (so the patch leaves it alone); ``overrides`` (verify_patch_vars) on top."""
     pv = {
@@ -242,6 +278,9 @@ def _patch_vars(targets: list[str], s: dict, overrides: dict, *, min_workers: in
         "patch_uvicorn_timeout_keep_alive": (S.keep_alive(s) or 5) if S.server(s) == "uvicorn" else 5,
         "patch_static_prefix": "" if "static_prefix" in targets else S.static_prefix(s),
         "patch_allowed_hosts_enabled": "allowed_hosts" in targets,
+        # the Ingress hosts, with any port (as deploy allows them: _mlflow_rules.allowed_hosts)
+        "patch_allowed_hosts_extra": [e for h in ingress_hosts for e in (h, f"{h}:*")]
+        if "allowed_hosts" in targets else [],
         "patch_probes": "static_prefix" in targets,
         "patch_port": S.port(s) or 5000,
         "patch_enable_service_links": bool(service_links),

@@ -4,7 +4,8 @@
 
 One round of a healthy server costs 6 requests: the Deployment, its pods, the MLflow container's log, the Service,
 its EndpointSlices (Endpoints when the API has none) and the probe's portforward tunnel; ConfigMaps only when the
-container takes env from them, the namespace only when the Deployment is missing. Transient API errors (429, 5xx,
+container takes env from them, the namespace only when the Deployment is missing; the Ingresses of the namespace (one
+list) and the TLS Secrets of those that route to the Service. Transient API errors (429, 5xx,
 a dropped connection) are retried with backoff; 401/403 are reported with what to do.
 """
 
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError, credentials_hint
+from ansible_collections.asgard.mlflow.plugins.module_utils._step_ingress import secret_summary, selected, tls_secret_names
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_targets
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import rollout_state
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
@@ -46,6 +48,10 @@ class Snapshot:
     endpoint_slices: list = field(default_factory=list)
     endpoints: dict | None = None
     namespace_missing: bool = False
+    ingresses: list = field(default_factory=list)  # those the ingress step judges
+    ingress_error: str = ""  # why they could not be listed (403)
+    tls_secrets: dict = field(default_factory=dict)  # name -> {type, crt} (never the key), None when absent
+    secrets_error: str = ""
 
 
 class Reader:
@@ -82,7 +88,7 @@ class Reader:
         return self._call(what, lambda p, q: self.api.get_text(p, q, accept="text/plain"), path, query)
 
     def snapshot(self, *, deployment: str, service: str, label_selectors: list[str], container: str | None,
-                 steps: set, log_tail_lines: int, log_since_seconds: int) -> Snapshot:
+                 steps: set, log_tail_lines: int, log_since_seconds: int, ingress_name: str = "") -> Snapshot:
         ns = self.ns
         snap = Snapshot()
         snap.deployment = self.get(f"Deployment {ns}/{deployment}",
@@ -125,7 +131,32 @@ class Reader:
             snap.endpoint_slices = (sl or {}).get("items") or []
             if not snap.endpoint_slices:
                 snap.endpoints = self.get(f"Endpoints {ns}/{service}", f"/api/v1/namespaces/{ns}/endpoints/{service}")
+        if "ingress" in steps and snap.deployment is not None:
+            self._ingresses(snap, service, ingress_name)
         return snap
+
+    def _ingresses(self, snap: Snapshot, service: str, ingress_name: str) -> None:
+        """The Ingresses of the namespace that route to the Service (one list) and their TLS Secrets (reduced to
+        type and certificate at once). A 403 is recorded, never raised: the ingress step is optional."""
+        ns = self.ns
+        try:
+            items = (self.get(f"Ingresses in {ns}", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses")
+                     or {}).get("items") or []
+        except ReadError as exc:
+            if exc.status != 403:
+                raise
+            snap.ingress_error = f"list ingresses.networking.k8s.io in {ns} is forbidden to these credentials"
+            return
+        snap.ingresses = selected(items, service, ingress_name)
+        for name in tls_secret_names(snap.ingresses):
+            try:
+                snap.tls_secrets[name] = secret_summary(self.get(f"Secret {ns}/{name}",
+                                                                 f"/api/v1/namespaces/{ns}/secrets/{name}"))
+            except ReadError as exc:
+                if exc.status != 403:
+                    raise
+                snap.secrets_error = f"get secrets in {ns} is forbidden to these credentials: TLS not checked"
+                return
 
     def job_outcome(self, name: str) -> dict:
         """A migration Job's outcome: ``{found, succeeded, failed, last_line}`` (the last error line of its log)."""

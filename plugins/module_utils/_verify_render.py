@@ -14,6 +14,7 @@ SEED_WORDS = {
     "service": "3. Verifies service connectivity",
     "probe": "4. Tests health endpoint",
     "transaction": "4b. Runs a synthetic MLflow transaction",
+    "ingress": "4c. Checks the Ingress in front of the Service",
     "cleanup": "5. Cleans up old port-forwards",
     "port_forward": "6. Starts new port-forward",
 }
@@ -41,7 +42,7 @@ def console(steps: list[dict]) -> list[str]:
     """One line per step of a round (step 1b is part of line 1)."""
     by = {s.get("step"): s for s in steps}
     out = []
-    for name in ("pods", "logs", "service", "probe", "transaction", "cleanup", "port_forward"):
+    for name in ("pods", "logs", "service", "probe", "transaction", "ingress", "cleanup", "port_forward"):
         if name in by:
             out.append(step_line(by[name], by.get("settings") if name == "pods" else None))
     if "pods" not in by and "settings" in by:

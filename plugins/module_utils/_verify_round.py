@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import PATCH_TARGETS
 from ansible_collections.asgard.mlflow.plugins.module_utils._migration_job import job_name
 from ansible_collections.asgard.mlflow.plugins.module_utils._probe import ProbeInputError, ProbeOptions, run_probe
+from ansible_collections.asgard.mlflow.plugins.module_utils._step_ingress import ingress_check
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_scan
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import main_container, pod_status
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_probe import probe_result, transaction_result
@@ -69,7 +70,7 @@ def run_round(api, o: Options, *, state: dict | None = None, errors: dict | None
         steps_sel = o.steps()
         snap = reader.snapshot(deployment=o.deployment, service=o.service, label_selectors=o.label_selectors,
                                container=o.container or None, steps=steps_sel, log_tail_lines=o.log_tail_lines,
-                               log_since_seconds=o.log_since_seconds)
+                               log_since_seconds=o.log_since_seconds, ingress_name=o.ingress_name)
     except ReadError as exc:
         raise InputError(str(exc)) from exc
     if snap.namespace_missing:
@@ -141,6 +142,20 @@ def _record_actions(reader: Reader, o: Options, st: dict, errors: dict, check_mo
                 rec["changed"] = (dep.get("metadata") or {}).get("generation") != before.get("generation")
                 rec["failed"] = bool(err)
                 rec["description"] = a.get("description", "") + (f": FAILED: {err}" if err else "")
+            elif a["action"] == "patch_ingress":
+                # read back: every annotation the plan asked for is on its Ingress now
+                path = f"/apis/networking.k8s.io/v1/namespaces/{o.namespace}/ingresses/"
+                now = {}
+                for i in a.get("ingresses") or []:
+                    ing = reader.get(f"Ingress {o.namespace}/{i['name']}", path + i["name"]) or {}
+                    now[i["name"]] = (ing.get("metadata") or {}).get("annotations") or {}
+                applied = all(now[i["name"]].get(k) == v for i in a.get("ingresses") or []
+                              for k, v in i["annotations"].items())
+                rec["ingresses"] = [dict(i) for i in a.get("ingresses") or []]
+                rec["changed"] = applied
+                rec["failed"] = bool(err) or not applied
+                rec["description"] = a.get("description", "") + (
+                    f": FAILED: {err or 'the annotations are not on the Ingress'}" if rec["failed"] else "")
             else:  # restart
                 rec["changed"] = _restarted_at(dep) != before.get("restarted_at")
                 rec["failed"] = bool(err)
@@ -207,6 +222,12 @@ def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, ch
                     f"{o.n('transaction_in_check_mode')}=true to run it anyway")))
             else:
                 steps.append(transaction_result(_probe(api, o, target or hint, transaction=True)))
+    if "ingress" in steps_sel and snap.deployment is not None:
+        steps.append(ingress_check(snap.ingresses, snap.service, settings, snap.tls_secrets, service_name=o.service,
+                                   namespace=o.namespace, ingress_name=o.ingress_name,
+                                   min_body_size=o.ingress_min_body_size, min_gunicorn_timeout=o.min_gunicorn_timeout,
+                                   tls_min_days=o.tls_min_days, read_error=snap.ingress_error,
+                                   secrets_error=snap.secrets_error))
     return steps, target
 
 
@@ -285,8 +306,9 @@ def _chart_values(targets: list[str], pv: dict, o: Options) -> list[str]:
         out.append("no --static-prefix (and the probes on /health)")
     if "allowed_hosts" in targets:
         svc = f"{o.service}.{o.namespace}.svc.cluster.local:{o.service_port}"
+        hosts = "".join(f", {h}" for h in pv.get("patch_allowed_hosts_extra") or [])
         out.append(f"MLFLOW_SERVER_ALLOWED_HOSTS including localhost:*, 127.0.0.1:*, {o.service}:{o.service_port}, "
-                   f"{svc} (and the other Service DNS names with the port)")
+                   f"{svc}{hosts} (and the other Service DNS names with the port)")
     return out
 
 

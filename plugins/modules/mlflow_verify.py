@@ -139,6 +139,22 @@ options:
     description: Run the deep check in check mode too (it writes to the server).
     type: bool
     default: false
+  ingress_name:
+    description:
+      - The Ingress the ingress step checks; empty means every Ingress of the namespace whose rules or default
+        backend route to O(service) (with none the step is ok, with a line saying so).
+    type: str
+    default: ""
+  ingress_min_body_size:
+    description:
+      - The upload an Ingress must let through (nginx size; V(0) means no limit is needed, so any limit is
+        INGRESS_BODY_TOO_SMALL). An unset C(nginx.ingress.kubernetes.io/proxy-body-size) is ingress-nginx's C(1m).
+    type: str
+    default: "0"
+  tls_min_days:
+    description: An Ingress certificate that expires within this many days is INGRESS_TLS_EXPIRING.
+    type: int
+    default: 14
   remediate:
     description: Plan remediation actions. V(false) plans none (an audit); findings keep their next steps.
     type: bool
@@ -219,7 +235,9 @@ attributes:
     description: Changes nothing.
 notes:
   - Needs C(get)/C(list) on deployments, pods, pods/log, services, endpointslices (or endpoints), configmaps and jobs
-    (after a migration), C(watch) on deployments (after an action), and C(create) on pods/portforward.
+    (after a migration), C(watch) on deployments (after an action), and C(create) on pods/portforward. The ingress
+    step lists ingresses (a 403 is reported as INGRESS_NOT_READABLE, never a failure) and gets the TLS Secrets they
+    name (without C(get) on them TLS is not checked).
 requirements:
   - kubernetes >= 24.2.0
   - websocket-client
@@ -300,8 +318,9 @@ plan:
   description:
     - The remediation plan. C(needed) (run the actions), C(actions) (each C(action), C(reason), C(description)),
       C(migrate), C(patch), C(restart) (booleans), C(patch_targets), C(patch_vars) (the asgard.mlflow.patch
-      variables), C(migration) (C(job), C(timeout)), C(restart_reason), C(restart_blockers), C(report_only)
-      (findings with a next step for a human) and C(findings) (findings of the plan itself, e.g. HELM_MANAGED).
+      variables), C(ingress_patches) (each C(name) and the C(annotations) to merge-patch), C(migration) (C(job),
+      C(timeout)), C(restart_reason), C(restart_blockers), C(report_only) (findings with a next step for a human)
+      and C(findings) (findings of the plan itself, e.g. HELM_MANAGED).
   returned: always
   type: dict
   sample: {needed: true, patch: true, migrate: false, restart: false, patch_targets: [workers, timeout],

@@ -110,11 +110,11 @@ def test_bad_values_name_the_role_variable(kw, message):
 
 
 @pytest.mark.parametrize(("run", "skip", "steps", "enabled"), [
-    (["all"], [], {"pods", "logs", "service", "probe"}, ["patch", "restart", "migrate"]),
+    (["all"], [], {"pods", "logs", "service", "probe", "ingress"}, ["patch", "restart", "migrate"]),
     (["verify_pods", "verify_logs"], [], {"pods", "logs"}, []),
     (["verify_pods", "verify_remediate"], [], {"pods"}, ["patch", "restart", "migrate"]),
-    (["verify_report"], [], {"pods", "logs", "service", "probe"}, []),
-    (["all"], ["verify_probe", "verify_remediate"], {"pods", "logs", "service"}, []),
+    (["verify_report"], [], {"pods", "logs", "service", "probe", "ingress"}, []),
+    (["all"], ["verify_probe", "verify_remediate"], {"pods", "logs", "service", "ingress"}, []),
 ])
 def test_steps_and_remediation_follow_the_tags(run, skip, steps, enabled):
     o = opts(run_tags=run, skip_tags=skip)

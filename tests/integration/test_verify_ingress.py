@@ -1,0 +1,182 @@
+"""playbooks/verify.yml step 4c against the lab's real nginx ingress controller (docs/lab.md "Ingress and Gateway
+API", ingress-nginx behaviour) and real MLflow, driven as an operator types it (``-e name=value`` strings).
+
+ingress-nginx: ``proxy-body-size`` is nginx's ``client_max_body_size`` (413 above it, default 1m);
+``proxy-read-timeout`` / ``proxy-send-timeout`` are unitless seconds (default 60)
+(kubernetes/ingress-nginx docs/user-guide/nginx-configuration/annotations.md and configmap.md). An Ingress path
+is matched against the request path as given (Kubernetes docs, concepts/services-networking/ingress "Path types"),
+so a path ``/mlflow`` in front of a server without ``--static-prefix`` reaches routes MLflow does not have."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.ingress import create, request, synced, wait_for, wait_synced  # noqa: E402
+from helpers.lab_objects import codes  # noqa: E402
+
+pytestmark = pytest.mark.lab
+ANN = "nginx.ingress.kubernetes.io/"
+UPLOAD = "/api/2.0/mlflow-artifacts/artifacts/ingress-verify/blob.bin"
+
+
+def deploy(lab, ns: str, *cli_vars: str):
+    return run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=lab.env(), timeout=900,
+                        cli_vars=[f"deploy_namespace={ns}", "deploy_workers=1", "deploy_wait_timeout=240", *cli_vars])
+
+
+def verify(lab, ns: str, tmp_path: Path, name: str, *cli_vars: str, check: bool = False):
+    report = tmp_path / f"{name}.json"
+    res = run_playbook("playbooks/verify.yml", kubeconfig=lab.kubeconfig, env=lab.env(), timeout=900, check=check,
+                       diff=check, cli_vars=[f"verify_namespace={ns}", "verify_port_forward=false",
+                                             "verify_min_workers=1", f"verify_report_path={report}", *cli_vars])
+    rep = json.loads(report.read_text()) if report.exists() else {}
+    return res, rep
+
+
+def ingress(lab, ns: str) -> dict:
+    r = lab.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/mlflow-ingress")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def served(lab, ns: str) -> dict:
+    ing = wait_for(lambda: (lambda i: i if (i.get("status") or {}).get("loadBalancer", {}).get("ingress") else None)(
+        ingress(lab, ns)), 60, 0.2, "Ingress mlflow-ingress served")
+    wait_synced(lab)
+    return ing
+
+
+def step(rep: dict, name: str = "ingress") -> dict:
+    return next(s for s in rep["steps"] if s["step"] == name)
+
+
+def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, tmp_path):
+    """An Ingress with ``proxy-body-size: 1m`` and ``proxy-read-timeout: 10`` (the operator's annotations over the
+    deploy role's): a 2 MiB upload through nginx is refused with 413. verify.yml --check --diff reports both and
+    changes nothing; audit mode (``-e verify_remediate=false``) reports and changes nothing; a real run patches only
+    those two annotations (to no limit and the worker timeout), the upload then passes, and a second run changes
+    nothing."""
+    ns = lab_namespace
+    host = f"mlflow.{ns}.example.test"
+    res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}",
+                 json.dumps({"deploy_ingress_annotations": {ANN + "proxy-body-size": "1m",
+                                                            ANN + "proxy-read-timeout": "10"}}))
+    assert res.rc == 0, res.output
+    before = served(lab, ns)["metadata"]["annotations"]
+    assert before[ANN + "proxy-body-size"] == "1m" and before[ANN + "proxy-read-timeout"] == "10"
+    blob = os.urandom(2 * 1024 * 1024)
+    refused = request(lab, "PUT", host, UPLOAD, data=blob, headers={"Content-Type": "application/octet-stream"})
+    assert refused.status_code == 413, (refused.status_code, refused.text[:300])
+
+    for name, args, check in (("check", (), True), ("audit", ("verify_remediate=false",), False)):
+        res, rep = verify(lab, ns, tmp_path, name, *args, check=check)
+        assert res.rc == 0, res.output  # warnings only: MLflow itself is healthy
+        assert {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"} <= codes(rep["findings_before"]), rep
+        assert ingress(lab, ns)["metadata"]["annotations"] == before, name
+        if check:
+            assert [h for h in res.task("Ingress annotations: merge patch (body size, timeouts)") if h.get("changed")]
+        else:
+            assert res.changed == 0, res.changed_tasks()
+
+    res, rep = verify(lab, ns, tmp_path, "heal")
+    assert res.rc == 0, res.output
+    after = ingress(lab, ns)["metadata"]["annotations"]
+    assert after[ANN + "proxy-body-size"] == "0" and after[ANN + "proxy-read-timeout"] == "300"
+    assert {k: v for k, v in after.items() if k not in (ANN + "proxy-body-size", ANN + "proxy-read-timeout")} == \
+        {k: v for k, v in before.items() if k not in (ANN + "proxy-body-size", ANN + "proxy-read-timeout")}
+    healed = [r for r in rep["remediated"] if r["action"] == "patch_ingress"]
+    assert healed and healed[0]["changed"] is True and healed[0]["failed"] is False, rep["remediated"]
+    assert not {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"} & codes(rep["remaining"]), rep["remaining"]
+    assert step(rep)["status"] == "ok", step(rep)
+
+    # nginx serves the patched Ingress (the run's last API change is its Lease, which the controller does not watch:
+    # wait for the Ingress' own resourceVersion, not wait_synced's latest one)
+    rv = int(ingress(lab, ns)["metadata"]["resourceVersion"])
+    wait_for(lambda: int(synced(lab).get("resourceVersion") or 0) >= rv, 30, 0.05, f"nginx at resourceVersion {rv}")
+    up = request(lab, "PUT", host, UPLOAD, data=blob, headers={"Content-Type": "application/octet-stream"})
+    assert up.status_code == 200, (up.status_code, up.text[:300])
+
+    res, rep = verify(lab, ns, tmp_path, "again")
+    assert res.rc == 0, res.output
+    assert res.changed == 0, res.changed_tasks()
+    assert rep["remediated"] == []
+
+
+def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_changed(lab, lab_namespace, tmp_path):
+    """The Ingress path ``/mlflow`` in front of a server without a static prefix: through nginx the dashboard
+    answers 404. verify.yml reports INGRESS_PATH_MISMATCH (critical: the run fails naming it) and changes
+    nothing - no path is guessed, no pod is restarted."""
+    ns = lab_namespace
+    host = f"path.{ns}.example.test"
+    res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}")
+    assert res.rc == 0, res.output
+    r = lab.request("PATCH", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/mlflow-ingress",
+                    data=json.dumps([{"op": "replace", "path": "/spec/rules/0/http/paths/0/path", "value": "/mlflow"}]),
+                    headers={"Content-Type": "application/json-patch+json"})
+    assert r.status_code == 200, r.text
+    wait_synced(lab)
+    assert request(lab, "GET", host, "/mlflow/").status_code == 404
+    ing_before = ingress(lab, ns)
+    dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment"
+    gen_before = lab.request("GET", dep_path).json()["metadata"]["generation"]
+
+    res, rep = verify(lab, ns, tmp_path, "path")
+    assert res.rc != 0, "a critical finding must fail the run"
+    assert "INGRESS_PATH_MISMATCH" in codes(rep["remaining"]), rep["remaining"]
+    assert "INGRESS_PATH_MISMATCH" in step(rep)["findings"] and step(rep)["status"] == "failed", step(rep)
+    f = next(f for f in rep["remaining"] if f["code"] == "INGRESS_PATH_MISMATCH")
+    assert f["evidence"]["paths"] == ["/mlflow"] and f["evidence"]["static_prefix"] is None
+    assert rep["remediated"] == []
+    assert ingress(lab, ns)["spec"] == ing_before["spec"]
+    assert ingress(lab, ns)["metadata"]["annotations"] == ing_before["metadata"]["annotations"]
+    assert lab.request("GET", dep_path).json()["metadata"]["generation"] == gen_before
+
+
+def test_an_ingress_host_missing_from_the_allowed_hosts_is_healed(lab, lab_namespace, tmp_path):
+    """An Ingress added by hand for a host the server does not allow (MLflow >= 3.5's Host check answers 403
+    through nginx): verify.yml finds INGRESS_HOST_NOT_ALLOWED and heals it with the allowed-hosts patch of the
+    Deployment, which adds the host (and ``host:*``) and keeps the existing entries; the API then answers 200
+    through the Ingress, and a second run changes nothing."""
+    ns = lab_namespace
+    host = f"late.{ns}.example.test"
+    res = deploy(lab, ns)
+    assert res.rc == 0, res.output
+    create(lab, ns, {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                     "metadata": {"name": "mlflow-ingress", "annotations": {
+                         ANN + "proxy-body-size": "0", ANN + "proxy-read-timeout": "300",
+                         ANN + "proxy-send-timeout": "300"}},
+                     "spec": {"ingressClassName": "nginx", "rules": [{"host": host, "http": {"paths": [
+                         {"path": "/", "pathType": "Prefix", "backend": {
+                             "service": {"name": "mlflow-service", "port": {"number": 5000}}}}]}}]}})
+    served(lab, ns)
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    refused = request(lab, "GET", host, search)
+    assert refused.status_code == 403, (refused.status_code, refused.text[:300])
+    dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment"
+
+    def allowed() -> list[str]:
+        env = lab.request("GET", dep_path).json()["spec"]["template"]["spec"]["containers"][0].get("env") or []
+        return next((e.get("value") or "" for e in env if e["name"] == "MLFLOW_SERVER_ALLOWED_HOSTS"), "").split(",")
+
+    before = allowed()
+    res, rep = verify(lab, ns, tmp_path, "host")
+    assert res.rc == 0, res.output
+    assert "INGRESS_HOST_NOT_ALLOWED" in codes(rep["findings_before"]), rep["findings_before"]
+    patch = [r for r in rep["remediated"] if r["action"] == "patch"]
+    assert patch and patch[0]["changed"] is True and "INGRESS_HOST_NOT_ALLOWED" in patch[0]["reason"], rep["remediated"]
+    now = allowed()
+    assert {host, f"{host}:*"} <= set(now) and set(before) <= set(now), (before, now)
+    assert "INGRESS_HOST_NOT_ALLOWED" not in codes(rep["remaining"])
+    ok = request(lab, "GET", host, search)
+    assert ok.status_code == 200 and "experiments" in ok.json(), (ok.status_code, ok.text[:300])
+
+    res, rep = verify(lab, ns, tmp_path, "host-again")
+    assert res.rc == 0, res.output
+    assert res.changed == 0, res.changed_tasks()
