@@ -13,6 +13,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
+from helpers.fleet_objects import wait_serving  # noqa: E402
 from helpers.lab_objects import codes  # noqa: E402
 
 pytestmark = pytest.mark.lab
@@ -85,6 +86,9 @@ def test_seed_incident_check_mode_audit_heal_and_idempotent_rerun(lab, lab_names
     ns = lab_namespace
     apply(lab, ns, seed_objects())
     wait_log(lab, ns, "Listening at")
+    # gunicorn listens before its sync workers have imported MLflow: on a loaded machine (CI) the first /health of
+    # verify then times out (TIMEOUT, RETRIED) and / is never seen answering 404; wait until a worker serves
+    wait_serving(lab, ns, "app=mlflow", "/static/health", timeout=300)
     gen0 = deployment(lab, ns)["metadata"]["generation"]
 
     # check mode: reports what it would remediate, changes nothing
