@@ -20,13 +20,12 @@ from datetime import UTC, datetime, timedelta
 from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
 from ansible_collections.asgard.mlflow.plugins.module_utils import _step_settings as S
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import obj, objs, parse_time
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import helm_release, obj, objs, parse_time
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 BODY_ANNOTATION = R.INGRESS_NGINX_ANNOTATION_PREFIX + "proxy-body-size"
 TIMEOUT_ANNOTATIONS = tuple(R.INGRESS_NGINX_ANNOTATION_PREFIX + k for k in ("proxy-read-timeout", "proxy-send-timeout"))
 REWRITE_ANNOTATION = R.INGRESS_NGINX_ANNOTATION_PREFIX + "rewrite-target"
-HELM_ANNOTATION_PREFIX = "meta.helm.sh/"
 
 
 def needed_timeout(settings: dict | None, min_gunicorn_timeout: int) -> int:
@@ -56,12 +55,9 @@ def tls_secret_names(ingresses) -> list[str]:
 
 
 def helm_managed(ing: dict) -> str | None:
-    """The Helm release of a Helm-managed object (labels/annotations as Helm 3 sets them), else None."""
-    meta = ing.get("metadata") or {}
-    labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
-    if labels.get("app.kubernetes.io/managed-by") == "Helm" or any(k.startswith(HELM_ANNOTATION_PREFIX) for k in ann):
-        return ann.get("meta.helm.sh/release-name") or labels.get("app.kubernetes.io/instance") or "unknown"
-    return None
+    """The Helm release of a Helm-managed Ingress ("unknown" when nothing names it), else None."""
+    release = helm_release(ing)
+    return None if release is None else (release or "unknown")
 
 
 def secret_summary(secret: dict | None) -> dict | None:

@@ -82,3 +82,14 @@ def fmt_labels(labels: dict) -> str:
 
 def fmt_ms(v) -> str:
     return f"{v:.0f} ms" if isinstance(v, int | float) and not isinstance(v, bool) else "-"
+
+
+def helm_release(kube_obj: dict) -> str | None:
+    """None when Helm does not manage the object (Helm 3's ``app.kubernetes.io/managed-by: Helm`` label or
+    ``meta.helm.sh/`` annotations); else its release: the release-name annotation, the ``app.kubernetes.io/instance``
+    label, or ``""`` when neither names it."""
+    meta = kube_obj.get("metadata") or {}
+    labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
+    if labels.get("app.kubernetes.io/managed-by") != "Helm" and not any(k.startswith("meta.helm.sh/") for k in ann):
+        return None
+    return ann.get("meta.helm.sh/release-name") or labels.get("app.kubernetes.io/instance") or ""

@@ -203,14 +203,14 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
         elif blockers or persisting:
             restart_reason = (f"not restarted: {', '.join(blockers or sorted(set(persisting)))} explains the failure"
                               + ("" if blockers else " (still present after its remediation in this run)"))
-        elif restarts_done >= max_restarts and not follow_up:
-            restart_reason = f"restart budget used ({restarts_done}/{max_restarts} per run)"
         elif follow_up:
             # the migration is the configuration cause; its pods still run the refused store until restarted (a
             # crash-loop back-off waits up to 5 minutes): once per migration, even when an earlier restart of this
             # run used the budget (verify_max_restarts=0 still means none)
             restart = True
             restart_reason = "DB_SCHEMA_OUTDATED: pick up the migration of this run"
+        elif restarts_done >= max_restarts:
+            restart_reason = f"restart budget used ({restarts_done}/{max_restarts} per run)"
         else:
             restart = True
             restart_reason = f"{', '.join(sorted(set(restart_wanted)))} with no configuration cause"
@@ -227,12 +227,12 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
         actions.append({"action": "patch", "targets": targets,
                         "reason": sorted({c for t in targets for c in reasons[t]}),
                         "description": "asgard.mlflow.patch: " + ", ".join(PATCH_TARGETS[t] for t in targets)})
-    if ingress_patches:
-        actions.append({"action": "patch_ingress", "reason": sorted(set(ingress_reasons)),
-                        "ingresses": [{"name": n, "annotations": a} for n, a in sorted(ingress_patches.items())],
+    ingresses = [{"name": n, "annotations": a} for n, a in sorted(ingress_patches.items())]
+    if ingresses:
+        actions.append({"action": "patch_ingress", "reason": sorted(set(ingress_reasons)), "ingresses": ingresses,
                         "description": "merge patch of Ingress annotations: " + "; ".join(
-                            f"{n} " + ", ".join(f"{k.rsplit('/', 1)[1]}={v}" for k, v in a.items())
-                            for n, a in sorted(ingress_patches.items()))})
+                            f"{i['name']} " + ", ".join(f"{k.rsplit('/', 1)[1]}={v}" for k, v in i["annotations"].items())
+                            for i in ingresses)})
     if restart:
         actions.append({"action": "restart", "reason": sorted(set(restart_wanted)),
                         "description": "rollout restart (template annotation kubectl.kubernetes.io/restartedAt)"})
@@ -245,7 +245,7 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
                      min_gunicorn_timeout=min_gunicorn_timeout, rollout_timeout=rollout_timeout,
                      service_links=service_links, ingress_hosts=ingress_hosts(findings)) if targets else {}
     return {"actions": actions, "report_only": uniq, "patch_targets": targets, "patch": bool(targets),
-            "patch_vars": pv, "ingress_patches": [{"name": n, "annotations": a} for n, a in sorted(ingress_patches.items())],
+            "patch_vars": pv, "ingress_patches": ingresses,
             "migrate": migrate, "restart": restart, "restart_reason": restart_reason,
             "restart_blockers": blockers, "needed": bool(actions), "findings": added}
 

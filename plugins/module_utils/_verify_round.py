@@ -33,7 +33,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import 
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact, redact_deep
 from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, selector_matches
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, helm_release, selector_matches
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_options import Options
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_plan import plan as make_plan
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_reader import Reader, ReadError
@@ -287,11 +287,8 @@ def _probe(api, o: Options, hint: dict | None, transaction: bool = False, patien
 
 # ------------------------------------------------------------------------------------------------ plan
 def _helm(dep: dict) -> dict | None:
-    meta = dep.get("metadata") or {}
-    labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
-    if labels.get("app.kubernetes.io/managed-by") == "Helm" or any(k.startswith("meta.helm.sh/") for k in ann):
-        return {"release": ann.get("meta.helm.sh/release-name") or labels.get("app.kubernetes.io/instance")}
-    return None
+    release = helm_release(dep)
+    return None if release is None else {"release": release or None}
 
 
 def _chart_values(targets: list[str], pv: dict, o: Options) -> list[str]:
