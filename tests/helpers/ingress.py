@@ -47,9 +47,11 @@ def synced(lab) -> dict:
         return {}
 
 
-def wait_synced(lab, timeout: float = 30.0) -> dict:
-    """Wait until nginx serves a configuration that includes every API change made before this call."""
-    want = current_rv(lab)
+def wait_synced(lab, timeout: float = 30.0, rv: int | None = None) -> dict:
+    """Wait until nginx serves a configuration that includes every API change made before this call, or, with
+    ``rv``, the change of that resourceVersion (when the newest change is to an object the controller does not
+    watch, e.g. verify's Lease, the controller never reaches the latest resourceVersion)."""
+    want = current_rv(lab) if rv is None else int(rv)
     deadline = time.monotonic() + timeout
     while True:
         s = synced(lab)

@@ -9,6 +9,8 @@ so a path ``/mlflow`` in front of a server without ``--static-prefix`` reaches r
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import json
 import os
 import sys
@@ -18,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
-from helpers.ingress import create, request, synced, wait_for, wait_synced  # noqa: E402
+from helpers.ingress import create, request, tls_secret, wait_for, wait_synced  # noqa: E402
 from helpers.lab_objects import codes  # noqa: E402
 
 pytestmark = pytest.mark.lab
@@ -31,10 +33,10 @@ def deploy(lab, ns: str, *cli_vars: str):
                         cli_vars=[f"deploy_namespace={ns}", "deploy_workers=1", "deploy_wait_timeout=240", *cli_vars])
 
 
-def verify(lab, ns: str, tmp_path: Path, name: str, *cli_vars: str, check: bool = False):
+def verify(lab, ns: str, tmp_path: Path, name: str, *cli_vars: str, check: bool = False, verbosity: int = 0):
     report = tmp_path / f"{name}.json"
     res = run_playbook("playbooks/verify.yml", kubeconfig=lab.kubeconfig, env=lab.env(), timeout=900, check=check,
-                       diff=check, cli_vars=[f"verify_namespace={ns}", "verify_port_forward=false",
+                       diff=check, verbosity=verbosity, cli_vars=[f"verify_namespace={ns}", "verify_port_forward=false",
                                              "verify_min_workers=1", f"verify_report_path={report}", *cli_vars])
     rep = json.loads(report.read_text()) if report.exists() else {}
     return res, rep
@@ -97,9 +99,8 @@ def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, t
     assert step(rep)["status"] == "ok", step(rep)
 
     # nginx serves the patched Ingress (the run's last API change is its Lease, which the controller does not watch:
-    # wait for the Ingress' own resourceVersion, not wait_synced's latest one)
-    rv = int(ingress(lab, ns)["metadata"]["resourceVersion"])
-    wait_for(lambda: int(synced(lab).get("resourceVersion") or 0) >= rv, 30, 0.05, f"nginx at resourceVersion {rv}")
+    # wait for the Ingress' own resourceVersion, not the latest one)
+    wait_synced(lab, rv=ingress(lab, ns)["metadata"]["resourceVersion"])
     up = request(lab, "PUT", host, UPLOAD, data=blob, headers={"Content-Type": "application/octet-stream"})
     assert up.status_code == 200, (up.status_code, up.text[:300])
 
@@ -180,3 +181,33 @@ def test_an_ingress_host_missing_from_the_allowed_hosts_is_healed(lab, lab_names
     res, rep = verify(lab, ns, tmp_path, "host-again")
     assert res.rc == 0, res.output
     assert res.changed == 0, res.changed_tasks()
+
+
+def test_expiring_certificate_is_reported_and_its_key_never_printed(lab, lab_namespace, tmp_path):
+    """An Ingress whose TLS Secret holds a certificate that expires in 3 days: verify at -vvv reports
+    INGRESS_TLS_EXPIRING (verify_tls_min_days=14 typed on the command line), changes nothing for it, and the Secret's
+    private key appears 0 times in the output and the report (the reader keeps only the certificate)."""
+    import trustme
+
+    ns = lab_namespace
+    host = f"tls.{ns}.example.test"
+    leaf = trustme.CA().issue_cert(host, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    key_pem = leaf.private_key_pem.bytes()
+    create(lab, ns, tls_secret("mlflow-tls", leaf.cert_chain_pems[0].bytes(), key_pem))
+    res = deploy(lab, ns, "deploy_ingress_enabled=yes", f"deploy_ingress_hosts={host}",
+                 "deploy_ingress_tls_secret=mlflow-tls")
+    assert res.rc == 0, res.output
+    served(lab, ns)
+    gen = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment").json()["metadata"]["generation"]
+
+    res, rep = verify(lab, ns, tmp_path, "tls", "verify_tls_min_days=14", verbosity=3)
+    tls = [f for f in rep["findings_before"] if f["code"] == "INGRESS_TLS_EXPIRING"]
+    assert tls and tls[0]["evidence"]["days_left"] in (2, 3), rep["findings_before"]
+    assert "INGRESS_TLS_EXPIRING" in codes(rep["remaining"]), rep["remaining"]
+    assert lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment").json()["metadata"][
+        "generation"] == gen
+    # the key in every form it has: PEM body lines, the Secret's base64 of the whole PEM
+    secrets = [line for line in key_pem.decode().splitlines() if line and not line.startswith("-----")]
+    secrets.append(base64.b64encode(key_pem).decode()[:60])
+    written = res.stdout + res.stderr + json.dumps(rep)
+    assert [x for x in secrets if x in written] == [], "the TLS private key was printed"
