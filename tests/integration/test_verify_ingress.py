@@ -139,8 +139,9 @@ def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, t
 
 def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_changed(lab, lab_namespace, tmp_path):
     """The Ingress path ``/mlflow`` in front of a server without a static prefix: through nginx the dashboard
-    answers 404. verify.yml reports INGRESS_PATH_MISMATCH (critical: the run fails naming it) and changes
-    nothing - no path is guessed, no pod is restarted."""
+    answers 404. verify.yml reports INGRESS_PATH_MISMATCH, and through the Ingress endpoint (``-e
+    verify_ingress_url``) INGRESS_HEALTH_FAILED / INGRESS_ROOT_FAILED with the 404 (critical: the run fails naming
+    them) and changes nothing - no path is guessed, no pod is restarted."""
     ns = lab_namespace
     host = f"path.{ns}.example.test"
     res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}")
@@ -155,9 +156,14 @@ def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_chang
     dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment"
     gen_before = lab.request("GET", dep_path).json()["metadata"]["generation"]
 
-    res, rep = verify(lab, ns, tmp_path, "path")
+    res, rep = verify(lab, ns, tmp_path, "path", f"verify_ingress_url={endpoints(lab)['http']}")
     assert res.rc != 0, "a critical finding must fail the run"
     assert "INGRESS_PATH_MISMATCH" in codes(rep["remaining"]), rep["remaining"]
+    # through nginx: the dashboard and health answer 404 under /mlflow (the hint names the path/prefix)
+    assert {"INGRESS_ROOT_FAILED", "INGRESS_HEALTH_FAILED"} <= codes(rep["remaining"]), rep["remaining"]
+    assert requests_of(rep)[:2] == [("health", 404), ("root", 404)], step(rep)
+    root = next(f for f in rep["remaining"] if f["code"] == "INGRESS_ROOT_FAILED")
+    assert "static-prefix" in root["evidence"]["next_step"], root
     assert "INGRESS_PATH_MISMATCH" in step(rep)["findings"] and step(rep)["status"] == "failed", step(rep)
     f = next(f for f in rep["remaining"] if f["code"] == "INGRESS_PATH_MISMATCH")
     assert f["evidence"]["paths"] == ["/mlflow"] and f["evidence"]["static_prefix"] is None
