@@ -219,12 +219,15 @@ def test_an_ingress_host_missing_from_the_allowed_hosts_is_healed(lab, lab_names
 def test_expiring_certificate_is_reported_and_its_key_never_printed(lab, lab_namespace, tmp_path):
     """An Ingress whose TLS Secret holds a certificate that expires in 3 days: verify at -vvv reports
     INGRESS_TLS_EXPIRING (verify_tls_min_days=14 typed on the command line), changes nothing for it, and the Secret's
-    private key appears 0 times in the output and the report (the reader keeps only the certificate)."""
+    private key appears 0 times in the output and the report (the reader keeps only the certificate). Through the
+    lab's nginx on https (``-e verify_ingress_url``, SNI = the host): the test CA's certificate is INGRESS_TLS_INVALID
+    without ``verify_ingress_ca_cert``, valid with it, and not checked with ``verify_ingress_validate_certs=no``."""
     import trustme
 
     ns = lab_namespace
     host = f"tls.{ns}.example.test"
-    leaf = trustme.CA().issue_cert(host, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    ca = trustme.CA()
+    leaf = ca.issue_cert(host, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
     key_pem = leaf.private_key_pem.bytes()
     create(lab, ns, tls_secret("mlflow-tls", leaf.cert_chain_pems[0].bytes(), key_pem))
     res = deploy(lab, ns, "deploy_ingress_enabled=yes", f"deploy_ingress_hosts={host}",
@@ -233,7 +236,8 @@ def test_expiring_certificate_is_reported_and_its_key_never_printed(lab, lab_nam
     served(lab, ns)
     gen = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment").json()["metadata"]["generation"]
 
-    res, rep = verify(lab, ns, tmp_path, "tls", "verify_tls_min_days=14", verbosity=3)
+    https = f"verify_ingress_url={endpoints(lab)['https']}"
+    res, rep = verify(lab, ns, tmp_path, "tls", "verify_tls_min_days=14", https, verbosity=3)
     tls = [f for f in rep["findings_before"] if f["code"] == "INGRESS_TLS_EXPIRING"]
     assert tls and tls[0]["evidence"]["days_left"] in (2, 3), rep["findings_before"]
     assert "INGRESS_TLS_EXPIRING" in codes(rep["remaining"]), rep["remaining"]
@@ -244,3 +248,16 @@ def test_expiring_certificate_is_reported_and_its_key_never_printed(lab, lab_nam
     secrets.append(base64.b64encode(key_pem).decode()[:60])
     written = res.stdout + res.stderr + json.dumps(rep)
     assert [x for x in secrets if x in written] == [], "the TLS private key was printed"
+
+    # through nginx with SNI = the host: the test CA is not a system CA, so the certificate is INGRESS_TLS_INVALID
+    # (never accepted silently), and the rest is still judged
+    assert "INGRESS_TLS_INVALID" in codes(rep["findings_before"]), rep["findings_before"]
+    assert requests_of(rep) == [("health", 200), ("root", 200), ("upload", 100)], step(rep)
+    # with its CA (verify_ingress_ca_cert) it is valid for the host nginx picked by SNI; with
+    # verify_ingress_validate_certs=no (a string, as typed) it is not checked
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    for name, arg in (("ca", f"verify_ingress_ca_cert={ca_file}"), ("novalidate", "verify_ingress_validate_certs=no")):
+        res, rep = verify(lab, ns, tmp_path, name, https, arg, "verify_remediate=false")
+        assert "INGRESS_TLS_INVALID" not in codes(rep["findings_before"]), (name, rep["findings_before"])
+        assert requests_of(rep) == [("health", 200), ("root", 200), ("upload", 100)], (name, step(rep))
