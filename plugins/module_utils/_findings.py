@@ -264,7 +264,8 @@ _ENTRIES = (
        "set the annotation nginx.ingress.kubernetes.io/proxy-body-size on the Ingress to verify_ingress_min_body_size "
        "(deploy_ingress_body_size)",
        docs="a merge patch of proxy-body-size only (check mode and diff); a Helm-managed Ingress is reported with the "
-            "value to set; '0' is no limit, the default verify_ingress_min_body_size (deploy's)"),
+            "value to set; patched to verify_ingress_min_body_size (default 100m: a deliberate 500m is kept; '0' asks for no "
+            "limit)"),
     _c("INGRESS_TIMEOUT_TOO_SHORT", "ingress", "warning", "patch_ingress",
        "the Ingress' proxy-read/send-timeout (ingress-nginx default 60 s) is below the server's worker timeout: "
        "longer requests get 504",
@@ -279,6 +280,40 @@ _ENTRIES = (
        "the Ingress' certificate does not cover its host or expires within verify_tls_min_days (critical once "
        "expired)",
        "renew the certificate in the TLS Secret (covering every host of the Ingress)"),
+    # through the Ingress endpoint (_ingress_http): requests from where verify runs
+    _c("INGRESS_NO_ENDPOINT", "ingress", "info", "none",
+       "no endpoint is known for the Ingress (no status.loadBalancer address, no verify_ingress_url): no request was "
+       "sent through it", "set verify_ingress_url to the address of the ingress controller (e.g. "
+       "https://lb.example.com) to check the Ingress end to end",
+       docs="never a failure: the Ingress object is still checked"),
+    _c("INGRESS_UNREACHABLE", "ingress", "warning", "report",
+       "a request to the Ingress endpoint could not connect or got no answer within verify_probe_timeout",
+       "check that the endpoint (status.loadBalancer or verify_ingress_url) is reachable from where verify runs "
+       "(firewall, internal load balancer), or set verify_ingress_url",
+       docs="the remaining requests through that Ingress are skipped; a warning, as the controller's published "
+            "address may be reachable only from inside the network"),
+    _c("INGRESS_TLS_INVALID", "ingress", "warning", "report",
+       "the certificate the Ingress endpoint presents for the host (SNI) is not valid (unknown CA, wrong host, "
+       "expired)", "renew or fix the certificate in the Ingress' TLS Secret, or give its CA in verify_ingress_ca_cert",
+       docs="never accepted silently: the requests go on without verification and without credentials, to judge "
+            "the rest; verify_ingress_validate_certs=false skips the check"),
+    _c("INGRESS_HEALTH_FAILED", "ingress", "critical", "report",
+       "GET <Ingress path>/health through the Ingress does not answer 200 (the server does, through the "
+       "port-forward)", "read the status in the finding: 404 path/prefix, 502/503 backend, 504 timeout"),
+    _c("INGRESS_ROOT_FAILED", "ingress", "critical", "report",
+       "GET <Ingress path>/ through the Ingress does not answer 200 with the MLflow title: the dashboard is not "
+       "served through it", "a 404 means the Ingress path and the server's static prefix disagree (see "
+       "INGRESS_PATH_MISMATCH) or a rewrite-target is missing"),
+    _c("INGRESS_UPLOAD_REFUSED", "ingress", "warning", "patch_ingress",
+       "an upload of verify_ingress_min_body_size is refused with 413 through the Ingress (sent as Content-Length "
+       "with Expect: 100-continue; the body is never sent)",
+       "raise nginx.ingress.kubernetes.io/proxy-body-size (or the controller's ConfigMap proxy-body-size, or the "
+       "limit of a proxy in front of it)",
+       docs="healed by the INGRESS_BODY_TOO_SMALL patch of the same Ingress (one patch); without that finding (the "
+            "annotation already allows the size) reported: the limit is elsewhere"),
+    _c("INGRESS_AUTH_REQUIRED", "ingress", "info", "none",
+       "a request through the Ingress answers 401: the server (or the Ingress) requires authentication",
+       "none", docs="not a broken Ingress: reported as context"),
     # ----------------------------------------------------------------------------- steps 5-6 and remediation
     _c("PORT_FORWARD_FAILED", "port_forward", "warning", "report",
        "the dashboard port-forward could not start (the local port is held by another process)",

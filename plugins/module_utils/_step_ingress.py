@@ -69,7 +69,7 @@ def secret_summary(secret: dict | None) -> dict | None:
 
 
 def ingress_check(ingresses, service, settings, secrets=None, *, service_name: str, namespace: str = "",
-                  ingress_name: str = "", min_body_size: str = "0", min_gunicorn_timeout: int = 300,
+                  ingress_name: str = "", min_body_size: str = "100m", min_gunicorn_timeout: int = 300,
                   tls_min_days: int = 14, read_error: str = "", secrets_error: str = "", now=None) -> dict:
     """The ingress step. ``secrets``: Secret name -> :func:`secret_summary` (None: absent); ``read_error``: why the
     Ingresses could not be listed (403), ``secrets_error``: why the TLS Secrets could not be read."""

@@ -8,9 +8,11 @@ name of the variable they set) and say what was expected; every error is reporte
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._ingress_http import parse_url
 from ansible_collections.asgard.mlflow.plugins.module_utils._mlflow_rules import nginx_size_bytes
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import compile_patterns
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import expected_prefix
@@ -48,7 +50,10 @@ ARG_SPEC = {
     "probe_deadline": {"type": "float", "default": 60},
     "probe_retries": {"type": "int", "default": 3},
     "ingress_name": {"type": "str", "default": ""},
-    "ingress_min_body_size": {"type": "str", "default": "0"},
+    "ingress_min_body_size": {"type": "str", "default": "100m"},
+    "ingress_url": {"type": "str", "default": ""},
+    "ingress_validate_certs": {"type": "bool", "default": True},
+    "ingress_ca_cert": {"type": "path", "default": ""},
     "tls_min_days": {"type": "int", "default": 14},
     "transaction": {"type": "bool", "default": False},
     "transaction_options": {"type": "dict", "default": {}},
@@ -95,7 +100,10 @@ class Options:
     probe_deadline: float = 60.0
     probe_retries: int = 3
     ingress_name: str = ""
-    ingress_min_body_size: str = "0"
+    ingress_min_body_size: str = "100m"
+    ingress_url: str = ""
+    ingress_validate_certs: bool = True
+    ingress_ca_cert: str = ""
     tls_min_days: int = 14
     transaction: bool = False
     transaction_options: dict = field(default_factory=dict)
@@ -138,6 +146,11 @@ class Options:
         if nginx_size_bytes(self.ingress_min_body_size) is None:
             e.append(f"{n('ingress_min_body_size')}: expected an nginx size such as 0 (no limit), 512k, 100m or 5g, "
                      f"got {self.ingress_min_body_size!r}")
+        if self.ingress_url and parse_url(self.ingress_url) is None:
+            e.append(f"{n('ingress_url')}: expected the ingress controller's address as http(s)://host[:port] (no path), "
+                     f"e.g. https://127.0.0.1:8443 or https://lb.example.com, got {self.ingress_url!r}")
+        if self.ingress_ca_cert and not os.path.isfile(self.ingress_ca_cert):
+            e.append(f"{n('ingress_ca_cert')}: {self.ingress_ca_cert!r} is not a readable file (a PEM CA bundle)")
         if not _DNS_LABEL.match(self.service) or len(self.service) > 63:
             e.append(f"{n('service')}: {self.service!r} is not a Service name (a DNS-1123 label)")
         if not 1 <= self.service_port <= 65535:

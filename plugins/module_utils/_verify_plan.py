@@ -143,6 +143,11 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
             # the migration of this run succeeded: the finding is the pods' log from before it; restart them
             restart_wanted.append(code)
             continue
+        if code == "INGRESS_UPLOAD_REFUSED" and not (f.get("evidence") or {}).get("annotation"):
+            # the annotation already allows the size (no INGRESS_BODY_TOO_SMALL): the limit is elsewhere
+            action = "report"
+            hint = ("the Ingress annotation allows the size, yet the endpoint answers 413: check the controller's "
+                    "ConfigMap proxy-body-size and any proxy or load balancer in front of it (verify_ingress_url)")
         hint = (f.get("evidence") or {}).get("next_step") or hint
         if action != "report" and (action, code) in done_pairs:
             if action in ("patch", "migrate"):
@@ -251,9 +256,10 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
 
 
 def ingress_annotations(f: dict) -> dict:
-    """The annotations (name -> string value) that heal an INGRESS_BODY_TOO_SMALL / INGRESS_TIMEOUT_TOO_SHORT."""
+    """The annotations (name -> string value) that heal an INGRESS_BODY_TOO_SMALL (or the INGRESS_UPLOAD_REFUSED it
+    causes) / INGRESS_TIMEOUT_TOO_SHORT."""
     ev = f.get("evidence") or {}
-    if f.get("code") == "INGRESS_BODY_TOO_SMALL":
+    if f.get("code") in ("INGRESS_BODY_TOO_SMALL", "INGRESS_UPLOAD_REFUSED"):  # one patch heals both
         return {ev["annotation"]: str(ev["wanted"])}
     return {a: str(ev["wanted"]) for a in sorted(ev.get("annotations") or {})}
 

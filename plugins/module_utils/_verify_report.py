@@ -41,6 +41,18 @@ def _transaction(steps: list[dict]) -> dict | None:
     return {"text": f"FAILED at {d.get('failed_step') or '?'}", "elapsed_ms": d.get("elapsed_ms")}
 
 
+def ingress_requests(st: dict) -> list[dict]:
+    """Per Ingress of the ingress step: the endpoint its requests went to and each request's status and time."""
+    out = []
+    for d in (st.get("details") or {}).get("ingresses") or []:
+        http = d.get("http") or {}
+        out.append({"name": d.get("name"), "endpoint": http.get("endpoint"), "source": http.get("source"),
+                    "host": http.get("host"),
+                    "requests": [{k: r.get(k) for k in ("check", "method", "path", "status", "ms")}
+                                 for r in http.get("requests") or []]})
+    return out
+
+
 def measurements(steps: list[dict], settings: dict | None) -> dict:
     """The numbers of one round of checks that go into the before/after table."""
     s = settings or {}
@@ -206,6 +218,8 @@ def build_report(state: dict, *, extra_steps: list[dict] | None = None, extra_fi
         steps_table.append({"step": st.get("step"), "title": st.get("title"), "status": st.get("status"),
                             "before": b.get("status") if b and rounds_ran else None,
                             "summary": st.get("summary"), "findings": [f["code"] for f in st.get("findings") or []]})
+        if st.get("step") == "ingress":
+            steps_table[-1]["ingresses"] = ingress_requests(st)
     return {
         "schema_version": SCHEMA_VERSION,
         "status": status,

@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import PATCH_TARGETS
+from ansible_collections.asgard.mlflow.plugins.module_utils._ingress_http import HttpOptions, through_ingresses
 from ansible_collections.asgard.mlflow.plugins.module_utils._migration_job import job_name
 from ansible_collections.asgard.mlflow.plugins.module_utils._probe import ProbeInputError, ProbeOptions, run_probe
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_ingress import ingress_check
@@ -27,7 +28,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import lo
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import main_container, pod_status
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_probe import probe_result, transaction_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_service import service_connectivity
-from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import settings_findings
+from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import settings_findings, static_prefix
 from ansible_collections.asgard.mlflow.plugins.module_utils._target import Resolved, Target, pod_ready
 from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import TransactionOptions
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
@@ -210,9 +211,11 @@ def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, ch
                                           server_port=(settings or {}).get("port"), service_name=o.service,
                                           namespace=o.namespace))
     target = None
+    health_path = None
     if "probe" in steps_sel:
         hint = _resolved(snap, o, settings)
         probe = _probe(api, o, hint, patient=patient)
+        health_path = probe.get("health_path")
         steps.append(probe_result(probe, o.expected_static_prefix))
         target = probe.get("resolved")
         if "transaction" in steps_sel:
@@ -228,6 +231,12 @@ def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, ch
                                    min_body_size=o.ingress_min_body_size, min_gunicorn_timeout=o.min_gunicorn_timeout,
                                    tls_min_days=o.tls_min_days, read_error=snap.ingress_error,
                                    secrets_error=snap.secrets_error))
+        # through the Ingress endpoint, from here (auth: the lead connects verify_auth_* after merging)
+        steps[-1] = through_ingresses(steps[-1], snap.ingresses, service=o.service,
+                                      static_prefix=static_prefix(settings), health_path=health_path,
+                                      o=HttpOptions(url=o.ingress_url, validate_certs=o.ingress_validate_certs,
+                                                    ca_cert=o.ingress_ca_cert, timeout=o.probe_timeout,
+                                                    min_body_size=o.ingress_min_body_size, auth=None))
     return steps, target
 
 

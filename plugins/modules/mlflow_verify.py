@@ -147,10 +147,30 @@ options:
     default: ""
   ingress_min_body_size:
     description:
-      - The upload an Ingress must let through (nginx size; V(0) means no limit is needed, so any limit is
-        INGRESS_BODY_TOO_SMALL). An unset C(nginx.ingress.kubernetes.io/proxy-body-size) is ingress-nginx's C(1m).
+      - The upload an Ingress must let through (nginx size such as V(100m) or V(5g)). A smaller
+        C(nginx.ingress.kubernetes.io/proxy-body-size) is INGRESS_BODY_TOO_SMALL and is patched to this value; an
+        unset one is ingress-nginx's C(1m). V(0) asks for no limit at all (any finite limit is too small).
+      - An upload of this size is also tried through the Ingress endpoint without sending a body (C(Content-Length)
+        with C(Expect) V(100-continue)); a 413 is INGRESS_UPLOAD_REFUSED. With V(0) that request is not sent.
     type: str
-    default: "0"
+    default: "100m"
+  ingress_url:
+    description:
+      - Where to send the requests through the Ingress, as V(http(s\)://host[:port]) without a path, e.g.
+        V(https://127.0.0.1:8443) or V(https://lb.example.com). The Ingress host still goes in the Host header and
+        (https) the SNI.
+      - Empty means the first address of the Ingress' C(status.loadBalancer.ingress) (port 443 with https when the
+        Ingress has TLS for the host, else 80); with none the requests are not sent (INGRESS_NO_ENDPOINT, info).
+    type: str
+    default: ""
+  ingress_validate_certs:
+    description: Verify the certificate the Ingress endpoint presents (an invalid one is INGRESS_TLS_INVALID).
+    type: bool
+    default: true
+  ingress_ca_cert:
+    description: A PEM CA bundle to verify the Ingress endpoint's certificate with; empty means the system's CAs.
+    type: path
+    default: ""
   tls_min_days:
     description: An Ingress certificate that expires within this many days is INGRESS_TLS_EXPIRING.
     type: int

@@ -68,6 +68,7 @@ BOOLEANS = {
     # verify
     "verify_validate_certs": ("other", "TLS verification of the API server"),
     "verify_probe_api_check": ("other", "one more read through the tunnel"),
+    "verify_ingress_validate_certs": ("other", "TLS verification of the Ingress endpoint"),
     "verify_transaction": ("gate", "writes a synthetic run to the tracking server"),
     "verify_transaction_in_check_mode": ("gate", "writes the synthetic run in check mode"),
     "verify_port_forward": ("gate", "starts a forward process on the controller"),

@@ -20,8 +20,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
-from helpers.ingress import create, request, tls_secret, wait_for, wait_synced  # noqa: E402
-from helpers.lab_objects import codes  # noqa: E402
+from helpers.ingress import create, endpoints, request, tls_secret, wait_for, wait_synced  # noqa: E402
+from helpers.lab_objects import codes, free_port  # noqa: E402
 
 pytestmark = pytest.mark.lab
 ANN = "nginx.ingress.kubernetes.io/"
@@ -59,12 +59,23 @@ def step(rep: dict, name: str = "ingress") -> dict:
     return next(s for s in rep["steps"] if s["step"] == name)
 
 
+def requests_of(rep: dict, name: str = "mlflow-ingress") -> list[tuple]:
+    """(check, status) of each request the report's ingress step sent through the Ingress ``name``."""
+    d = next(i for i in step(rep)["ingresses"] if i["name"] == name)
+    assert all(isinstance(r["ms"], (int, float)) for r in d["requests"]), d
+    return [(r["check"], r["status"]) for r in d["requests"]]
+
+
 def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, tmp_path):
     """An Ingress with ``proxy-body-size: 1m`` and ``proxy-read-timeout: 10`` (the operator's annotations over the
-    deploy role's): a 2 MiB upload through nginx is refused with 413. verify.yml --check --diff reports both and
-    changes nothing; audit mode (``-e verify_remediate=false``) reports and changes nothing; a real run patches only
-    those two annotations (to no limit and the worker timeout), the upload then passes, and a second run changes
-    nothing."""
+    deploy role's): a 20 MB upload through nginx is refused with 413. verify.yml, sending its requests through the
+    lab's nginx (``-e verify_ingress_url=<its http port>``: the published 127.0.0.1 has no port 80 here) with
+    ``-e verify_ingress_min_body_size=20m``: --check --diff reports both annotations and the refused upload
+    (INGRESS_UPLOAD_REFUSED, 413: the size check sends no body) and changes nothing; audit mode
+    (``-e verify_remediate=false``) reports and changes nothing; a real run patches only those two annotations (to
+    20m and the worker timeout) in one patch, a real 20 MB artifact upload then passes, and a second run changes
+    nothing, with health 200, the page 200 and the size check 100 Continue through the Ingress and no ingress
+    finding. A wrong ``verify_ingress_url`` (a closed port) is INGRESS_UNREACHABLE with a next step."""
     ns = lab_namespace
     host = f"mlflow.{ns}.example.test"
     res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}",
@@ -73,29 +84,34 @@ def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, t
     assert res.rc == 0, res.output
     before = served(lab, ns)["metadata"]["annotations"]
     assert before[ANN + "proxy-body-size"] == "1m" and before[ANN + "proxy-read-timeout"] == "10"
-    blob = os.urandom(2 * 1024 * 1024)
+    blob = os.urandom(20 * 1000 * 1000)
     refused = request(lab, "PUT", host, UPLOAD, data=blob, headers={"Content-Type": "application/octet-stream"})
     assert refused.status_code == 413, (refused.status_code, refused.text[:300])
+    via = (f"verify_ingress_url={endpoints(lab)['http']}", "verify_ingress_min_body_size=20m")
 
     for name, args, check in (("check", (), True), ("audit", ("verify_remediate=false",), False)):
-        res, rep = verify(lab, ns, tmp_path, name, *args, check=check)
+        res, rep = verify(lab, ns, tmp_path, name, *via, *args, check=check)
         assert res.rc == 0, res.output  # warnings only: MLflow itself is healthy
-        assert {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"} <= codes(rep["findings_before"]), rep
+        assert {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT", "INGRESS_UPLOAD_REFUSED"} <= codes(
+            rep["findings_before"]), rep
+        assert requests_of(rep) == [("health", 200), ("root", 200), ("upload", 413)], step(rep)
         assert ingress(lab, ns)["metadata"]["annotations"] == before, name
         if check:
             assert [h for h in res.task("Ingress annotations: merge patch (body size, timeouts)") if h.get("changed")]
         else:
             assert res.changed == 0, res.changed_tasks()
 
-    res, rep = verify(lab, ns, tmp_path, "heal")
+    res, rep = verify(lab, ns, tmp_path, "heal", *via)
     assert res.rc == 0, res.output
     after = ingress(lab, ns)["metadata"]["annotations"]
-    assert after[ANN + "proxy-body-size"] == "0" and after[ANN + "proxy-read-timeout"] == "300"
+    assert after[ANN + "proxy-body-size"] == "20m" and after[ANN + "proxy-read-timeout"] == "300"
     assert {k: v for k, v in after.items() if k not in (ANN + "proxy-body-size", ANN + "proxy-read-timeout")} == \
         {k: v for k, v in before.items() if k not in (ANN + "proxy-body-size", ANN + "proxy-read-timeout")}
     healed = [r for r in rep["remediated"] if r["action"] == "patch_ingress"]
-    assert healed and healed[0]["changed"] is True and healed[0]["failed"] is False, rep["remediated"]
-    assert not {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"} & codes(rep["remaining"]), rep["remaining"]
+    assert len(healed) == 1 and healed[0]["changed"] is True and healed[0]["failed"] is False, rep["remediated"]
+    assert "INGRESS_UPLOAD_REFUSED" in healed[0]["reason"], healed
+    assert not {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT", "INGRESS_UPLOAD_REFUSED"} & codes(
+        rep["remaining"]), rep["remaining"]
     assert step(rep)["status"] == "ok", step(rep)
 
     # nginx serves the patched Ingress (the run's last API change is its Lease, which the controller does not watch:
@@ -104,16 +120,28 @@ def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, t
     up = request(lab, "PUT", host, UPLOAD, data=blob, headers={"Content-Type": "application/octet-stream"})
     assert up.status_code == 200, (up.status_code, up.text[:300])
 
-    res, rep = verify(lab, ns, tmp_path, "again")
+    res, rep = verify(lab, ns, tmp_path, "again", *via)
     assert res.rc == 0, res.output
     assert res.changed == 0, res.changed_tasks()
     assert rep["remediated"] == []
+    assert requests_of(rep) == [("health", 200), ("root", 200), ("upload", 100)], step(rep)
+    assert step(rep)["findings"] == [] and step(rep)["status"] == "ok", step(rep)
+
+    closed = free_port()
+    res, rep = verify(lab, ns, tmp_path, "closed", f"verify_ingress_url=http://127.0.0.1:{closed}",
+                      "verify_ingress_min_body_size=20m", "verify_remediate=false")
+    assert res.rc == 0, res.output  # a warning: the published address may be reachable only from inside
+    f = next(f for f in rep["findings_before"] if f["code"] == "INGRESS_UNREACHABLE")
+    assert f["evidence"]["endpoint"] == f"http://127.0.0.1:{closed}" and "verify_ingress_url" in f["evidence"]["next_step"]
+    assert requests_of(rep) == [("health", None)], step(rep)
+    assert res.changed == 0, res.changed_tasks()
 
 
 def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_changed(lab, lab_namespace, tmp_path):
     """The Ingress path ``/mlflow`` in front of a server without a static prefix: through nginx the dashboard
-    answers 404. verify.yml reports INGRESS_PATH_MISMATCH (critical: the run fails naming it) and changes
-    nothing - no path is guessed, no pod is restarted."""
+    answers 404. verify.yml reports INGRESS_PATH_MISMATCH, and through the Ingress endpoint (``-e
+    verify_ingress_url``) INGRESS_HEALTH_FAILED / INGRESS_ROOT_FAILED with the 404 (critical: the run fails naming
+    them) and changes nothing - no path is guessed, no pod is restarted."""
     ns = lab_namespace
     host = f"path.{ns}.example.test"
     res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}")
@@ -128,9 +156,14 @@ def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_chang
     dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment"
     gen_before = lab.request("GET", dep_path).json()["metadata"]["generation"]
 
-    res, rep = verify(lab, ns, tmp_path, "path")
+    res, rep = verify(lab, ns, tmp_path, "path", f"verify_ingress_url={endpoints(lab)['http']}")
     assert res.rc != 0, "a critical finding must fail the run"
     assert "INGRESS_PATH_MISMATCH" in codes(rep["remaining"]), rep["remaining"]
+    # through nginx: the dashboard and health answer 404 under /mlflow (the hint names the path/prefix)
+    assert {"INGRESS_ROOT_FAILED", "INGRESS_HEALTH_FAILED"} <= codes(rep["remaining"]), rep["remaining"]
+    assert requests_of(rep)[:2] == [("health", 404), ("root", 404)], step(rep)
+    root = next(f for f in rep["remaining"] if f["code"] == "INGRESS_ROOT_FAILED")
+    assert "static-prefix" in root["evidence"]["next_step"], root
     assert "INGRESS_PATH_MISMATCH" in step(rep)["findings"] and step(rep)["status"] == "failed", step(rep)
     f = next(f for f in rep["remaining"] if f["code"] == "INGRESS_PATH_MISMATCH")
     assert f["evidence"]["paths"] == ["/mlflow"] and f["evidence"]["static_prefix"] is None
@@ -186,12 +219,15 @@ def test_an_ingress_host_missing_from_the_allowed_hosts_is_healed(lab, lab_names
 def test_expiring_certificate_is_reported_and_its_key_never_printed(lab, lab_namespace, tmp_path):
     """An Ingress whose TLS Secret holds a certificate that expires in 3 days: verify at -vvv reports
     INGRESS_TLS_EXPIRING (verify_tls_min_days=14 typed on the command line), changes nothing for it, and the Secret's
-    private key appears 0 times in the output and the report (the reader keeps only the certificate)."""
+    private key appears 0 times in the output and the report (the reader keeps only the certificate). Through the
+    lab's nginx on https (``-e verify_ingress_url``, SNI = the host): the test CA's certificate is INGRESS_TLS_INVALID
+    without ``verify_ingress_ca_cert``, valid with it, and not checked with ``verify_ingress_validate_certs=no``."""
     import trustme
 
     ns = lab_namespace
     host = f"tls.{ns}.example.test"
-    leaf = trustme.CA().issue_cert(host, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
+    ca = trustme.CA()
+    leaf = ca.issue_cert(host, not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=3))
     key_pem = leaf.private_key_pem.bytes()
     create(lab, ns, tls_secret("mlflow-tls", leaf.cert_chain_pems[0].bytes(), key_pem))
     res = deploy(lab, ns, "deploy_ingress_enabled=yes", f"deploy_ingress_hosts={host}",
@@ -200,7 +236,8 @@ def test_expiring_certificate_is_reported_and_its_key_never_printed(lab, lab_nam
     served(lab, ns)
     gen = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment").json()["metadata"]["generation"]
 
-    res, rep = verify(lab, ns, tmp_path, "tls", "verify_tls_min_days=14", verbosity=3)
+    https = f"verify_ingress_url={endpoints(lab)['https']}"
+    res, rep = verify(lab, ns, tmp_path, "tls", "verify_tls_min_days=14", https, verbosity=3)
     tls = [f for f in rep["findings_before"] if f["code"] == "INGRESS_TLS_EXPIRING"]
     assert tls and tls[0]["evidence"]["days_left"] in (2, 3), rep["findings_before"]
     assert "INGRESS_TLS_EXPIRING" in codes(rep["remaining"]), rep["remaining"]
@@ -211,3 +248,16 @@ def test_expiring_certificate_is_reported_and_its_key_never_printed(lab, lab_nam
     secrets.append(base64.b64encode(key_pem).decode()[:60])
     written = res.stdout + res.stderr + json.dumps(rep)
     assert [x for x in secrets if x in written] == [], "the TLS private key was printed"
+
+    # through nginx with SNI = the host: the test CA is not a system CA, so the certificate is INGRESS_TLS_INVALID
+    # (never accepted silently), and the rest is still judged
+    assert "INGRESS_TLS_INVALID" in codes(rep["findings_before"]), rep["findings_before"]
+    assert requests_of(rep) == [("health", 200), ("root", 200), ("upload", 100)], step(rep)
+    # with its CA (verify_ingress_ca_cert) it is valid for the host nginx picked by SNI; with
+    # verify_ingress_validate_certs=no (a string, as typed) it is not checked
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    for name, arg in (("ca", f"verify_ingress_ca_cert={ca_file}"), ("novalidate", "verify_ingress_validate_certs=no")):
+        res, rep = verify(lab, ns, tmp_path, name, https, arg, "verify_remediate=false")
+        assert "INGRESS_TLS_INVALID" not in codes(rep["findings_before"]), (name, rep["findings_before"])
+        assert requests_of(rep) == [("health", 200), ("root", 200), ("upload", 100)], (name, step(rep))

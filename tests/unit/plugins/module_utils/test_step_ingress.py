@@ -121,6 +121,21 @@ def test_body_size_below_the_minimum(annotations, wanted, found):
         assert f["evidence"]["set"] is bool(annotations)
 
 
+@pytest.mark.parametrize("body,found", [("1m", True), (None, True), ("99m", True), ("100m", False), ("500m", False),
+                                        ("0", False)])
+def test_the_default_minimum_is_100m_so_a_deliberate_larger_limit_is_kept(body, found):
+    """verify_ingress_min_body_size defaults to 100m (the option's default, not a test value): ingress-nginx's 1m
+    default and any smaller limit are flagged, an operator's 500m or no limit is left alone."""
+    ann = {**SIZED}
+    if body is None:
+        ann.pop("nginx.ingress.kubernetes.io/proxy-body-size")
+    else:
+        ann["nginx.ingress.kubernetes.io/proxy-body-size"] = body
+    st = check([ingress(annotations=ann)])
+    assert ("INGRESS_BODY_TOO_SMALL" in codes(st)) is found
+    assert opts().ingress_min_body_size == "100m"
+
+
 def test_timeouts_below_the_worker_timeout_name_each_annotation():
     ann = {**SIZED, "nginx.ingress.kubernetes.io/proxy-read-timeout": "10"}
     st = check([ingress(annotations=ann)])
@@ -253,9 +268,11 @@ def test_a_round_lists_the_ingresses_once_and_reads_only_their_tls_secrets():
     api = FakeAPI(objs)
     r = run_round(api, full())
     step = next(s for s in r["steps"] if s["step"] == "ingress")
-    # the fixture's server runs MLflow's default allowed hosts: a DNS name is refused
+    # the fixture's server runs MLflow's default allowed hosts: a DNS name is refused; the Ingress has no
+    # status.loadBalancer and no verify_ingress_url is given: no request is sent through it (info)
     assert {f["code"] for f in step["findings"]} == {"INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT",
-                                                     "INGRESS_HOST_NOT_ALLOWED"}
+                                                     "INGRESS_HOST_NOT_ALLOWED", "INGRESS_NO_ENDPOINT"}
+    assert next(f for f in step["findings"] if f["code"] == "INGRESS_NO_ENDPOINT")["severity"] == "info"
     assert api.paths.count(ING_PATH) == 1 and f"/api/v1/namespaces/{NS}/secrets/other-tls" not in api.paths
     assert any(line.startswith("4c. Checks the Ingress in front of the Service: FAILED") for line in r["console"])
     assert "PRIVATE-KEY" not in json.dumps(r) and base64.b64encode(b"PRIVATE-KEY-BYTES").decode() not in json.dumps(r)
@@ -310,7 +327,7 @@ def test_body_and_timeout_plan_one_merge_patch_of_only_those_annotations():
     p = plan([st], settings())
     assert [a["action"] for a in p["actions"]] == ["patch_ingress"] and p["needed"] is True
     assert p["ingress_patches"] == [{"name": "mlflow-ingress", "annotations": {
-        "nginx.ingress.kubernetes.io/proxy-body-size": "0", "nginx.ingress.kubernetes.io/proxy-read-timeout": "300"}}]
+        "nginx.ingress.kubernetes.io/proxy-body-size": "100m", "nginx.ingress.kubernetes.io/proxy-read-timeout": "300"}}]
     assert p["actions"][0]["reason"] == ["INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"]
     assert p["patch"] is False and p["restart"] is False
     # an audit (no remediation kinds) or remediations without patch: reported with the values to set
@@ -349,7 +366,8 @@ def test_the_ingress_patch_outcome_is_read_back_from_the_cluster():
     rec = next(r for r in second["state"]["remediated"] if r["action"] == "patch_ingress")
     assert rec["changed"] is False and rec["failed"] is True
     # the cluster has the annotations now (the role's merge patch ran)
-    healed = ingress(annotations=SIZED)
+    healed = ingress(annotations={**SIZED, **first["plan"]["ingress_patches"][0]["annotations"]})
+    assert healed["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "100m"
     objs[ING_PATH] = {"items": [healed]}
     objs[f"{ING_PATH}/mlflow-ingress"] = healed
     third = run_round(api, o, state={**first["state"]})
