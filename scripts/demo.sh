@@ -29,8 +29,9 @@ fail() {
   exit 1
 }
 http_code() { curl -s -o "$OUT/body.html" -w '%{http_code}' --max-time 10 "$@" || echo "000"; }
-# the lab's ingress controller (nginx) publishes its address in .lab/ingress.json; clients pick the host by header
-ingress_url() { python -c 'import json, sys; print(json.load(open(sys.argv[1]))["http"])' "$REPO/.lab/ingress.json"; }
+# the lab's ingress controller (nginx) serves its load balancer address (status.loadBalancer, .lab/ingress.json) on
+# port 80, as a cloud load balancer would; clients pick the host by header (DNS would point the host at it)
+ingress_url() { python -c 'import json, sys; print("http://" + json.load(open(sys.argv[1]))["address"])' "$REPO/.lab/ingress.json"; }
 
 stage 1 "Lab: a local Kubernetes API with a kubelet running real MLflow processes"
 python -m asgardlab --state-dir "$REPO/.lab" up || fail 1 "the lab did not start" \

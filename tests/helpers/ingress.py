@@ -1,7 +1,8 @@
 """Reaching the lab's ingress controller / Gateway from tests (through the ``lab`` fixture).
 
 The lab's nginx listens on two ports of 127.0.0.1 written to ``<state>/ingress.json``
-(``{"http": "http://127.0.0.1:<port>", "https": "https://127.0.0.1:<port>"}``); a client picks the virtual host
+(``{"http": "http://127.0.0.1:<port>", "https": "https://127.0.0.1:<port>", "address": "127.x.y.z"}``; ``address``,
+the published load balancer address, serves ports 80/443 too); a client picks the virtual host
 with the Host header (HTTP) or SNI + Host (HTTPS), as it would with DNS pointing the host at the load balancer::
 
     from helpers.ingress import get, wait_synced

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ingress import (  # noqa: E402
     create,
     deploy_echo,
+    endpoints,
     get,
     read,
     served_certificate,
@@ -113,7 +114,7 @@ def test_gateway_and_route_status_and_routing(lab, ns):
     st = gw["status"]
     assert {t: (c["status"], c["reason"]) for t, c in conds(st).items()} == {
         "Accepted": ("True", "Accepted"), "Programmed": ("True", "Programmed")}
-    assert st["addresses"] == [{"type": "IPAddress", "value": "127.0.0.1"}]
+    assert st["addresses"] == [{"type": "IPAddress", "value": endpoints(lab)["address"]}]
     (ls,) = st["listeners"]
     assert ls["name"] == "http" and ls["attachedRoutes"] == 1
     assert ls["supportedKinds"] == [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]
@@ -123,7 +124,7 @@ def test_gateway_and_route_status_and_routing(lab, ns):
     assert [who(get(lab, host, p)) for p in ("/api", "/api/x", "/apix", "/exact", "/exact/", "/")] == ["b", "b", "a", "b", "a", "a"]
     assert get(lab, f"other.{ns}.test", "/").status_code == 404 or get(lab, f"other.{ns}.test", "/").json().get("ns") != ns
     out = kubectl(lab, "-n", ns, "get", "gateway", "web", "--no-headers").stdout.split()
-    assert out[:4] == ["web", "asgard-lab", "127.0.0.1", "True"], out
+    assert out[:4] == ["web", "asgard-lab", endpoints(lab)["address"], "True"], out
     # a spec change: generation 2, observed by the new conditions
     r = lab.request("PATCH", f"/apis/{GW}/namespaces/{ns}/httproutes/r", json={"spec": {"hostnames": [f"app2.{ns}.test"]}},
                     headers={"Content-Type": "application/merge-patch+json"})

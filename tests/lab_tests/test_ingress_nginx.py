@@ -11,12 +11,15 @@ and ConfigMap docs (https://kubernetes.github.io/ingress-nginx/user-guide/nginx-
 
 from __future__ import annotations
 
+import socket
+import ssl
 import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 import trustme
 from asgardlab.kubelet.testing import delete_namespace, kubectl, make_namespace
 from cryptography import x509
@@ -27,6 +30,7 @@ from helpers.ingress import (  # noqa: E402
     backend,
     create,
     deploy_echo,
+    endpoints,
     events,
     get,
     ingress,
@@ -41,7 +45,11 @@ from helpers.ingress import (  # noqa: E402
     wait_synced,
 )
 
-LB = {"ingress": [{"ip": "127.0.0.1"}]}
+
+
+def lb(lab) -> dict:
+    """What the controller publishes in ``status.loadBalancer``: the lab's own load balancer address."""
+    return {"ingress": [{"ip": endpoints(lab)["address"]}]}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +66,8 @@ def serve(lab, ns: str, obj: dict) -> dict:
     """Create an Ingress and wait until the controller published its status (nginx serves it by then)."""
     created = create(lab, ns, obj)
     name = obj["metadata"]["name"]
-    wait_for(lambda: read(lab, ns, obj).get("status", {}).get("loadBalancer") == LB, 30, what=f"status of Ingress {name}")
+    want = lb(lab)
+    wait_for(lambda: read(lab, ns, obj).get("status", {}).get("loadBalancer") == want, 30, what=f"status of Ingress {name}")
     return created
 
 
@@ -73,16 +82,30 @@ def test_default_ingress_class_is_assigned_and_status_published(lab, ns):
     DefaultIngressClass admission sets ``spec.ingressClassName`` on an Ingress created without one (Ingress
     concept page, "Default IngressClass"; annotation ``ingressclass.kubernetes.io/is-default-class``), and the
     controller publishes ``status.loadBalancer.ingress`` (ingress-nginx ``internal/ingress/status/status.go``,
-    with --publish-status-address=127.0.0.1), which ``kubectl get ingress`` shows as ADDRESS."""
+    with --publish-status-address), which ``kubectl get ingress`` shows as ADDRESS. The address serves the standard
+    ports, as a cloud load balancer's does (Ingress concept page: "An Ingress ... exposes HTTP and HTTPS routes";
+    Service type LoadBalancer, ``status.loadBalancer.ingress[].ip``): a client that reads the status (verify does)
+    reaches the host on port 80 and, with SNI, on 443."""
     ic = lab.request("GET", "/apis/networking.k8s.io/v1/ingressclasses/nginx").json()
     assert ic["spec"]["controller"] == "k8s.io/ingress-nginx"
     assert ic["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"
     created = serve(lab, ns, ingress("web", [rule(f"web.{ns}.test", ("/", "Prefix", "a"))]))
     assert created["spec"]["ingressClassName"] == "nginx"
-    assert read(lab, ns, created)["status"]["loadBalancer"] == LB
+    address = endpoints(lab)["address"]
+    assert read(lab, ns, created)["status"]["loadBalancer"] == lb(lab)
+    assert address.startswith("127.") and address != "127.0.0.1", "the lab runs as root: its own address on 80/443"
     out = kubectl(lab, "-n", ns, "get", "ingress", "web", "--no-headers").stdout.split()
-    assert out[:4] == ["web", "nginx", f"web.{ns}.test", "127.0.0.1"], out
+    assert out[:4] == ["web", "nginx", f"web.{ns}.test", address], out
     assert who(get(lab, f"web.{ns}.test", "/")) == "a"
+    r = requests.get(f"http://{address}/", headers={"Host": f"web.{ns}.test"}, timeout=10)
+    assert who(r) == "a"
+    # ingress-nginx serves every host on 443 too (with its default certificate when the Ingress has no TLS)
+    with socket.create_connection((address, 443), timeout=10) as raw:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with ctx.wrap_socket(raw, server_hostname=f"web.{ns}.test") as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: web.{ns}.test\r\nConnection: close\r\n\r\n".encode())
+            assert tls.recv(64).startswith(b"HTTP/1.1 200")
     assert any(e["reason"] == "Sync" and e["message"] == "Scheduled for sync" for e in events(lab, ns, "web"))
 
 

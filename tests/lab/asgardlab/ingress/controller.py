@@ -2,15 +2,21 @@
 
 Started by ``asgardlab.cluster.setup`` with the kubelet and the other controllers. On start it makes sure
 IngressClass ``nginx`` (controller ``k8s.io/ingress-nginx``, the default class) and GatewayClass ``asgard-lab``
-exist, picks three free ports on 127.0.0.1 (HTTP, HTTPS, and nginx's internal status server) and writes
+exist, picks three free ports on 127.0.0.1 (HTTP, HTTPS, and nginx's internal status server) and a loopback
+address of its own, 127.x.y.z, on which ports 80 and 443 are free (the load balancer: ``nginx.lb_address``), and writes
 ``<state>/ingress.json``::
 
-    {"http": "http://127.0.0.1:<port>", "https": "https://127.0.0.1:<port>"}
+    {"http": "http://127.0.0.1:<port>", "https": "https://127.0.0.1:<port>", "address": "127.x.y.z"}
+
+nginx serves the same virtual hosts on both: the free ports (what tests use) and ``<address>:80`` / ``:443``, the
+address published in ``status.loadBalancer`` as a cloud load balancer's, so that a client that reads the status (as
+verify does) reaches it on the standard ports. Without root (ports below 1024) the address is 127.0.0.1 and
+only the free ports serve.
 
 Every change of an IngressClass, Ingress, Service, EndpointSlice, Secret, Namespace or Gateway API object wakes
 it (debounced 50 ms); when the rendered configuration differs it runs ``nginx -t`` and reloads. After the reload
-serves the new configuration it publishes ``status.loadBalancer.ingress: [{ip: 127.0.0.1}]`` on the Ingresses it
-serves (ingress-nginx with ``--publish-status-address=127.0.0.1``), the Gateway API status, Events on the
+serves the new configuration it publishes ``status.loadBalancer.ingress: [{ip: <address>}]`` on the Ingresses it
+serves (ingress-nginx with ``--publish-status-address=<address>``), the Gateway API status, Events on the
 Ingresses (Normal "Sync" "Scheduled for sync" as ingress-nginx records; Warning "Sync" for what the lab could not
 honour), and ``<state>/ingress/synced.json`` (``{"resourceVersion": RV, "generation": N, "ok": bool}``: every
 object change up to RV is live in nginx; tests wait on it instead of sleeping).
@@ -33,7 +39,7 @@ from . import gateway as G
 from . import ingresses as I
 from .common import Builder, Snapshot
 from .model import Config, render
-from .nginx import Nginx, NginxError, find_nginx, free_port
+from .nginx import Nginx, NginxError, find_nginx, free_port, lb_address
 from .tlsutil import fake_certificate
 
 log = logging.getLogger("asgardlab.ingress")
@@ -42,7 +48,6 @@ INGRESSCLASSES = R.lookup("networking.k8s.io", "ingressclasses")
 WATCHED = {INGRESSES.key, INGRESSCLASSES.key, R.SERVICES.key, R.ENDPOINTSLICES.key, R.SECRETS.key, R.NAMESPACES.key,
            G.GATEWAYCLASSES.key, G.GATEWAYS.key, G.HTTPROUTES.key}
 COMPONENT = "nginx-ingress-controller"
-LB_STATUS = {"ingress": [{"ip": "127.0.0.1"}]}
 
 
 class NginxMissing(RuntimeError):
@@ -78,6 +83,8 @@ class IngressController:
         self._seen_generations: dict[str, str] = {}
         self._refused: dict[tuple[str, str, str], tuple[str | None, str]] = {}
         self.ports: dict[str, int] = {}
+        self.address = "127.0.0.1"  # the load balancer address (start() picks the lab's own)
+        self.lb_served = False
 
     # ------------------------------------------------------------------ lifecycle
     def check_host(self) -> None:
@@ -97,6 +104,8 @@ class IngressController:
             ports.add(free_port())
         http, https, status = sorted(ports)
         self.ports = {"http": http, "https": https, "status": status}
+        lb = lb_address(str(self.state_dir))
+        self.address, self.lb_served = (lb, True) if lb else ("127.0.0.1", False)
         self.nginx.status_port = status
         self.default_cert = fake_certificate(self.prefix / "certs")
         cfg, _, _ = self._translate()
@@ -104,11 +113,13 @@ class IngressController:
         self._last = render(cfg)
         cfg.generation = self.generation
         await self.nginx.start(render(cfg), self.generation)
-        self._write_json(self.json_path, {"http": f"http://127.0.0.1:{http}", "https": f"https://127.0.0.1:{https}"})
+        self._write_json(self.json_path, {"http": f"http://127.0.0.1:{http}", "https": f"https://127.0.0.1:{https}",
+                                          "address": self.address})
         self.store.add_listener(self._on_change)
         self.task = asyncio.get_running_loop().create_task(self._loop())
         self.wake.set()
-        log.info("ingress controller: nginx on http://127.0.0.1:%s and https://127.0.0.1:%s (%s)", http, https, self.json_path)
+        log.info("ingress controller: nginx on http://127.0.0.1:%s and https://127.0.0.1:%s, load balancer %s%s (%s)", http,
+                 https, self.address, " ports 80/443" if self.lb_served else " (free ports only: not root)", self.json_path)
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -139,12 +150,14 @@ class IngressController:
     def _translate(self, excluded: dict | None = None):
         excluded = excluded or {}
         cfg = Config(http_port=self.ports["http"], https_port=self.ports["https"], status_port=self.ports["status"],
-                     prefix=self.prefix, default_cert=self.default_cert)
+                     prefix=self.prefix, default_cert=self.default_cert,
+                     lb_address=self.address if self.lb_served else None)
         b = Builder(cfg, Snapshot(self.store), self.prefix / "certs", self._pairs)
         classes = {c["metadata"]["name"]: c for c in self.store.iter_refs(INGRESSCLASSES)}
         ours = [i for i in self.store.iter_refs(INGRESSES) if I.is_ours(i, classes) and not i["metadata"].get("deletionTimestamp")]
         results = I.translate(b, ours, {k[1:]: v for k, v in excluded.items() if k[0] == "Ingress"})
-        gwt = G.GatewayTranslation(b, self.store, {k[1:]: v for k, v in excluded.items() if k[0] == "HTTPRoute"})
+        gwt = G.GatewayTranslation(b, self.store, {k[1:]: v for k, v in excluded.items() if k[0] == "HTTPRoute"},
+                                   address=self.address)
         gwt.run()
         return cfg, (results, ours), (gwt, b)
 
@@ -216,7 +229,7 @@ class IngressController:
             if not ok:
                 self.rec.event(ing, "Warning", "Sync", f"nginx rejected the configuration: {error[:300]}", COMPONENT)
                 continue
-            want = LB_STATUS if res.served else {}
+            want = {"ingress": [{"ip": self.address}]} if res.served else {}
             cur = self.store.get(INGRESSES, md["namespace"], md["name"])
             if cur is None or (cur.get("status") or {}).get("loadBalancer") == want:
                 continue

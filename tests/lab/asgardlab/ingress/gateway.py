@@ -132,7 +132,8 @@ def nginx_host(host: str | None) -> str:
 class GatewayTranslation:
     """One pass over the Gateway API objects: data plane locations and the status to publish."""
 
-    def __init__(self, b: Builder, store, excluded: dict[tuple[str, str], str] | None = None) -> None:
+    def __init__(self, b: Builder, store, excluded: dict[tuple[str, str], str] | None = None, address: str = ADDRESS) -> None:
+        self.address = address  # the lab's load balancer address (Gateway status.addresses)
         self.b = b
         self.store = store
         self.excluded = excluded or {}  # routes nginx refused: (ns, name) -> nginx's error
@@ -214,8 +215,8 @@ class GatewayTranslation:
         for a in spec.get("addresses") or []:
             if a.get("type", "IPAddress") != "IPAddress":
                 addr_problem = ("Accepted", "UnsupportedAddress", f"address type {a.get('type')} is not supported (IPAddress is)")
-            elif a.get("value") not in (None, "", ADDRESS):
-                addr_problem = ("Programmed", "AddressNotUsable", f"the lab's gateway listens on {ADDRESS} only")
+            elif a.get("value") not in (None, "", self.address):
+                addr_problem = ("Programmed", "AddressNotUsable", f"the lab's gateway listens on {self.address} only")
         if not class_ok:
             accepted = cond("Accepted", False, "Invalid", f'GatewayClass "{spec.get("gatewayClassName")}" is not accepted', gen)
         elif addr_problem and addr_problem[0] == "Accepted":
@@ -233,7 +234,7 @@ class GatewayTranslation:
         self.gateway_status[key] = {
             "accepted": accepted, "programmable": ok,
             "programmed_reason": addr_problem[1:] if addr_problem and addr_problem[0] == "Programmed" else None,
-            "addresses": [{"type": "IPAddress", "value": ADDRESS}] if ok else [],
+            "addresses": [{"type": "IPAddress", "value": self.address}] if ok else [],
             "listeners": statuses, "generation": gen,
         }
 

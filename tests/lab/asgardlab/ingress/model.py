@@ -82,6 +82,8 @@ class Config:
     status_port: int
     prefix: Path
     default_cert: tuple[Path, Path]
+    # the load balancer's own address (status.loadBalancer): nginx also listens on <lb_address>:80 and :443 there
+    lb_address: str | None = None
     generation: int = 0
     servers: dict[tuple[bool, str], Server] = field(default_factory=dict)
     upstreams: dict[str, Upstream] = field(default_factory=dict)
@@ -124,7 +126,7 @@ def _location(cfg: Config, srv: Server, loc: Location) -> list[str]:
         https_srv = cfg.servers.get((True, srv.host))
         has_cert = https_srv is not None and https_srv.cert is not None
         if loc.force_ssl_redirect or (loc.ssl_redirect and has_cert):
-            host = "$asgard_redirect_host" + (f":{cfg.https_port}" if loc.redirect_port else "")
+            host = "$asgard_redirect_host" + ("$asgard_https_port" if loc.redirect_port else "")
             uri = "$request_uri" if loc.preserve_trailing_slash else "$asgard_redirect_uri"
             out.append(f'        return 308 "https://{host}{uri}";')
     if loc.redirect is not None:
@@ -231,6 +233,11 @@ def render(cfg: Config) -> str:
         '        "~^(?<u>.*)/$" $u;',
         "        default $request_uri;",
         "    }",
+        # a redirect to HTTPS keeps the port only off the load balancer's standard ports (80 -> 443)
+        "    map $server_port $asgard_https_port {",
+        f'        default ":{cfg.https_port}";',
+        '        80 "";',
+        "    }",
         "    geo $asgard_dollar {",
         '        default "$";',
         "    }",
@@ -252,9 +259,11 @@ def render(cfg: Config) -> str:
     order = sorted(cfg.servers.values(), key=lambda s: (s.host != CATCH_ALL, s.https, s.host))
     for srv in order:
         port = cfg.https_port if srv.https else cfg.http_port
-        listen = f"127.0.0.1:{port}" + (" ssl" if srv.https else "") + (" default_server" if srv.host == CATCH_ALL else "")
+        flags = (" ssl" if srv.https else "") + (" default_server" if srv.host == CATCH_ALL else "")
         lines.append("    server {")
-        lines.append(f"        listen {listen};")
+        lines.append(f"        listen 127.0.0.1:{port}{flags};")
+        if cfg.lb_address:
+            lines.append(f"        listen {cfg.lb_address}:{443 if srv.https else 80}{flags};")
         lines.append(f"        server_name {server_name(srv.host) if not srv.host.startswith('~') else q(srv.host)};")
         if srv.https:
             # loaded at each handshake (the empty variable makes the path dynamic): a static certificate costs

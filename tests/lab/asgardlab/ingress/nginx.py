@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import shutil
@@ -57,6 +58,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def lb_address(seed: str, tries: int = 64) -> str | None:
+    """A loopback address of this lab's own (127.x.y.z, derived from ``seed``, e.g. the state directory) on which
+    ports 80 and 443 are free: the load balancer address the lab publishes in ``status.loadBalancer``, served on the
+    standard ports as a cloud load balancer is. Two labs in one network namespace get different addresses. None when
+    no candidate is free or the ports cannot be bound (not root)."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    for i in range(tries):
+        a, b, c = digest[(3 * i) % 30: (3 * i) % 30 + 3]
+        addr = f"127.{a % 254 + 1}.{(b + i) % 254 + 1}.{c % 253 + 2}"
+        try:
+            with socket.socket() as s80, socket.socket() as s443:
+                s80.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s443.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s80.bind((addr, 80))
+                s443.bind((addr, 443))
+            return addr
+        except PermissionError:
+            return None
+        except OSError:
+            continue
+    return None
 
 
 def _cmdline(pid: int) -> str:
