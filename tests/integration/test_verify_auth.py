@@ -72,6 +72,23 @@ def test_deploy_secret_authenticates_step_4_healthy_nothing_changed(lab, auth_ns
     assert get_deployment(lab, auth_ns)["metadata"]["generation"] == gen
 
 
+def test_deploy_secret_also_serves_the_deep_check_and_is_never_printed_at_vvv(lab, auth_ns, tmp_path):
+    """The password read from the Secret is no module parameter (Ansible cannot mask it): it must never be emitted.
+    With no verify_transaction_username the deep check (step 4b) authenticates with the same credentials."""
+    gen = get_deployment(lab, auth_ns)["metadata"]["generation"]
+    res, rep, text = verify(lab, auth_ns, tmp_path, "vvv", "verify_auth_secret=mlflow-auth", "verify_transaction=true",
+                            '{"verify_transaction_options": {"artifact_size": 4096, "min_upload_rate": 0}}',
+                            verbosity=3)
+    out = res.stdout + res.stderr
+    assert res.rc == 0, res.output.replace(PASSWORD, "<PASSWORD>")
+    assert "ESTABLISH LOCAL CONNECTION" in res.stdout and "changed=0" in res.stdout
+    assert out.count(PASSWORD) == 0 and text.count(PASSWORD) == 0
+    assert rep["status"] == "healthy", rep.get("remaining")
+    deep = next(s for s in rep["steps"] if s["step"] == "transaction")
+    assert deep["status"] == "ok" and deep["summary"].startswith("passed"), deep
+    assert get_deployment(lab, auth_ns)["metadata"]["generation"] == gen
+
+
 def test_no_credentials_is_auth_required_reported_nothing_restarted(lab, auth_ns, tmp_path):
     gen = get_deployment(lab, auth_ns)["metadata"]["generation"]
     res, rep, _ = verify(lab, auth_ns, tmp_path, "none")
