@@ -50,7 +50,9 @@ CASES = ["worker_timeout", "static_prefix_404", "invalid_host_403", "liveness_ki
          "pod_deleted_mid_probe", "port_held_by_stale_kubectl", "port_held_by_unrelated_process",
          # issue 14: what an operator types is what happens
          "audit_typed_on_command_line", "two_verify_runs_at_once", "forward_retarget_to_a_typo",
-         "sidecars_before_mlflow", "gunicorn_cmd_args_timeout"]
+         "sidecars_before_mlflow", "gunicorn_cmd_args_timeout",
+         # issue 18: an authenticated MLflow
+         "wrong_credentials_reported"]
 LOCAL_HOST = "localhost:5000"  # a Host header every MLflow allow-list in this file accepts
 
 
@@ -167,23 +169,26 @@ def pod_log(lab, ns: str, pod: str, previous: bool = False) -> str:
     return r.text if r.status_code == 200 else ""
 
 
-def api(base: str, method: str, path: str, body: dict | None = None) -> dict:
-    r = requests.request(method, f"{base}/api/2.0/mlflow/{path}", json=body, headers={"Host": LOCAL_HOST}, timeout=30)
+def api(base: str, method: str, path: str, body: dict | None = None, auth: tuple | None = None) -> dict:
+    r = requests.request(method, f"{base}/api/2.0/mlflow/{path}", json=body, headers={"Host": LOCAL_HOST}, timeout=30,
+                         auth=auth)
     assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text[:300]}"
     return r.json()
 
 
-def seed_store(base: str) -> dict:
+def seed_store(base: str, auth: tuple | None = None) -> dict:
     """One experiment and one run, created through the pod IP; returns the ids in the store."""
-    exp = api(base, "POST", "experiments/create", {"name": f"fault-matrix-{uuid.uuid4().hex[:6]}"})["experiment_id"]
-    api(base, "POST", "runs/create", {"experiment_id": exp, "run_name": "before-the-fault"})
-    return store_via_api(base)
+    exp = api(base, "POST", "experiments/create", {"name": f"fault-matrix-{uuid.uuid4().hex[:6]}"},
+              auth=auth)["experiment_id"]
+    api(base, "POST", "runs/create", {"experiment_id": exp, "run_name": "before-the-fault"}, auth=auth)
+    return store_via_api(base, auth)
 
 
-def store_via_api(base: str) -> dict:
-    exps = sorted(e["experiment_id"] for e in api(base, "POST", "experiments/search", {"max_results": 1000})["experiments"])
+def store_via_api(base: str, auth: tuple | None = None) -> dict:
+    exps = sorted(e["experiment_id"] for e in
+                  api(base, "POST", "experiments/search", {"max_results": 1000}, auth=auth)["experiments"])
     runs = sorted(r["info"]["run_id"] for r in
-                  api(base, "POST", "runs/search", {"experiment_ids": exps, "max_results": 1000}).get("runs", []))
+                  api(base, "POST", "runs/search", {"experiment_ids": exps, "max_results": 1000}, auth=auth).get("runs", []))
     return {"experiments": exps, "runs": runs}
 
 
@@ -198,11 +203,11 @@ def store_via_file(lab, ns: str) -> dict:
     return {"experiments": exps, "runs": runs}
 
 
-def assert_store(lab, ns: str, before: dict, base: str | None) -> str:
+def assert_store(lab, ns: str, before: dict, base: str | None, auth: tuple | None = None) -> str:
     assert len(before["runs"]) >= 1 and len(before["experiments"]) >= 2, before
     assert store_via_file(lab, ns) == before
     if base:
-        assert store_via_api(base) == before
+        assert store_via_api(base, auth) == before
     n_runs = len(before["runs"])
     return f"yes ({len(before['experiments'])} experiments, {n_runs} run{'s' if n_runs > 1 else ''}; ids equal" + \
         (", API + file)" if base else ", file)")
@@ -220,10 +225,11 @@ def verify(lab, ns: str, tmp_path: Path, name: str, **extra):
 
 
 
-def start_healthy(lab, ns: str, dep: dict | None = None, prefix: str = "", svc: dict | None = None):
+def start_healthy(lab, ns: str, dep: dict | None = None, prefix: str = "", svc: dict | None = None,
+                  auth: tuple | None = None):
     create(lab, ns, PVC, dep or deployment(), svc or service())
     pod, base = serving_pod(lab, ns, prefix)
-    return pod, base, seed_store(base)
+    return pod, base, seed_store(base, auth)
 
 
 def healed_row(case, t0, **kw):
@@ -957,3 +963,27 @@ def test_gunicorn_cmd_args_timeout(lab, ns, tmp_path):
                finding=f"SHORT_WORKER_TIMEOUT; Before {row['before']} (the real value)", detected_by="verify.yml",
                outcome=f"healed: After {row['after']}; the running gunicorn has --timeout 300 and no source says 60 "
                        "unreported", store=store)
+
+
+def test_wrong_credentials_reported(lab, ns, tmp_path):
+    """MLflow --app-name basic-auth and a wrong verify_auth_password: AUTH_REJECTED, reported (never restarted: the
+    Deployment generation is unchanged), neither password in the output or the report, the store unchanged."""
+    t0 = time.monotonic()
+    admin_pw, wrong = "Fm-Adm1n-Pw-5521", "Fm-Wr0ng-Pw-9034"
+    dep = deployment(args=server_args(extra=["--app-name=basic-auth"]), ns=ns,
+                     env={"MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw, "MLFLOW_FLASK_SERVER_SECRET_KEY": "fault-matrix-only"})
+    dep["spec"]["template"]["spec"]["containers"][0]["workingDir"] = "/mlflow"  # basic_auth.db on the PVC
+    pod, base, before = start_healthy(lab, ns, dep, auth=("admin", admin_pw))
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
+    res, rep = verify(lab, ns, tmp_path, "wrong", verify_auth_username="admin", verify_auth_password=wrong)
+    text = (tmp_path / "verify-wrong.json").read_text()
+    assert res.rc != 0 and res.changed == 0, res.output  # critical: the run fails at the end, having changed nothing
+    assert "AUTH_REJECTED" in codes(rep["remaining"]), rep["remaining"]
+    assert rep["plan"]["actions"] == [] and rep["remediated"] == []
+    assert get_deployment(lab, ns)["metadata"]["generation"] == gen
+    for secret in (admin_pw, wrong):
+        assert (res.stdout + res.stderr + text).count(secret) == 0
+    store = assert_store(lab, ns, before, base, ("admin", admin_pw))
+    healed_row("wrong_credentials_reported", t0, fault="MLflow --app-name basic-auth, verify_auth_password wrong",
+               injected_by="Deployment args/env + -e", finding="AUTH_REJECTED (probe)", detected_by="verify.yml",
+               outcome="reported, not restarted (generation unchanged); passwords printed 0 times", store=store)
