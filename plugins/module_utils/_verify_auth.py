@@ -128,8 +128,8 @@ def resolve(get, namespace: str, username: str, password: str, secret, n=lambda 
         raise VerifyError(f"{n('auth_secret')}: reading {where} failed (HTTP {status}). Nothing was changed.") from None
     if obj is None:
         raise VerifyError(f"{n('auth_secret')}.name: {where} does not exist; expected the Secret with the MLflow "
-                          f"admin credentials (asgard.mlflow.deploy writes it as deploy_auth_secret_name, default "
-                          "mlflow-auth). Nothing was changed.")
+                          f"admin credentials in {n('namespace')} (asgard.mlflow.deploy writes it as "
+                          "deploy_auth_secret_name, default mlflow-auth). Nothing was changed.")
     data = obj.get("data") or {}
     pw = _decoded(data, ref.key, where, n("auth_secret") + ".key")
     user = username
