@@ -179,7 +179,7 @@ _ENTRIES = (
     _c("ROOT_NO_TITLE", "probe", "warning", "report", "`/` answers without the MLflow UI title",
        "`/` answers without the MLflow UI: check an Ingress/proxy in front or the image"),
     _c("ROOT_FAILED", "probe", "critical", "restart", "`/` fails", "`/` fails: read the server log",
-       docs="with HTTP 401 (a basic-auth server; step 4 sends no credentials) reported, never restarted"),
+       docs="HTTP 401 is AUTH_REQUIRED or AUTH_REJECTED instead"),
     _c("VERSION_FAILED", "probe", "warning", "report", "`/version` fails", "`/version` fails: read the server log"),
     _c("INVALID_HOST", "probe", "critical", "patch",
        "MLflow rejects the in-cluster Service DNS name with 403 Invalid Host header",
@@ -188,6 +188,17 @@ _ENTRIES = (
             "entries are kept"),
     _c("API_FAILED", "probe", "critical", "report", "the REST API call that reads the backend store fails",
        "the REST API fails: check the backend store (database reachable, schema)"),
+    _c("AUTH_REQUIRED", "probe", "warning", "report",
+       "MLflow asks for credentials (HTTP 401 on `/`, `/version` or the API; --app-name basic-auth) and verify sent none",
+       "set verify_auth_username and verify_auth_secret ({name: mlflow-auth} as the deploy role writes it) or a "
+       "vaulted verify_auth_password, so that step 4 checks the dashboard and the API as a user", blocker=True,
+       docs="report-only, never restarted: `/health` answers without credentials, the rest was not checked"),
+    _c("AUTH_REJECTED", "probe", "critical", "report",
+       "MLflow refuses the credentials verify sent (HTTP 401 with verify_auth_username and its password)",
+       "check verify_auth_username and the password source (the Secret and key named by verify_auth_secret, or "
+       "verify_auth_password); MLflow keeps the admin password in its auth database from the first start, so a "
+       "Secret changed later does not change it", blocker=True,
+       docs="report-only, never restarted; the password is never printed"),
     _c("NO_READY_POD", "probe", "critical", "report", "no Ready pod behind the target",
        "no ready pod behind the Service: see step 1"),
     _c("POD_NOT_FOUND", "probe", "critical", "report", "the pod named in the probe target does not exist",

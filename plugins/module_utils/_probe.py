@@ -16,6 +16,7 @@ Service only when the tunnel to the given pod fails (then the target is resolved
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 import time
@@ -79,6 +80,9 @@ class ProbeOptions:
     max_backoff: float = 5.0
     transaction: object = None  # _transaction.TransactionOptions when the deep check runs
     transaction_skip: str | None = None  # why the deep check is skipped (check mode)
+    # HTTP basic auth (MLflow --app-name basic-auth) for /, /version and the API check; /health never gets it
+    auth: tuple | None = field(default=None, repr=False)
+    auth_source: str = ""  # where the credentials came from, for the findings (never the password)
 
     @classmethod
     def from_params(cls, p: dict) -> ProbeOptions:
@@ -181,8 +185,9 @@ class _Session:
                 self.pods_seen.append(self.resolved.pod)
         return self.resolved
 
-    def request(self, path: str, host: str, timeout: float | None = None):
-        """(HTTPResult, None) or (None, finding) for one GET."""
+    def request(self, path: str, host: str, timeout: float | None = None, auth: bool = False):
+        """(HTTPResult, None) or (None, finding) for one GET; ``auth``: with the options' basic-auth credentials."""
+        headers = auth_headers(self.opts.auth) if auth else None
         attempt = 0
         while True:
             left = self.remaining()
@@ -195,7 +200,7 @@ class _Session:
                 if self.tunnel is None:
                     self.tunnel = self.api.open_portforward(res.namespace, res.pod, res.port, timeout=per)
                     self.tunnels_opened += 1
-                result = http_request(self.tunnel, "GET", path, host, timeout=per)
+                result = http_request(self.tunnel, "GET", path, host, headers=headers, timeout=per)
                 if not result.keep_alive:
                     self.close()
                 if result.status in RETRY_HTTP and attempt < self.opts.retries:
@@ -266,6 +271,7 @@ def run_probe(api, target: Target, opts: ProbeOptions, sleep=time.sleep, clock=t
             return _finish(out, s, t0, clock)
         local_host = f"localhost:{res.port}"
         _probe_checks(s, opts, target, res, local_host, out, findings)
+        findings.extend(auth_finding(checks, opts))
         _transaction_check(s, opts, target, res, out, findings)
     except TargetError as exc:  # re-resolution during a check failed
         findings.append(finding(exc.code, str(exc), exc.evidence))
@@ -341,7 +347,7 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
     pfx = prefix or ""
 
     # ---- root page: what a user opens
-    r, f = s.request("/", local_host)
+    r, f = s.request("/", local_host, auth=True)
     if f:
         findings.append(f)
         checks["root"] = _check(None, "/", False, title_found=False)
@@ -351,7 +357,7 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
         if r.status == 404:
             ev = {"status": 404, "path": "/"}
             if pfx:
-                r2, _f2 = s.request(f"{pfx}/", local_host)
+                r2, _f2 = s.request(f"{pfx}/", local_host, auth=True)
                 if r2 is not None:
                     ev.update(ui_path=f"{pfx}/", ui_status=r2.status, ui_title_found=bool(TITLE.search(r2.body)))
             findings.append(finding("ROOT_NOT_FOUND", "GET / answers 404" + (
@@ -359,7 +365,7 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
         elif r.status == 200 and not title:
             findings.append(finding("ROOT_NO_TITLE", "GET / answers 200 without <title>MLflow</title>",
                                     {"content_type": r.header("content-type"), "head": r.text[:200]}))
-        elif r.status != 200:
+        elif r.status not in (200, 401):  # 401: AUTH_REQUIRED / AUTH_REJECTED (auth_finding)
             findings.append(finding("ROOT_FAILED", f"GET / answers {r.status}",
                                     {"status": r.status, "body": r.text[:300]}))
         out["server_header"] = out["server_header"] or r.header("server")
@@ -371,7 +377,7 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
               ["/version"] + ([f"{pfx}/version"] if pfx else []))
     vres, vpath, vf = None, vpaths[0], None
     for vp in vpaths:
-        vres, vf = s.request(vp, local_host)
+        vres, vf = s.request(vp, local_host, auth=True)
         vpath = vp
         if vf or vres.status != 404:
             break
@@ -384,7 +390,7 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
         checks["version"] = _check(vres, vpath, v_ok, version=text if v_ok else None)
         if v_ok:
             out["mlflow_version"] = text
-        else:
+        elif vres.status != 401:
             findings.append(finding("VERSION_FAILED", f"GET {vpath} answers {vres.status}",
                                     {"status": vres.status, "body": text[:200], "tried": vpaths}))
 
@@ -396,7 +402,7 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
     api_paths = [f"{pfx}{API_SEARCH}", f"{pfx}{AJAX_SEARCH}"]
     ares, apath, af = None, api_paths[0], None
     for ap in api_paths:
-        ares, af = s.request(ap, host)
+        ares, af = s.request(ap, host, auth=True)
         apath = ap
         if af or ares.status != 404:
             break
@@ -410,9 +416,35 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
         findings.append(finding("INVALID_HOST", f"MLflow rejects Host {host!r} with 403 'Invalid Host header': "
                                 "set --allowed-hosts / MLFLOW_SERVER_ALLOWED_HOSTS to include it",
                                 {"host_header": host, "status": 403, "path": apath, "body": ares.text[:200]}))
-    elif not ok:
+    elif not ok and ares.status != 401:
         findings.append(finding("API_FAILED", f"GET {apath} answers {ares.status}",
                                 {"host_header": host, "status": ares.status, "body": ares.text[:300]}))
+
+
+def auth_headers(auth: tuple | None) -> dict:
+    """The ``Authorization`` header of HTTP basic auth for ``(user, password)``; none without credentials."""
+    if not auth:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()}
+
+
+def auth_finding(checks: dict, opts: ProbeOptions) -> list[dict]:
+    """One finding for every check that answered 401: AUTH_REJECTED when credentials were sent, AUTH_REQUIRED when
+    none were (MLflow --app-name basic-auth). Neither says the server is broken: a restart cannot help."""
+    paths = [c["path"] for name in ("root", "version", "api") for c in [checks.get(name) or {}]
+             if c.get("status") == 401]
+    if not paths:
+        return []
+    ev = {"status": 401, "paths": paths}
+    if opts.auth:
+        src = opts.auth_source or "the options"
+        ev.update(username=opts.auth[0], source=src,
+                  next_step=f"check user {opts.auth[0]!r} and its password from {src}; MLflow keeps the admin password "
+                            "in its auth database from its first start: a Secret changed later does not change it")
+        return [finding("AUTH_REJECTED", f"MLflow refuses the credentials of user {opts.auth[0]!r} from "
+                        f"{src}: HTTP 401 on {', '.join(paths)}", ev)]
+    return [finding("AUTH_REQUIRED", f"MLflow asks for credentials (HTTP 401 on {', '.join(paths)}; "
+                    "--app-name basic-auth) and none were given: the dashboard and the API were not checked", ev)]
 
 
 # ---------------------------------------------------------------- deep check (transaction: true)

@@ -15,6 +15,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redac
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import fmt_ms
 
 _CHECKS = ("health", "root", "version", "api")
+_AUTH_CODES = ("AUTH_REQUIRED", "AUTH_REJECTED")
 
 
 def probe_result(probe: dict | None, expected_static_prefix=None) -> dict:
@@ -32,7 +33,9 @@ def probe_result(probe: dict | None, expected_static_prefix=None) -> dict:
                                 else None))
     if probe.get("error") and not findings:
         findings.append(finding("PROBE_ERROR", f"mlflow_probe failed: {redact(probe['error'], limit=400)}", {}))
-    if probe.get("healthy") is False and not any(f["severity"] == "critical" for f in findings):
+    # a 401 (AUTH_REQUIRED / AUTH_REJECTED) explains an unconfirmed dashboard: not a broken server
+    if probe.get("healthy") is False and not any(f["severity"] == "critical" or f["code"] in _AUTH_CODES
+                                                 for f in findings):
         findings.append(finding("PROBE_UNHEALTHY", "mlflow_probe reports the server unhealthy", {}))
     checks = probe.get("checks") or {}
     details = {

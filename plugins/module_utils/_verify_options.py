@@ -16,6 +16,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._ingress_http import
 from ansible_collections.asgard.mlflow.plugins.module_utils._mlflow_rules import nginx_size_bytes
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import compile_patterns
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import expected_prefix
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_auth import option_errors as auth_option_errors
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_plan import validate_patch_vars
 
@@ -60,6 +61,10 @@ ARG_SPEC = {
     "transaction_username": {"type": "str", "default": ""},
     "transaction_password": {"type": "str", "default": "", "no_log": True},
     "transaction_in_check_mode": {"type": "bool", "default": False},
+    # HTTP basic auth of step 4 (and of the deep check without credentials of its own): _verify_auth
+    "auth_username": {"type": "str", "default": ""},
+    "auth_password": {"type": "str", "default": "", "no_log": True},
+    "auth_secret": {"type": "raw", "no_log": False},
     "remediate": {"type": "bool", "default": True},
     "remediations": {"type": "list", "elements": "str", "choices": ["patch", "restart", "migrate"],
                      "default": ["patch", "restart", "migrate"]},
@@ -110,6 +115,9 @@ class Options:
     transaction_username: str = ""
     transaction_password: str = field(default="", repr=False)
     transaction_in_check_mode: bool = False
+    auth_username: str = ""
+    auth_password: str = field(default="", repr=False)
+    auth_secret: object = None
     remediate: bool = True
     remediations: list = field(default_factory=lambda: ["patch", "restart", "migrate"])
     max_restarts: int = 1
@@ -120,6 +128,10 @@ class Options:
     run_tags: list = field(default_factory=lambda: ["all"])
     skip_tags: list = field(default_factory=list)
     variable_prefix: str = ""
+    # the credentials of this round, resolved once by the round (_verify_auth.resolve) before anything is checked:
+    # (user, password) for every HTTP request to MLflow that needs them; None when verify has none
+    auth: tuple | None = field(default=None, repr=False)
+    auth_source: str = ""
 
     @classmethod
     def from_params(cls, params: dict) -> Options:
@@ -187,6 +199,7 @@ class Options:
         except VerifyError as exc:
             e.append(str(exc))
         e += self._transaction_errors()
+        e += auth_option_errors(self.auth_username, self.auth_password, self.auth_secret, n)
         return e
 
     def _transaction_errors(self) -> list[str]:

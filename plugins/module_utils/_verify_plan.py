@@ -34,8 +34,6 @@ PATCH_VARS = ("patch_workers", "patch_workers_mode", "patch_gunicorn_timeout", "
               "patch_gunicorn_keep_alive", "patch_uvicorn_timeout_keep_alive", "patch_static_prefix",
               "patch_allowed_hosts_enabled", "patch_probes", "patch_port", "patch_enable_service_links",
               "patch_wait_timeout", "patch_wait_sleep", "patch_allow_helm_managed", "patch_rollback")
-# step 4 findings that only mean "authentication required" when the status is 401 (basic-auth servers)
-_AUTH_BLIND_CODES = {"ROOT_FAILED", "VERSION_FAILED", "API_FAILED"}
 # failed requests of the deep check that WORKER_KILLED_DURING_REQUEST explains
 _KILLED_REQUEST_CODES = {"WRITE_FAILED", "ARTIFACT_UPLOAD_FAILED", "ARTIFACT_DOWNLOAD_FAILED",
                          "TRANSACTION_READ_FAILED"}
@@ -126,12 +124,6 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
             continue
         if code in ("WORKER_TIMEOUT", "WORKER_KILLED") and server not in (None, "gunicorn"):
             action, tgts = "report", []
-        if code in _AUTH_BLIND_CODES and (f.get("evidence") or {}).get("status") == 401:
-            # a basic-auth server: step 4 sends no credentials; a 401 is not a broken server, a restart cannot help
-            action, tgts = "report", []
-            hint = ("the server requires authentication (--app-name basic-auth): step 4 checks without credentials; "
-                    "run the deep check (verify_transaction with verify_transaction_username/password) to test it "
-                    "as a user")
         if code == "WORKER_KILLED_DURING_REQUEST" and server not in (None, "gunicorn"):
             action, tgts = "report", []
             hint = f"the worker serving the deep check was killed on {server}: read the server log (memory limits, OOM)"

@@ -34,6 +34,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import 
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact, redact_deep
 from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_auth import resolve as resolve_auth
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, helm_release, selector_matches
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_options import Options
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_plan import plan as make_plan
@@ -61,6 +62,7 @@ def run_round(api, o: Options, *, state: dict | None = None, errors: dict | None
     st = _check_state(state) if state else _new_state(o, check_mode)
     rollout = None
     try:
+        _credentials(reader, o)
         if state:
             rolled = _record_actions(reader, o, st, errors or {}, check_mode)
             if check_mode:  # nothing ran: the round is recorded, nothing is read again
@@ -93,6 +95,13 @@ def run_round(api, o: Options, *, state: dict | None = None, errors: dict | None
                         "restarted_at": _restarted_at(dep)}
     st["plan"] = _plan(o, st, steps, settings, dep)
     return _result(st, steps, target, api, t0, clock, rollout)
+
+
+def _credentials(reader: Reader, o: Options) -> None:
+    """Resolve the basic-auth credentials once, before anything else is read (bad input changes nothing), into
+    ``o.auth`` / ``o.auth_source``: every request of the round to MLflow that needs them takes them from there."""
+    creds = resolve_auth(reader.get, o.namespace, o.auth_username, o.auth_password, o.auth_secret, o.n)
+    o.auth, o.auth_source = (creds.pair, creds.source) if creds else (None, "")
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -278,12 +287,16 @@ def _probe(api, o: Options, hint: dict | None, transaction: bool = False, patien
                             retries=o.probe_retries)
         keys = ("experiment", "artifact_size", "keep_runs", "upload_rate_limit", "min_upload_rate")
         params = {f"transaction_{k}": t[k] for k in keys if k in t}
-        params.update(transaction_username=o.transaction_username or None,
-                      transaction_password=o.transaction_password or None)
+        # the deep check's own credentials first (verify_transaction_username/password), else the round's
+        user, pw = ((o.transaction_username, o.transaction_password) if o.transaction_username
+                    else (o.auth or (None, None)))
+        params.update(transaction_username=user or None, transaction_password=pw or None)
         opts.transaction = TransactionOptions.from_params(params)
+        opts.auth = (user, pw) if user else None
     else:
         opts = ProbeOptions(host_header=o.probe_host_header or None, api_check=o.probe_api_check,
                             timeout=o.probe_timeout, deadline=o.probe_deadline, retries=o.probe_retries)
+        opts.auth, opts.auth_source = o.auth, o.auth_source
         if patient:
             opts.retries, opts.max_backoff = max(o.probe_retries, int(o.probe_deadline) + 1), 1.0
     target = Target(namespace=o.namespace, service=o.service, remote_port=o.service_port,

@@ -139,6 +139,28 @@ options:
     description: Run the deep check in check mode too (it writes to the server).
     type: bool
     default: false
+  auth_username:
+    description:
+      - User for HTTP basic auth (MLflow C(--app-name basic-auth)) of step 4 - C(/), C(/version) and the API check;
+        C(/health) is always checked without - and of the deep check when O(transaction_username) is empty.
+      - Needs a password source, O(auth_secret) or O(auth_password). Empty with O(auth_secret) reads the user from the
+        Secret's C(username_key).
+      - A 401 with credentials is the finding C(AUTH_REJECTED), without C(AUTH_REQUIRED); both are report-only.
+    type: str
+    default: ''
+  auth_password:
+    description: Password of O(auth_username) (vault it). Never logged, never returned. Excludes O(auth_secret).
+    type: str
+    default: ''
+  auth_secret:
+    description:
+      - The Secret of O(namespace) holding the password, as a dict C({name, key, username_key}), its JSON text,
+        V(name=mlflow-auth key=admin_password) or just the Secret's name.
+      - C(key) defaults to V(admin_password) and C(username_key) to V(admin_username), the keys asgard.mlflow.deploy
+        writes (C(deploy_auth_secret_name), default V(mlflow-auth)).
+      - Exactly this one Secret is read (C(get)). A missing Secret or key, or a refused read, fails the task naming the
+        option; nothing is changed.
+    type: raw
   ingress_name:
     description:
       - The Ingress the ingress step checks; empty means every Ingress of the namespace whose rules or default

@@ -51,3 +51,31 @@ def wait_container_waiting(lab, ns: str, reason: str = "CrashLoopBackOff", timeo
                 waiting = (c.get("state", {}).get("waiting") or {}).get("reason", "") or waiting
         time.sleep(1)
     return waiting
+
+
+# --------------------------------------------------------------------- the deploy role (test_deploy_*.py, test_verify_auth)
+def api_get(lab, path: str) -> dict:
+    """GET one object (or list) of the lab's API; fails the test on an error status."""
+    r = lab.request("GET", path)
+    r.raise_for_status()
+    return r.json()
+
+
+def ready_pod_ip(lab, ns: str) -> str:
+    """The pod IP of the one Ready, not terminating ``app=mlflow`` pod."""
+    pods = api_get(lab, f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dmlflow")["items"]
+    ips = [p["status"]["podIP"] for p in pods if not p["metadata"].get("deletionTimestamp")
+           and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}])) and p["status"].get("podIP")]
+    assert len(ips) == 1, pods
+    return ips[0]
+
+
+def deploy(lab, ns: str, *cli_vars: str, **kwargs):
+    """playbooks/deploy.yml into ``ns`` with one worker, ``-e name=value`` strings as an operator types them;
+    ``kwargs`` go to run_playbook (verbosity, diff, extra_vars, ...)."""
+    from helpers.ansible_runner import run_playbook
+
+    kwargs.setdefault("timeout", 900)
+    return run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=lab.env(),
+                        cli_vars=[f"deploy_namespace={ns}", "deploy_workers=1", "deploy_wait_timeout=240", *cli_vars],
+                        **kwargs)

@@ -116,23 +116,26 @@ def pod_log(lab, ns: str, pod: str, previous: bool = False) -> str:
     return r.text if r.status_code == 200 else ""
 
 
-def api(base: str, method: str, path: str, body: dict | None = None) -> dict:
-    r = requests.request(method, f"{base}/api/2.0/mlflow/{path}", json=body, headers={"Host": LOCAL_HOST}, timeout=30)
+def api(base: str, method: str, path: str, body: dict | None = None, auth: tuple | None = None) -> dict:
+    r = requests.request(method, f"{base}/api/2.0/mlflow/{path}", json=body, headers={"Host": LOCAL_HOST}, timeout=30,
+                         auth=auth)
     assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text[:300]}"
     return r.json()
 
 
-def seed_store(base: str) -> dict:
+def seed_store(base: str, auth: tuple | None = None) -> dict:
     """One experiment and one run, created through the pod IP; returns the ids in the store."""
-    exp = api(base, "POST", "experiments/create", {"name": f"fault-matrix-{uuid.uuid4().hex[:6]}"})["experiment_id"]
-    api(base, "POST", "runs/create", {"experiment_id": exp, "run_name": "before-the-fault"})
-    return store_via_api(base)
+    exp = api(base, "POST", "experiments/create", {"name": f"fault-matrix-{uuid.uuid4().hex[:6]}"},
+              auth=auth)["experiment_id"]
+    api(base, "POST", "runs/create", {"experiment_id": exp, "run_name": "before-the-fault"}, auth=auth)
+    return store_via_api(base, auth)
 
 
-def store_via_api(base: str) -> dict:
-    exps = sorted(e["experiment_id"] for e in api(base, "POST", "experiments/search", {"max_results": 1000})["experiments"])
+def store_via_api(base: str, auth: tuple | None = None) -> dict:
+    exps = sorted(e["experiment_id"] for e in
+                  api(base, "POST", "experiments/search", {"max_results": 1000}, auth=auth)["experiments"])
     runs = sorted(r["info"]["run_id"] for r in
-                  api(base, "POST", "runs/search", {"experiment_ids": exps, "max_results": 1000}).get("runs", []))
+                  api(base, "POST", "runs/search", {"experiment_ids": exps, "max_results": 1000}, auth=auth).get("runs", []))
     return {"experiments": exps, "runs": runs}
 
 
@@ -147,11 +150,11 @@ def store_via_file(lab, ns: str) -> dict:
     return {"experiments": exps, "runs": runs}
 
 
-def assert_store(lab, ns: str, before: dict, base: str | None) -> str:
+def assert_store(lab, ns: str, before: dict, base: str | None, auth: tuple | None = None) -> str:
     assert len(before["runs"]) >= 1 and len(before["experiments"]) >= 2, before
     assert store_via_file(lab, ns) == before
     if base:
-        assert store_via_api(base) == before
+        assert store_via_api(base, auth) == before
     n_runs = len(before["runs"])
     return f"yes ({len(before['experiments'])} experiments, {n_runs} run{'s' if n_runs > 1 else ''}; ids equal" + \
         (", API + file)" if base else ", file)")
@@ -169,10 +172,11 @@ def verify(lab, ns: str, tmp_path: Path, name: str, **extra):
 
 
 
-def start_healthy(lab, ns: str, dep: dict | None = None, prefix: str = "", svc: dict | None = None):
+def start_healthy(lab, ns: str, dep: dict | None = None, prefix: str = "", svc: dict | None = None,
+                  auth: tuple | None = None):
     create(lab, ns, PVC, dep or deployment(), svc or service())
     pod, base = serving_pod(lab, ns, prefix)
-    return pod, base, seed_store(base)
+    return pod, base, seed_store(base, auth)
 
 
 def healed_row(case, t0, **kw):

@@ -33,7 +33,7 @@ CASES = ["worker_timeout", "static_prefix_404", "invalid_host_403", "liveness_ki
          "audit_typed_on_command_line", "two_verify_runs_at_once", "forward_retarget_to_a_typo",
          "sidecars_before_mlflow", "gunicorn_cmd_args_timeout",
          # issue 18: the production path (Ingress, TLS, basic auth)
-         "ingress_body_size_413", "ingress_read_timeout_504", "ingress_host_not_allowed_403", "ingress_path_404",
+         "wrong_credentials_reported", "ingress_body_size_413", "ingress_read_timeout_504", "ingress_host_not_allowed_403", "ingress_path_404",
          "ingress_tls_expired"]
 HEADER = "| Case | Fault | Injected by | Finding | Detected by | Outcome | Store unchanged | Time (s) | Ran (UTC) |"
 _OLD_HEADER = "| Fault | Injected by | Finding | Detected by | Outcome | Store unchanged | Time (s) |"

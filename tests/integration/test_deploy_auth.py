@@ -8,27 +8,12 @@ import base64
 import pytest
 import requests
 
-from helpers.ansible_runner import run_playbook
+from helpers.lab_objects import api_get, deploy, ready_pod_ip
 
 pytestmark = pytest.mark.lab
 
-PLAYBOOK = "playbooks/deploy.yml"
 PASSWORD = "Adm1n-Very-S3cret-Pw"
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def api_get(lab, path: str) -> dict:
-    r = lab.request("GET", path)
-    r.raise_for_status()
-    return r.json()
-
-
-def ready_pod_ip(lab, ns: str) -> str:
-    pods = api_get(lab, f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dmlflow")["items"]
-    ips = [p["status"]["podIP"] for p in pods if not p["metadata"].get("deletionTimestamp")
-           and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}])) and p["status"].get("podIP")]
-    assert len(ips) == 1, pods
-    return ips[0]
 
 
 def test_basic_auth_from_a_created_secret_never_printed(lab, lab_namespace):
@@ -37,11 +22,9 @@ def test_basic_auth_from_a_created_secret_never_printed(lab, lab_namespace):
     Secret holds it and the Deployment only references it; MLflow answers 401 without or with wrong credentials
     and 200 with the admin's, while /health stays open for the probes."""
     ns = lab_namespace
-    cli = [f"deploy_namespace={ns}", "deploy_workers=1", "deploy_wait_timeout=240", "deploy_auth_enabled=true"]
-
     def run():
-        res = run_playbook(PLAYBOOK, kubeconfig=lab.kubeconfig, env=lab.env(), cli_vars=cli, verbosity=3, diff=True,
-                           json_output=False, extra_vars={"deploy_auth_admin_password": PASSWORD}, timeout=900)
+        res = deploy(lab, ns, "deploy_auth_enabled=true", verbosity=3, diff=True, json_output=False,
+                     extra_vars={"deploy_auth_admin_password": PASSWORD})
         out = res.stdout + res.stderr
         assert res.rc == 0, res.output.replace(PASSWORD, "<PASSWORD>")
         assert out.count(PASSWORD) == 0

@@ -11,25 +11,13 @@ import pytest
 import requests
 import trustme
 
-from helpers.ansible_runner import run_playbook
 from helpers.ingress import create, get, request, tls_secret, wait_for, wait_synced
+from helpers.lab_objects import api_get, deploy, ready_pod_ip
 
 pytestmark = pytest.mark.lab
 
-PLAYBOOK = "playbooks/deploy.yml"
 ANN = "nginx.ingress.kubernetes.io/"
 TITLE = "<title>MLflow</title>"
-
-
-def deploy(lab, ns: str, *cli_vars: str):
-    return run_playbook(PLAYBOOK, kubeconfig=lab.kubeconfig, env=lab.env(), timeout=900,
-                        cli_vars=[f"deploy_namespace={ns}", "deploy_workers=1", "deploy_wait_timeout=240", *cli_vars])
-
-
-def api_get(lab, path: str) -> dict:
-    r = lab.request("GET", path)
-    r.raise_for_status()
-    return r.json()
 
 
 def served(lab, ns: str) -> dict:
@@ -44,14 +32,6 @@ def served(lab, ns: str) -> dict:
 def container_env(lab, ns: str) -> dict:
     dep = api_get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
     return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-
-
-def ready_pod_ip(lab, ns: str) -> str:
-    pods = api_get(lab, f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dmlflow")["items"]
-    ips = [p["status"]["podIP"] for p in pods if not p["metadata"].get("deletionTimestamp")
-           and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}])) and p["status"].get("podIP")]
-    assert len(ips) == 1, pods
-    return ips[0]
 
 
 def test_ingress_from_cli_strings_serves_mlflow_through_nginx(lab, lab_namespace):

@@ -770,3 +770,27 @@ def test_gunicorn_cmd_args_timeout(lab, ns, tmp_path):
                finding=f"SHORT_WORKER_TIMEOUT; Before {row['before']} (the real value)", detected_by="verify.yml",
                outcome=f"healed: After {row['after']}; the running gunicorn has --timeout 300 and no source says 60 "
                        "unreported", store=store)
+
+
+def test_wrong_credentials_reported(lab, ns, tmp_path):
+    """MLflow --app-name basic-auth and a wrong verify_auth_password: AUTH_REJECTED, reported (never restarted: the
+    Deployment generation is unchanged), neither password in the output or the report, the store unchanged."""
+    t0 = time.monotonic()
+    admin_pw, wrong = "Fm-Adm1n-Pw-5521", "Fm-Wr0ng-Pw-9034"
+    dep = deployment(args=server_args(extra=["--app-name=basic-auth"]), ns=ns,
+                     env={"MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw, "MLFLOW_FLASK_SERVER_SECRET_KEY": "fault-matrix-only"})
+    dep["spec"]["template"]["spec"]["containers"][0]["workingDir"] = "/mlflow"  # basic_auth.db on the PVC
+    pod, base, before = start_healthy(lab, ns, dep, auth=("admin", admin_pw))
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
+    res, rep = verify(lab, ns, tmp_path, "wrong", verify_auth_username="admin", verify_auth_password=wrong)
+    text = (tmp_path / "verify-wrong.json").read_text()
+    assert res.rc != 0 and res.changed == 0, res.output  # critical: the run fails at the end, having changed nothing
+    assert "AUTH_REJECTED" in codes(rep["remaining"]), rep["remaining"]
+    assert rep["plan"]["actions"] == [] and rep["remediated"] == []
+    assert get_deployment(lab, ns)["metadata"]["generation"] == gen
+    for secret in (admin_pw, wrong):
+        assert (res.stdout + res.stderr + text).count(secret) == 0
+    store = assert_store(lab, ns, before, base, ("admin", admin_pw))
+    healed_row("wrong_credentials_reported", t0, fault="MLflow --app-name basic-auth, verify_auth_password wrong",
+               injected_by="Deployment args/env + -e", finding="AUTH_REJECTED (probe)", detected_by="verify.yml",
+               outcome="reported, not restarted (generation unchanged); passwords printed 0 times", store=store)

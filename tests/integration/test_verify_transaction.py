@@ -119,8 +119,9 @@ def test_worker_killed_during_upload_is_healed_and_the_same_transaction_then_pas
 
 
 def test_basic_auth_passes_with_credentials_and_fails_without(lab, lab_namespace, tmp_path):
-    """Step 4b alone: step 4's read-only checks send no credentials, so on a basic-auth server `/` and `/version`
-    answer 401 there (ROOT_FAILED/VERSION_FAILED with status 401): reported, never restarted."""
+    """Step 4b alone: step 4's read-only checks get no credentials here (verify_auth_* unset; the deep check's own do not
+    leak into step 4), so on a basic-auth server `/` and `/version` answer 401 there (AUTH_REQUIRED): reported, never
+    restarted."""
     ns = lab_namespace
     apply(lab, ns, mlflow_objects(ns, ["--app-name=basic-auth"],
                                   [{"name": "MLFLOW_AUTH_ADMIN_PASSWORD", "value": ADMIN_PASSWORD},
@@ -150,6 +151,6 @@ def test_basic_auth_passes_with_credentials_and_fails_without(lab, lab_namespace
                for n in rep["next_steps"])
     # step 4's 401s are reported, not "healed" by a restart
     assert rep["plan"]["actions"] == [] and rep["remediated"] == []
-    assert {"ROOT_FAILED", "TRANSACTION_AUTH_FAILED"} <= {r["code"] for r in rep["plan"]["report_only"]}
+    assert {"AUTH_REQUIRED", "TRANSACTION_AUTH_FAILED"} <= {r["code"] for r in rep["plan"]["report_only"]}
     assert deployment(lab, ns)["metadata"]["generation"] == gen0
     print("step 4 on basic auth:", step(rep, "probe"))

@@ -173,8 +173,10 @@ class MlflowLike:
     """An HTTP server answering like MLflow does (per mlflow-server-facts.md): prefix, Host check, version."""
 
     def __init__(self, version="3.17.2", prefix="", allowed_hosts=None, fail_api=0, server="uvicorn",
-                 health_status=200, close_each=False):
+                 health_status=200, close_each=False, basic_auth=None):
         self.version = version
+        self.basic_auth = basic_auth  # (user, password): 401 on everything but /health without them (basic-auth app)
+        self.authorization: list[tuple[str, str | None]] = []
         self.prefix = prefix
         self.allowed_hosts = allowed_hosts
         self.fail_api = fail_api
@@ -191,7 +193,11 @@ class MlflowLike:
 
             def do_GET(self):
                 me.requests.append((self.path, self.headers.get("Host", "")))
+                me.authorization.append((self.path, self.headers.get("Authorization")))
                 status, ctype, body = me.route(self.path, self.headers.get("Host", ""))
+                if me.basic_auth and not self.path.endswith("/health") and not me.authorized(
+                        self.headers.get("Authorization")):
+                    status, ctype, body = 401, "text/plain", b"You are not authenticated."
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -208,6 +214,12 @@ class MlflowLike:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def authorized(self, header: str | None) -> bool:
+        import base64
+
+        want = "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
+        return header == want
 
     def _host_ok(self, host: str) -> bool:
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[4]
 if str(REPO / ".collections") not in sys.path:
     sys.path.insert(0, str(REPO / ".collections"))
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding  # noqa: E402
+from ansible_collections.asgard.mlflow.plugins.module_utils._probe import ProbeOptions, auth_finding  # noqa: E402
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_scan  # noqa: E402
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import pod_status  # noqa: E402
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_probe import probe_result  # noqa: E402
@@ -253,14 +255,44 @@ def test_expected_prefix_is_kept_and_a_different_one_reported():
 
 
 # --------------------------------------------------------------------------------- step 4 with HTTP 401
-def test_basic_auth_401_of_the_read_only_checks_is_reported_not_restarted():
-    """Measured on MLflow 3.17.2 --app-name basic-auth: /health 200, / and /version 401 without credentials."""
+def _probe_401(auth=None, source=""):
+    """A probe of MLflow 3.17.2 --app-name basic-auth (measured: /health 200, / and /version 401 without credentials or
+    with wrong ones), through the probe's own rule (``auth_finding``)."""
+    checks = {"health": {"path": "/health", "status": 200, "ok": True},
+              "root": {"path": "/", "status": 401, "ok": False}, "version": {"path": "/version", "status": 401}}
+    return {"healthy": False, "checks": checks,
+            "findings": auth_finding(checks, ProbeOptions(auth=auth, auth_source=source))}
+
+
+def test_basic_auth_401_without_credentials_is_auth_required_reported_not_restarted():
+    pr = _probe_401()
+    assert [f["code"] for f in pr["findings"]] == ["AUTH_REQUIRED"]
+    step = probe_result(pr)
+    assert step["status"] == "warning" and [f["code"] for f in step["findings"]] == ["AUTH_REQUIRED"]  # no PROBE_UNHEALTHY
+    p = plan([step], UVICORN)
+    assert p["restart"] is False and not p["needed"] and p["actions"] == []
+    hint = {r["code"]: r["next_step"] for r in p["report_only"]}["AUTH_REQUIRED"]
+    assert "verify_auth_username" in hint and "verify_auth_secret" in hint
+    # even with a restart-worthy finding beside it, the 401 blocks the restart (a restart cannot log anybody in)
+    pods = {"step": "pods", "findings": [finding("POD_NOT_READY", "x", {})]}
+    assert plan([pods, step], UVICORN)["restart"] is False
+
+
+def test_basic_auth_401_with_credentials_is_auth_rejected_naming_the_source_never_the_password():
+    pr = _probe_401(("admin", "s3cret-Pw-123"), "verify_auth_secret (Secret ns/mlflow-auth, key admin_password)")
+    step = probe_result(pr)
+    assert step["status"] == "failed" and [f["code"] for f in step["findings"]] == ["AUTH_REJECTED"]
+    f = step["findings"][0]
+    assert f["severity"] == "critical" and f["evidence"]["paths"] == ["/", "/version"]
+    p = plan([step], UVICORN)
+    assert p["restart"] is False and p["actions"] == []
+    hint = {r["code"]: r["next_step"] for r in p["report_only"]}["AUTH_REJECTED"]
+    assert "Secret ns/mlflow-auth" in hint and "'admin'" in hint
+    assert "s3cret-Pw-123" not in repr(p) + repr(step) + repr(ProbeOptions(auth=("admin", "s3cret-Pw-123")))
+
+
+def test_a_500_on_root_is_still_a_broken_server_restarted():
     pr = {"healthy": False, "checks": {"health": {"status": 200, "ok": True}},
-          "findings": [{"code": "ROOT_FAILED", "message": "GET / answers 401", "evidence": {"status": 401}},
-                       {"code": "VERSION_FAILED", "message": "GET /version answers 401", "evidence": {"status": 401}}]}
-    p = plan([probe_result(pr)], UVICORN)
-    assert p["restart"] is False and not p["needed"]
-    root = next(r for r in p["report_only"] if r["code"] == "ROOT_FAILED")
-    assert "verify_transaction_username" in root["next_step"]
-    pr["findings"][0]["evidence"]["status"] = 500  # a 500 on / is a broken server: restart
+          "findings": [{"code": "ROOT_FAILED", "message": "GET / answers 500", "evidence": {"status": 500}}]}
     assert plan([probe_result(pr)], UVICORN)["restart"] is True
+    assert auth_finding({"root": {"path": "/", "status": 500}}, ProbeOptions()) == []
