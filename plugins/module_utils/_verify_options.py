@@ -49,6 +49,7 @@ ARG_SPEC = {
     "probe_retries": {"type": "int", "default": 3},
     "ingress_name": {"type": "str", "default": ""},
     "ingress_min_body_size": {"type": "str", "default": "0"},
+    "route_name": {"type": "str", "default": ""},
     "tls_min_days": {"type": "int", "default": 14},
     "transaction": {"type": "bool", "default": False},
     "transaction_options": {"type": "dict", "default": {}},
@@ -96,6 +97,7 @@ class Options:
     probe_retries: int = 3
     ingress_name: str = ""
     ingress_min_body_size: str = "0"
+    route_name: str = ""
     tls_min_days: int = 14
     transaction: bool = False
     transaction_options: dict = field(default_factory=dict)
@@ -135,6 +137,9 @@ class Options:
         if self.ingress_name and (not _DNS_SUBDOMAIN.match(self.ingress_name) or len(self.ingress_name) > 253):
             e.append(f"{n('ingress_name')}: {self.ingress_name!r} is not an Ingress name (a DNS-1123 name, or empty for "
                      "the Ingresses that route to the Service)")
+        if self.route_name and (not _DNS_SUBDOMAIN.match(self.route_name) or len(self.route_name) > 253):
+            e.append(f"{n('route_name')}: {self.route_name!r} is not an HTTPRoute name (a DNS-1123 name, or empty for "
+                     "the HTTPRoutes whose backendRefs name the Service)")
         if nginx_size_bytes(self.ingress_min_body_size) is None:
             e.append(f"{n('ingress_min_body_size')}: expected an nginx size such as 0 (no limit), 512k, 100m or 5g, "
                      f"got {self.ingress_min_body_size!r}")

@@ -25,6 +25,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._probe import ProbeI
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_ingress import ingress_check
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_scan
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import main_container, pod_status
+from ansible_collections.asgard.mlflow.plugins.module_utils._step_route import route_check, with_routes
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_probe import probe_result, transaction_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_service import service_connectivity
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import settings_findings
@@ -70,7 +71,8 @@ def run_round(api, o: Options, *, state: dict | None = None, errors: dict | None
         steps_sel = o.steps()
         snap = reader.snapshot(deployment=o.deployment, service=o.service, label_selectors=o.label_selectors,
                                container=o.container or None, steps=steps_sel, log_tail_lines=o.log_tail_lines,
-                               log_since_seconds=o.log_since_seconds, ingress_name=o.ingress_name)
+                               log_since_seconds=o.log_since_seconds, ingress_name=o.ingress_name,
+                               route_name=o.route_name)
     except ReadError as exc:
         raise InputError(str(exc)) from exc
     if snap.namespace_missing:
@@ -228,6 +230,10 @@ def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, ch
                                    min_body_size=o.ingress_min_body_size, min_gunicorn_timeout=o.min_gunicorn_timeout,
                                    tls_min_days=o.tls_min_days, read_error=snap.ingress_error,
                                    secrets_error=snap.secrets_error))
+        steps[-1] = with_routes(steps[-1], route_check(
+            snap.routes, snap.service, settings, snap.gateways, service_name=o.service, namespace=o.namespace,
+            route_name=o.route_name, min_gunicorn_timeout=o.min_gunicorn_timeout, read_error=snap.route_error,
+            gateway_errors=snap.gateway_errors))
     return steps, target
 
 
