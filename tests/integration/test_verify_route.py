@@ -73,6 +73,17 @@ def patch_route(lab, ns: str, ops: list[dict]) -> dict:
     return r.json()
 
 
+def settled(lab, ns: str) -> dict:
+    """The route once its implementation has written the status of its current generation (observedGeneration)."""
+    def done():
+        r = route(lab, ns)
+        parents = (r.get("status") or {}).get("parents") or []
+        gen = r["metadata"].get("generation")
+        return r if parents and all(c.get("observedGeneration") == gen for p in parents for c in p["conditions"]) \
+            else None
+    return wait_for(done, 60, 0.2, "HTTPRoute status of its generation")
+
+
 def generation(lab, ns: str) -> int:
     return lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment").json()["metadata"][
         "generation"]
@@ -110,8 +121,9 @@ def test_a_short_route_timeout_is_found_reported_and_its_next_step_heals_it(lab,
     not patched (nothing changed), naming the exact ``kubectl patch``; that command, run by real kubectl, sets
     only the short timeouts, and verify then finds nothing on the route."""
     ns, _host = served
-    short = patch_route(lab, ns, [{"op": "replace", "path": "/spec/rules/0/timeouts",
-                                   "value": {"request": "10s", "backendRequest": "10s"}}])
+    patch_route(lab, ns, [{"op": "replace", "path": "/spec/rules/0/timeouts",
+                           "value": {"request": "10s", "backendRequest": "10s"}}])
+    short = settled(lab, ns)
     gen = generation(lab, ns)
     for name, args, check in (("check", (), True), ("audit", ("verify_remediate=false",), False),
                               ("report", (), False)):
@@ -147,9 +159,9 @@ def test_a_wrong_port_and_a_missing_gateway_are_reported_and_nothing_changed(lab
     guessed at: nothing is patched or restarted."""
     ns, _host = served
     gen = generation(lab, ns)
-    wrong = patch_route(lab, ns, [{"op": "replace", "path": "/spec/rules/0/backendRefs/0/port", "value": 5001}])
-    wait_for(lambda: any(_cond(p, "ResolvedRefs") == "False" for p in (route(lab, ns).get("status") or {})
-                         .get("parents") or []), 60, 0.2, "HTTPRoute ResolvedRefs=False")
+    patch_route(lab, ns, [{"op": "replace", "path": "/spec/rules/0/backendRefs/0/port", "value": 5001}])
+    wrong = settled(lab, ns)
+    assert any(_cond(p, "ResolvedRefs") == "False" for p in wrong["status"]["parents"]), wrong["status"]
     try:
         res, rep = verify(lab, ns, tmp_path, "port")
         assert res.rc != 0, "a critical finding must fail the run"
