@@ -60,7 +60,7 @@ def service_refs(route: dict, service: str):
 
 
 def routes_to(route: dict, service: str) -> bool:
-    return any(True for _ in service_refs(route, service))
+    return next(service_refs(route, service), None) is not None
 
 
 def selected(routes, service: str, route_name: str = "") -> list[dict]:
@@ -175,10 +175,9 @@ def _judge(route: dict, svc: dict, settings: dict, gateways: dict, gateway_error
         d["parents"].append(pd)
         if key in gateway_errors:
             pd["programmed"] = None
+            perm = f"get gateways.{GROUP} in {p['namespace']}"
             out.append(finding("ROUTE_NOT_READABLE", f"HTTPRoute {name}: Gateway {key} not checked: "
-                               f"{gateway_errors[key]}", {**ev, "gateway": key,
-                                                           "permission": f"get gateways.{GROUP} in {p['namespace']}"},
-                               step="ingress"))
+                               f"{gateway_errors[key]}", {**ev, "gateway": key, "permission": perm}, step="ingress"))
             gw = {}
         else:
             gw = gateways.get(key)

@@ -148,7 +148,7 @@ options:
   route_name:
     description:
       - The Gateway API HTTPRoute the ingress step checks beside the Ingresses; empty means every HTTPRoute of the
-        namespace whose rules' backendRefs name O(service) (none is fine: clusters without the Gateway API have none).
+        namespace whose rules' backendRefs name O(service) (none is fine, as on clusters without the Gateway API).
     type: str
     default: ""
   ingress_min_body_size:
