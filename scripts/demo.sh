@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the seed incident, start to finish, on the local lab.
 #   1 lab up  2 deploy the seed's broken MLflow  3 show the dashboard failing (404 on /)
-#   4 playbooks/verify.yml finds and heals it  5 the "After" table  6 the dashboard on 127.0.0.1:5000
+#   4 playbooks/verify.yml finds and heals it  5 the "After" table  6 the dashboard on 127.0.0.1:5000 and
+#   through the Ingress mlflow-ingress (the seed's "Option 3", the lab's nginx)
 # Environment: DEMO_NAMESPACE (asgard), DEMO_PORT (5000).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,7 @@ mkdir -p "$OUT"
 export TMPDIR="$OUT/tmp"
 rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
 URL="http://127.0.0.1:$PORT"
+INGRESS_HOST=mlflow.asgard.example  # playbooks/files/seed-ingress.yml
 T0=$SECONDS
 
 stage() { echo; echo "==== [$1/6] $2"; }
@@ -26,7 +28,9 @@ fail() {
   echo "  logs: $OUT/*.log, lab log .lab/lab.log; stop everything: make lab-down" >&2
   exit 1
 }
-http_code() { curl -s -o "$OUT/body.html" -w '%{http_code}' --max-time 10 "$1" || echo "000"; }
+http_code() { curl -s -o "$OUT/body.html" -w '%{http_code}' --max-time 10 "$@" || echo "000"; }
+# the lab's ingress controller (nginx) publishes its address in .lab/ingress.json; clients pick the host by header
+ingress_url() { python -c 'import json, sys; print(json.load(open(sys.argv[1]))["http"])' "$REPO/.lab/ingress.json"; }
 
 stage 1 "Lab: a local Kubernetes API with a kubelet running real MLflow processes"
 python -m asgardlab --state-dir "$REPO/.lab" up || fail 1 "the lab did not start" \
@@ -48,6 +52,9 @@ code=$(http_code "$URL/")
 echo "     GET $URL/        -> $code   (the seed: '404 Error' on the dashboard)"
 echo "     GET $URL/static/ -> $(http_code "$URL/static/")   (the UI hides under the prefix)"
 [ "$code" = "404" ] || echo "     (expected 404: the demo continues, verify will say what it finds)"
+ING=$(ingress_url)
+echo "     GET $ING/ Host: $INGRESS_HOST (Ingress mlflow-ingress) -> $(http_code -H "Host: $INGRESS_HOST" "$ING/")" \
+  "  (the seed's 'Option 3': MLflow refuses the host)"
 
 stage 4 "playbooks/verify.yml: pod status, logs, Service, health; remediation; checks again"
 t=$SECONDS
@@ -105,6 +112,15 @@ done
   "ansible-playbook playbooks/verify.yml -e verify_namespace=$NS (steps 5-6 restart the forward)"
 echo "     GET $URL/        -> 200 <title>MLflow</title>"
 echo "     GET $URL/health  -> $(http_code "$URL/health") $(cat "$OUT/body.html")"
+for _ in $(seq 1 20); do  # nginx reloads within a second of the healed Ingress
+  code=$(http_code -H "Host: $INGRESS_HOST" "$ING/")
+  grep -q "<title>MLflow</title>" "$OUT/body.html" && break
+  code="$code (no MLflow title)"
+  sleep 1
+done
+echo "     GET $ING/ Host: $INGRESS_HOST (Ingress mlflow-ingress) -> $code"
+[ "${code%% *}" = "200" ] || fail 6 "the dashboard through the Ingress answered $code" \
+  "read the ingress step in $OUT/verify-report.json (kubectl get ingress -n $NS mlflow-ingress -o yaml)"
 echo
 echo "Done in $((SECONDS - T0)) s. Open $URL/ in a browser (the forward survives pod restarts)."
 echo "Reports: $OUT/verify-report.json, $OUT/incident-report.md"

@@ -8,33 +8,21 @@ Documentation of each filter: verify_*.yml next to this file (ansible-doc -t fil
 
 from __future__ import annotations
 
-from ansible.errors import AnsibleFilterError
-
 try:
     from ansible_collections.asgard.mlflow.plugins.module_utils import _migration_job, _verify_env, _verify_render
-    from ansible_collections.asgard.mlflow.plugins.module_utils._plain import plain as _plain
+    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import filter_errors
     from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
     from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError
     from ansible_collections.asgard.mlflow.plugins.module_utils._verify_finish import finish
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
     from ..module_utils import _migration_job, _verify_env, _verify_render  # type: ignore[no-redef]
-    from ..module_utils._plain import plain as _plain  # type: ignore[no-redef]
+    from ..plugin_utils._filters import filter_errors  # type: ignore[no-redef]
     from ..module_utils._redact import redact  # type: ignore[no-redef]
     from ..module_utils._verify_data import VerifyError  # type: ignore[no-redef]
     from ..module_utils._verify_finish import finish  # type: ignore[no-redef]
 
 
-def _wrap(func):
-    def inner(*args, **kwargs):
-        args = [_plain(a) for a in args]
-        kwargs = {k: _plain(v) for k, v in kwargs.items()}
-        try:
-            return func(*args, **kwargs)
-        except (VerifyError, ValueError) as exc:
-            raise AnsibleFilterError(f"asgard.mlflow.{func.__name__}: {exc}") from exc
-    inner.__name__ = func.__name__
-    inner.__doc__ = func.__doc__
-    return inner
+_wrap = filter_errors(VerifyError, ValueError)
 
 
 @_wrap

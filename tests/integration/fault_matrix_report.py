@@ -25,6 +25,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = REPO / "docs" / "fault-matrix.md"
+# every case of the matrix, in table order (test_fault_matrix.py, then test_fault_matrix_ingress.py)
+CASES = ["worker_timeout", "static_prefix_404", "invalid_host_403", "liveness_kills", "crash_loop_bad_flag",
+         "service_selector_mismatch", "service_links_mlflow", "schema_outdated_after_upgrade", "api_429_503_drop",
+         "pod_deleted_mid_probe", "port_held_by_stale_kubectl", "port_held_by_unrelated_process",
+         # issue 14: what an operator types is what happens
+         "audit_typed_on_command_line", "two_verify_runs_at_once", "forward_retarget_to_a_typo",
+         "sidecars_before_mlflow", "gunicorn_cmd_args_timeout",
+         # issue 18: the production path (Ingress, TLS, basic auth)
+         "ingress_body_size_413", "ingress_read_timeout_504", "ingress_host_not_allowed_403", "ingress_path_404",
+         "ingress_tls_expired"]
 HEADER = "| Case | Fault | Injected by | Finding | Detected by | Outcome | Store unchanged | Time (s) | Ran (UTC) |"
 _OLD_HEADER = "| Fault | Injected by | Finding | Detected by | Outcome | Store unchanged | Time (s) |"
 _FULL_RUN = re.compile(r"^Last full run: (?P<when>\d{4}-\d\d-\d\d \d\d:\d\d UTC)")
@@ -152,3 +162,16 @@ def write(expected_cases: list[str], path: Path = REPORT) -> str:
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return "full" if complete else "merged"
+
+
+def finish_module(config) -> None:
+    """End of a fault-matrix module: a pytest-xdist worker hands its rows over (the controller writes the table
+    once, ``take_over``); a plain session writes the table (every case of ``CASES``)."""
+    if hasattr(config, "workeroutput"):
+        config.workeroutput["fault_matrix"] = handover(CASES)
+        return
+    how = write(CASES)
+    if how:
+        print(f"\nwrote {REPORT} ({how}: rows of this session {sorted(ROWS)})")
+    else:
+        print(f"\nfault matrix not rewritten ({REPORT}): rows of this session {sorted(ROWS)}")

@@ -17,6 +17,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import fleet_objects as fo  # noqa: E402
 from helpers.ansible_runner import VENV_BIN, run_playbook  # noqa: E402
+from helpers.inventory_output import listing, plain  # noqa: E402
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
@@ -80,21 +81,11 @@ def fleet(lab, second_lab, tmp_path_factory):
         fo.delete_namespaces(second_lab, [f.ns["broken"]])
 
 
-def plain(value):
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
 def test_inventory_lists_every_mlflow_of_two_labs_and_nothing_else(fleet):
     proc = fleet.inventory_cli("--list", "-vvv")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    inv = plain(json.loads(proc.stdout[proc.stdout.index("\n{") + 1:] if not proc.stdout.startswith("{") else proc.stdout))
+    inv = plain(listing(proc))
     hv = inv["_meta"]["hostvars"]
     assert set(hv) == fleet.expected, "the look-alike log shipper (app=mlflow, no mlflow server) must not be found"
     assert set(inv["mlflow_servers"]["hosts"]) == fleet.expected

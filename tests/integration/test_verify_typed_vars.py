@@ -28,7 +28,7 @@ from helpers.ansible_runner import REPO, VENV_BIN, ansible_env  # noqa: E402
 from helpers.lab_objects import free_port, get_deployment, live_pods  # noqa: E402
 from test_verify_heal import wait_log  # noqa: E402
 
-pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("lab_global")]  # reads the lab's request log
+pytestmark = pytest.mark.lab  # the request log is read for this module's namespace only (writes_in)
 SEED = REPO / "playbooks" / "files" / "seed-before.yml"
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -178,11 +178,11 @@ def test_default_backend_of_an_ingress_with_rules(lab, ns):
     assert who(get(lab, f"dflt.{ns}.test", "/something/else")) == "b"
 
 
-@pytest.mark.xdist_group("lab_global")
 def test_default_backend_without_rules_serves_unknown_hosts(lab, ns):
     """An Ingress with only ``spec.defaultBackend`` is the catch-all (Ingress concept page, "Single Service
     Ingress" / "Ingress rules": "if none of the hosts or paths match ... the traffic is routed to your default
-    backend"): a host no Ingress names reaches it. Lab-wide (the catch-all is shared): group lab_global."""
+    backend"): a host no Ingress names reaches it. The catch-all is lab-wide but only for hosts no Ingress names
+    (ingress-nginx's default server): the other tests send such hosts only where either answer is accepted."""
     serve(lab, ns, ingress("catchall", default_backend=backend("b")))
     try:
         r = get(lab, f"unknown-{ns}.test", "/whatever")

@@ -206,11 +206,11 @@ def test_port_forward_pod_deleted_lost_connection(lab, ns, mode):
     assert "error: lost connection to pod" in pf.stderr(), pf.output()
 
 
-@pytest.mark.xdist_group("lab_global")
 def test_port_forward_falls_back_to_spdy_when_the_tunnel_is_refused(lab, ns):
     """A non-101 answer to the WebSocket tunnel is an upgrade failure: kubectl dials again with the SPDY POST
     upgrade by itself (client-go ``tools/portforward/fallback_dialer.go``, apimachinery ``pkg/util/httpstream/
-    httpstream.go IsUpgradeFailure``)."""
+    httpstream.go IsUpgradeFailure``). Runs beside other tests: the fault is this worker's own (owner-scoped) and
+    matches only this namespace's pod; the request log is read for that path only."""
     path = f"/api/v1/namespaces/{ns}/pods/web/portforward"
     lab.faults.add(kind="http_status", status=400, count=1, method="GET", path_regex=path)
     try:

@@ -9,9 +9,14 @@ expected state comes from the scenario's inventory variables (deploy_*). Pod pro
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import shlex
+import socket
+import ssl
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -35,6 +40,13 @@ POSTGRES = bool(VARS.get("molecule_postgres", False))
 DATA = VARS.get("deploy_data_mount_path", "/mlflow")
 PORT = int(VARS.get("molecule_forward_port", 5000))  # MOLECULE_FORWARD_PORT, default 5000
 FORWARD = f"http://127.0.0.1:{PORT}"
+# MLflow's basic auth (deploy_auth_enabled): /health stays open, everything else wants the admin's credentials
+AUTH = bool(VARS.get("deploy_auth_enabled", False))
+AUTH_HEADER = ({"Authorization": "Basic " + base64.b64encode(
+    f"{VARS.get('deploy_auth_admin_username', 'admin')}:{VARS.get('deploy_auth_admin_password', '')}".encode()).decode()}
+    if AUTH else {})
+INGRESS_HOSTS = (VARS.get("deploy_ingress_hosts") or []) if VARS.get("deploy_ingress_enabled") else []
+TLS_SECRET = VARS.get("deploy_ingress_tls_secret") or ""
 
 
 def kubectl(host, *args: str) -> str:
@@ -168,8 +180,13 @@ def test_port_forward_on_loopback_answers(host):
     assert not host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
     with urllib.request.urlopen(f"{FORWARD}{PREFIX}/health", timeout=20) as r:
         assert r.status == 200 and r.read().strip() == b"OK"
-    with urllib.request.urlopen(f"{FORWARD}{PREFIX}/", timeout=20) as r:
+    req = urllib.request.Request(f"{FORWARD}{PREFIX}/", headers=AUTH_HEADER)
+    with urllib.request.urlopen(req, timeout=20) as r:
         assert r.status == 200 and b"<title>MLflow</title>" in r.read()
+    if AUTH:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{FORWARD}{PREFIX}/", timeout=20)
+        assert refused.value.code == 401
 
 
 def _test_non_root_hardened(pod, procs):
@@ -193,7 +210,7 @@ if "deploy" in STEPS:
 def _api(path: str, body: dict | None = None, method: str | None = None, data: bytes | None = None) -> dict:
     payload = data if data is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(f"{FORWARD}{PREFIX}{path}", data=payload, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **AUTH_HEADER})
     with urllib.request.urlopen(req, timeout=30) as r:
         raw = r.read()
         return json.loads(raw) if raw.strip() else {}
@@ -241,3 +258,57 @@ def _psql(host, pg: dict, sql: str) -> str:
     cmd = (f"PGPASSWORD={shlex.quote(pg['password'])} {pg['bindir']}/psql -X -At -h 127.0.0.1 -p {pg['port']} "
            f"-U {pg['user']} -d {pg['db']} -c {shlex.quote(sql)}")
     return host.check_output(cmd)
+
+
+def _ingress_endpoint(host, https: bool) -> tuple[str, int]:
+    """Where the Ingress is served: the lab's nginx (.lab/ingress.json), or the Ingress' load balancer address."""
+    if TARGET == "lab":
+        ep = json.loads(Path(os.environ["MOLECULE_PROJECT_DIRECTORY"], ".lab", "ingress.json").read_text())
+        addr, port = ep["https" if https else "http"].split("//", 1)[1].rsplit(":", 1)
+        return addr, int(port)
+    ing = kube_json(host, "get", "ingress", VARS.get("deploy_ingress_name", "mlflow-ingress"), "-n", NS)
+    lb = ing["status"]["loadBalancer"]["ingress"][0]
+    return lb.get("ip") or lb["hostname"], 443 if https else 80
+
+
+def _through_ingress(host, name: str, path: str, headers: dict | None = None) -> tuple[int, bytes]:
+    """GET through the Ingress as a browser on DNS `name` would: Host `name`, and over TLS SNI `name` with the
+    certificate checked against the one prepare made (molecule_tls_secret)."""
+    https = bool(TLS_SECRET)
+    addr, port = _ingress_endpoint(host, https)
+    if https:
+        ctx = ssl.create_default_context(cafile=str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "tls", "tls.crt")))
+        conn = http.client.HTTPSConnection(name, port, context=ctx, timeout=30)
+        conn.sock = ctx.wrap_socket(socket.create_connection((addr, port), timeout=30), server_hostname=name)
+    else:
+        conn = http.client.HTTPConnection(addr, port, timeout=30)
+    try:
+        conn.request("GET", f"{PREFIX}{path}", headers={"Host": name, **(headers or {})})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def _test_dashboard_through_the_ingress(host):
+    """deploy_ingress_enabled: each host shows MLflow through the ingress controller (TLS checked when the
+    Ingress has it); with basic auth, / answers 401 without credentials and the UI with the admin's."""
+    for name in INGRESS_HOSTS:
+        status, body = _through_ingress(host, name, "/health")
+        assert (status, body.strip()) == (200, b"OK"), (name, status, body[:200])
+        status, body = _through_ingress(host, name, "/", AUTH_HEADER)
+        assert status == 200 and b"<title>MLflow</title>" in body, (name, status, body[:200])
+        if AUTH:
+            assert _through_ingress(host, name, "/")[0] == 401
+
+
+def _test_verify_checked_the_ingress():
+    report = json.loads(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "verify-report.json").read_text())
+    step = next(s for s in report["steps"] if s["step"] == "ingress")
+    assert step["status"] == "ok", step
+    assert not [f for f in report["remaining"] if f["code"].startswith(("INGRESS_", "AUTH_"))], report["remaining"]
+
+
+if INGRESS_HOSTS:
+    test_dashboard_through_the_ingress = _test_dashboard_through_the_ingress
+    test_verify_checked_the_ingress = _test_verify_checked_the_ingress

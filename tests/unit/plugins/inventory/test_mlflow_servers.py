@@ -16,6 +16,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[3]
 sys.path.insert(0, str(HERE.parent / "module_utils"))
 from fleet_fixtures import deployment, mlflow_container, service, sidecar  # noqa: E402
+sys.path.insert(0, str(HERE.parents[2]))
+from helpers.inventory_output import listing, plain  # noqa: E402
 
 TOKEN = "tok-B-9f2c1e-never-in-the-output"
 AWX_TOKEN = "tok-AWX-77aa-never-in-the-output"
@@ -63,24 +65,6 @@ def two_clusters(**extra):
 
 
 CLUSTERS = {"a": CLUSTER_A, "https://b.example:6443": CLUSTER_B}
-
-
-def listing(proc) -> dict:
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    start = 0 if out.startswith("{") else out.index("\n{") + 1  # -v prints the version and config first
-    return json.loads(out[start:])
-
-
-def plain(value):
-    """ansible-inventory marks values that are not trusted templates as {"__ansible_unsafe": ...}."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def test_hosts_groups_and_role_variables(tmp_path):
