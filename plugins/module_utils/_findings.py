@@ -325,6 +325,48 @@ _ENTRIES = (
     _c("INGRESS_AUTH_REQUIRED", "ingress", "info", "none",
        "a request through the Ingress answers 401: the server (or the Ingress) requires authentication",
        "none", docs="not a broken Ingress: reported as context"),
+    # the Gateway API HTTPRoutes in front of the Service (same step, beside the Ingresses: _step_route)
+    _c("ROUTE_NOT_READABLE", "ingress", "info", "none",
+       "the HTTPRoutes (or a parent Gateway) could not be read: the credentials lack list httproutes (get gateways)",
+       "grant list on httproutes.gateway.networking.k8s.io in the namespace (get on gateways in each Gateway's "
+       "namespace) to check the route",
+       docs="never a failure: the rest of the checks run; without get on a Gateway its Programmed condition is not "
+            "judged (the route's own Accepted condition still is)"),
+    _c("ROUTE_NOT_FOUND", "ingress", "warning", "report", "the HTTPRoute named by verify_route_name does not exist",
+       "create the HTTPRoute (deploy_route_enabled) or set verify_route_name (empty: the HTTPRoutes whose "
+       "backendRefs name verify_service)"),
+    _c("ROUTE_NOT_ACCEPTED", "ingress", "critical", "report",
+       "a parent Gateway has not accepted the HTTPRoute (status.parents[].conditions Accepted is not True, or no "
+       "controller reports on it): nothing is routed",
+       "read the condition's reason (NotAllowedByListeners, NoMatchingListenerHostname, NoMatchingParent, ...) and "
+       "fix the route's parentRefs/hostnames or the Gateway's listeners (allowedRoutes)"),
+    _c("ROUTE_REFS_UNRESOLVED", "ingress", "critical", "report",
+       "the HTTPRoute's references are not resolved (ResolvedRefs is not True: a missing Service or port, a "
+       "cross-namespace backend without a ReferenceGrant)",
+       "read the condition's reason (BackendNotFound, RefNotPermitted, InvalidKind) and fix the backendRef"),
+    _c("ROUTE_GATEWAY_NOT_PROGRAMMED", "ingress", "critical", "report",
+       "a Gateway the HTTPRoute names does not exist or is not Programmed (status.conditions): no traffic reaches "
+       "the route",
+       "create the Gateway (deploy_route_gateway_name names it) or fix it: kubectl describe gateway"),
+    _c("ROUTE_BACKEND_MISMATCH", "ingress", "critical", "report",
+       "an HTTPRoute backendRef names a port the Service does not expose",
+       "set the backendRef port to a port of the Service (verify_service_port)"),
+    _c("ROUTE_PATH_MISMATCH", "ingress", "critical", "report",
+       "an HTTPRoute path match does not fit the server's static prefix (404 through it)",
+       "make the path match / when the server runs without --static-prefix, or the prefix (deploy_static_prefix) "
+       "when it runs with one; or add a URLRewrite filter",
+       docs="rules with a URLRewrite filter and RegularExpression matches are not judged"),
+    _c("ROUTE_HOST_NOT_ALLOWED", "ingress", "critical", "patch",
+       "an HTTPRoute hostname is not in the server's allowed hosts (MLflow >= 3.5 answers 403 Invalid Host header)",
+       "add the route's hostname to MLFLOW_SERVER_ALLOWED_HOSTS", targets=("allowed_hosts",),
+       docs="the patch adds the hostname (and hostname:*) to the allowed hosts, as for an Ingress host"),
+    _c("ROUTE_TIMEOUT_TOO_SHORT", "ingress", "warning", "report",
+       "an HTTPRoute rule's timeouts.request or timeouts.backendRequest is shorter than the server's worker timeout: "
+       "longer requests time out at the Gateway",
+       "apply the JSON patch the finding names (only the short timeouts of the rules concerned), or set "
+       "deploy_proxy_timeout and re-run deploy",
+       docs="reported, not patched: Gateway API timeouts are an Extended feature and the route is often owned with "
+            "the Gateway; unset timeouts (the implementation's default) and 0s (none) are not judged"),
     # ----------------------------------------------------------------------------- steps 5-6 and remediation
     _c("PORT_FORWARD_FAILED", "port_forward", "warning", "report",
        "the dashboard port-forward could not start (the local port is held by another process)",

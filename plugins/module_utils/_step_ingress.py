@@ -20,19 +20,13 @@ from datetime import UTC, datetime, timedelta
 from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
 from ansible_collections.asgard.mlflow.plugins.module_utils import _step_settings as S
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
+from ansible_collections.asgard.mlflow.plugins.module_utils._proxy_fit import needed_timeout, path_fits, refused_hosts
 from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import helm_release, obj, objs, parse_time
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 BODY_ANNOTATION = R.INGRESS_NGINX_ANNOTATION_PREFIX + "proxy-body-size"
 TIMEOUT_ANNOTATIONS = tuple(R.INGRESS_NGINX_ANNOTATION_PREFIX + k for k in ("proxy-read-timeout", "proxy-send-timeout"))
 REWRITE_ANNOTATION = R.INGRESS_NGINX_ANNOTATION_PREFIX + "rewrite-target"
-
-
-def needed_timeout(settings: dict | None, min_gunicorn_timeout: int) -> int:
-    """Seconds an Ingress must wait for the server: gunicorn's --timeout (at least verify_min_gunicorn_timeout,
-    which verify enforces); on uvicorn, which has no request timeout, verify_min_gunicorn_timeout."""
-    t = S.gunicorn_timeout(settings) if S.server(settings) == "gunicorn" else None
-    return max(int(min_gunicorn_timeout), t or 0)
 
 
 def routes_to(ing: dict, service: str) -> bool:
@@ -156,7 +150,7 @@ def _judge(ing: dict, svc: dict, settings: dict, secrets: dict, *, service_name:
     if REWRITE_ANNOTATION not in ann:
         wrong = sorted({(p or {}).get("path") or "/" for _r, p, b in _backends(ing)
                         if p is not None and (b.get("service") or {}).get("name") == service_name
-                        and not _path_fits((p or {}).get("path") or "/", prefix)})
+                        and not path_fits((p or {}).get("path") or "/", prefix)})
         if wrong:
             want = f"{prefix} (the server's --static-prefix)" if prefix else "/ (the server runs without a static prefix)"
             out.append(finding("INGRESS_PATH_MISMATCH",
@@ -165,15 +159,13 @@ def _judge(ing: dict, svc: dict, settings: dict, secrets: dict, *, service_name:
                                {"ingress": name, "paths": wrong, "static_prefix": prefix or None}, step="ingress"))
 
     # hosts vs the allowed hosts (MLflow >= 3.5 with the host check on)
-    if settings.get("host_check") and settings.get("allowed_hosts") is not None:
-        patterns = R.effective_allowed_hosts(settings.get("allowed_hosts"))
-        refused = [h for h in hosts if not R.host_allowed(h, patterns)]
-        if refused:
-            out.append(finding("INGRESS_HOST_NOT_ALLOWED",
-                               f"Ingress {name} host {', '.join(refused)} is not in the server's allowed hosts: MLflow "
-                               "answers 403 Invalid Host header through the Ingress",
-                               {"ingress": name, "hosts": refused,
-                                "allowed_hosts": settings.get("allowed_hosts")}, step="ingress"))
+    refused = refused_hosts(settings, hosts)
+    if refused:
+        out.append(finding("INGRESS_HOST_NOT_ALLOWED",
+                           f"Ingress {name} host {', '.join(refused)} is not in the server's allowed hosts: MLflow "
+                           "answers 403 Invalid Host header through the Ingress",
+                           {"ingress": name, "hosts": refused,
+                            "allowed_hosts": settings.get("allowed_hosts")}, step="ingress"))
 
     # ingress-nginx annotations: body size and timeouts
     body = ann.get(BODY_ANNOTATION, R.INGRESS_NGINX_DEFAULTS["proxy-body-size"])
@@ -205,15 +197,6 @@ def _judge(ing: dict, svc: dict, settings: dict, secrets: dict, *, service_name:
 
 def _fmt_timeouts(short: dict) -> str:
     return ", ".join(f"{k.rsplit('/', 1)[1]} {v}s" for k, v in short.items())
-
-
-def _path_fits(path: str, prefix: str) -> bool:
-    """The Ingress path reaches the server's routes: ``/`` always; with a prefix, the prefix, a path under it or a
-    path above it; without one, only ``/``."""
-    p = path.rstrip("/")
-    if not p:
-        return True
-    return bool(prefix) and (p == prefix or p.startswith(prefix + "/") or prefix.startswith(p + "/"))
 
 
 def _seconds(value, default: int) -> int:

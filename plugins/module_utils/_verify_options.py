@@ -55,6 +55,7 @@ ARG_SPEC = {
     "ingress_url": {"type": "str", "default": ""},
     "ingress_validate_certs": {"type": "bool", "default": True},
     "ingress_ca_cert": {"type": "path", "default": ""},
+    "route_name": {"type": "str", "default": ""},
     "tls_min_days": {"type": "int", "default": 14},
     "transaction": {"type": "bool", "default": False},
     "transaction_options": {"type": "dict", "default": {}},
@@ -109,6 +110,7 @@ class Options:
     ingress_url: str = ""
     ingress_validate_certs: bool = True
     ingress_ca_cert: str = ""
+    route_name: str = ""
     tls_min_days: int = 14
     transaction: bool = False
     transaction_options: dict = field(default_factory=dict)
@@ -155,6 +157,9 @@ class Options:
         if self.ingress_name and (not _DNS_SUBDOMAIN.match(self.ingress_name) or len(self.ingress_name) > 253):
             e.append(f"{n('ingress_name')}: {self.ingress_name!r} is not an Ingress name (a DNS-1123 name, or empty for "
                      "the Ingresses that route to the Service)")
+        if self.route_name and (not _DNS_SUBDOMAIN.match(self.route_name) or len(self.route_name) > 253):
+            e.append(f"{n('route_name')}: {self.route_name!r} is not an HTTPRoute name (a DNS-1123 name, or empty for "
+                     "the HTTPRoutes whose backendRefs name the Service)")
         if nginx_size_bytes(self.ingress_min_body_size) is None:
             e.append(f"{n('ingress_min_body_size')}: expected an nginx size such as 0 (no limit), 512k, 100m or 5g, "
                      f"got {self.ingress_min_body_size!r}")

@@ -257,8 +257,9 @@ def ingress_annotations(f: dict) -> dict:
 
 
 def ingress_hosts(findings: list[dict]) -> list[str]:
-    """The Ingress hosts INGRESS_HOST_NOT_ALLOWED names (the allowed-hosts patch adds them)."""
-    return sorted({h for f in findings if f.get("code") == "INGRESS_HOST_NOT_ALLOWED"
+    """The Ingress hosts and HTTPRoute hostnames INGRESS_HOST_NOT_ALLOWED / ROUTE_HOST_NOT_ALLOWED name (the
+    allowed-hosts patch adds them)."""
+    return sorted({h for f in findings if f.get("code") in ("INGRESS_HOST_NOT_ALLOWED", "ROUTE_HOST_NOT_ALLOWED")
                    for h in (f.get("evidence") or {}).get("hosts") or []})
 
 

@@ -5,7 +5,8 @@
 One round of a healthy server costs 6 requests: the Deployment, its pods, the MLflow container's log, the Service,
 its EndpointSlices (Endpoints when the API has none) and the probe's portforward tunnel; ConfigMaps only when the
 container takes env from them, the namespace only when the Deployment is missing; the Ingresses of the namespace (one
-list) and the TLS Secrets of those that route to the Service. Transient API errors (429, 5xx,
+list) and the TLS Secrets of those that route to the Service; the HTTPRoutes of the namespace (one list; none
+without the Gateway API) and, only when one routes to the Service, each parent Gateway it names (one get each). Transient API errors (429, 5xx,
 a dropped connection) are retried with backoff; 401/403 are reported with what to do.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeError, credentials_hint
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_ingress import secret_summary, selected, tls_secret_names
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_targets
+from ansible_collections.asgard.mlflow.plugins.module_utils import _step_route as ROUTE
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import rollout_state
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
 from ansible_collections.asgard.mlflow.plugins.module_utils._settings import configmap_names
@@ -52,6 +54,10 @@ class Snapshot:
     ingress_error: str = ""  # why they could not be listed (403)
     tls_secrets: dict = field(default_factory=dict)  # name -> {type, crt} (never the key), None when absent
     secrets_error: str = ""
+    routes: list = field(default_factory=list)  # the HTTPRoutes the ingress step judges
+    route_error: str = ""  # why they could not be listed (403)
+    gateways: dict = field(default_factory=dict)  # "namespace/name" -> {programmed, reason, message}, None when absent
+    gateway_errors: dict = field(default_factory=dict)  # "namespace/name" -> why it could not be read (403)
 
 
 class Reader:
@@ -88,7 +94,7 @@ class Reader:
         return self._call(what, lambda p, q: self.api.get_text(p, q, accept="text/plain"), path, query)
 
     def snapshot(self, *, deployment: str, service: str, label_selectors: list[str], container: str | None,
-                 steps: set, log_tail_lines: int, log_since_seconds: int, ingress_name: str = "") -> Snapshot:
+                 steps: set, log_tail_lines: int, log_since_seconds: int, ingress_name: str = "", route_name: str = "") -> Snapshot:
         ns = self.ns
         snap = Snapshot()
         snap.deployment = self.get(f"Deployment {ns}/{deployment}",
@@ -133,6 +139,7 @@ class Reader:
                 snap.endpoints = self.get(f"Endpoints {ns}/{service}", f"/api/v1/namespaces/{ns}/endpoints/{service}")
         if "ingress" in steps and snap.deployment is not None:
             self._ingresses(snap, service, ingress_name)
+            self._routes(snap, service, route_name)
         return snap
 
     def _ingresses(self, snap: Snapshot, service: str, ingress_name: str) -> None:
@@ -157,6 +164,29 @@ class Reader:
                     raise
                 snap.secrets_error = f"get secrets in {ns} is forbidden to these credentials: TLS not checked"
                 return
+
+    def _routes(self, snap: Snapshot, service: str, route_name: str) -> None:
+        """The HTTPRoutes of the namespace that route to the Service (one list; a 404 - no Gateway API installed - is
+        none) and the Gateways they name (one get each, reduced to the Programmed condition at once). A 403 is recorded,
+        never raised: Gateways may live in a namespace these credentials cannot read."""
+        ns = self.ns
+        try:
+            items = (self.get(f"HTTPRoutes in {ns}", f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes") or {}).get("items") or []
+        except ReadError as exc:
+            if exc.status != 403:
+                raise
+            snap.route_error = f"list httproutes.{ROUTE.GROUP} in {ns} is forbidden to these credentials"
+            return
+        snap.routes = ROUTE.selected(items, service, route_name)
+        for key in ROUTE.gateway_keys(snap.routes):
+            gns, name = key.split("/", 1)
+            try:
+                snap.gateways[key] = ROUTE.gateway_summary(self.get(
+                    f"Gateway {key}", f"/apis/gateway.networking.k8s.io/v1/namespaces/{gns}/gateways/{name}"))
+            except ReadError as exc:
+                if exc.status != 403:
+                    raise
+                snap.gateway_errors[key] = f"get gateways.{ROUTE.GROUP} in {gns} is forbidden to these credentials"
 
     def job_outcome(self, name: str) -> dict:
         """A migration Job's outcome: ``{found, succeeded, failed, last_line}`` (the last error line of its log)."""

@@ -26,6 +26,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._probe import ProbeI
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_ingress import ingress_check
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_logs import log_scan
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_pods import main_container, pod_status
+from ansible_collections.asgard.mlflow.plugins.module_utils._step_route import route_check, with_routes
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_probe import probe_result, transaction_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_service import service_connectivity
 from ansible_collections.asgard.mlflow.plugins.module_utils._step_settings import settings_findings, static_prefix
@@ -73,7 +74,8 @@ def run_round(api, o: Options, *, state: dict | None = None, errors: dict | None
         steps_sel = o.steps()
         snap = reader.snapshot(deployment=o.deployment, service=o.service, label_selectors=o.label_selectors,
                                container=o.container or None, steps=steps_sel, log_tail_lines=o.log_tail_lines,
-                               log_since_seconds=o.log_since_seconds, ingress_name=o.ingress_name)
+                               log_since_seconds=o.log_since_seconds, ingress_name=o.ingress_name,
+                               route_name=o.route_name)
     except ReadError as exc:
         raise InputError(str(exc)) from exc
     if snap.namespace_missing:
@@ -240,12 +242,16 @@ def _analyse(api, o: Options, snap, settings, settings_error, steps_sel: set, ch
                                    min_body_size=o.ingress_min_body_size, min_gunicorn_timeout=o.min_gunicorn_timeout,
                                    tls_min_days=o.tls_min_days, read_error=snap.ingress_error,
                                    secrets_error=snap.secrets_error))
-        # through the Ingress endpoint, from here (auth: the lead connects verify_auth_* after merging)
+        steps[-1] = with_routes(steps[-1], route_check(
+            snap.routes, snap.service, settings, snap.gateways, service_name=o.service, namespace=o.namespace,
+            route_name=o.route_name, min_gunicorn_timeout=o.min_gunicorn_timeout, read_error=snap.route_error,
+            gateway_errors=snap.gateway_errors))
+        # through the Ingress endpoint, from here, with the round's basic-auth credentials (verify_auth_*)
         steps[-1] = through_ingresses(steps[-1], snap.ingresses, service=o.service,
                                       static_prefix=static_prefix(settings), health_path=health_path,
                                       o=HttpOptions(url=o.ingress_url, validate_certs=o.ingress_validate_certs,
                                                     ca_cert=o.ingress_ca_cert, timeout=o.probe_timeout,
-                                                    min_body_size=o.ingress_min_body_size, auth=None))
+                                                    min_body_size=o.ingress_min_body_size, auth=o.auth))
     return steps, target
 
 

@@ -167,6 +167,12 @@ options:
         backend route to O(service) (with none the step is ok, with a line saying so).
     type: str
     default: ""
+  route_name:
+    description:
+      - The Gateway API HTTPRoute the ingress step checks beside the Ingresses; empty means every HTTPRoute of the
+        namespace whose rules' backendRefs name O(service) (none is fine, as on clusters without the Gateway API).
+    type: str
+    default: ""
   ingress_min_body_size:
     description:
       - The upload an Ingress must let through (nginx size such as V(100m) or V(5g)). A smaller
@@ -279,7 +285,9 @@ notes:
   - Needs C(get)/C(list) on deployments, pods, pods/log, services, endpointslices (or endpoints), configmaps and jobs
     (after a migration), C(watch) on deployments (after an action), and C(create) on pods/portforward. The ingress
     step lists ingresses (a 403 is reported as INGRESS_NOT_READABLE, never a failure) and gets the TLS Secrets they
-    name (without C(get) on them TLS is not checked).
+    name (without C(get) on them TLS is not checked). It lists httproutes (gateway.networking.k8s.io; a 403 is
+    ROUTE_NOT_READABLE) and gets the Gateways the routes to the Service name (without C(get) on gateways in a
+    Gateway's namespace its Programmed condition is not judged).
 requirements:
   - kubernetes >= 24.2.0
   - websocket-client

@@ -288,3 +288,13 @@ def test_names_match_the_role_defaults():
     assert named == [{"apiGroups": [""], "resources": ["secrets"], "resourceNames":
                       [deploy["deploy_backend_store_secret_create_name"], deploy["deploy_auth_secret_name"]],
                       "verbs": ["get", "patch"]}]
+
+
+def test_verify_reads_the_routes_and_their_gateways_and_nothing_more_of_the_gateway_api():
+    """Step 4c lists HTTPRoutes and gets the Gateways they name (module_utils/_verify_reader.py); a Gateway in
+    another namespace is granted there by the operator (docs/awx.md), not by this Role."""
+    need = required_from_plugins()
+    gw = {(g, r, v) for (g, r, v) in need if g == "gateway.networking.k8s.io"}
+    assert gw == {("gateway.networking.k8s.io", "httproutes", "list"), ("gateway.networking.k8s.io", "gateways", "get")}
+    assert gw <= _granted("Role")
+    assert "ROUTE_NOT_READABLE" in (ROOT / "docs" / "awx.md").read_text()
