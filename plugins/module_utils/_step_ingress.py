@@ -119,7 +119,9 @@ def _judge(ing: dict, svc: dict, settings: dict, secrets: dict, *, service_name:
     hosts = sorted({r.get("host") for r in spec.get("rules") or [] if r.get("host")})
     out: list[dict] = []
     d = {"name": name, "hosts": hosts, "class": spec.get("ingressClassName") or ann.get("kubernetes.io/ingress.class"),
-         "helm_release": helm_managed(ing)}
+         "helm_release": helm_managed(ing),
+         # the annotations verify may patch, as they are (None: not set): what a rollback restores
+         "proxy_annotations": {a: ann.get(a) for a in (BODY_ANNOTATION, *TIMEOUT_ANNOTATIONS)}}
     details["ingresses"].append(d)
 
     # backend: the Service and one of its ports

@@ -224,7 +224,15 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
         actions.append({"action": "patch", "targets": targets,
                         "reason": sorted({c for t in targets for c in reasons[t]}),
                         "description": "asgard.mlflow.patch: " + ", ".join(PATCH_TARGETS[t] for t in targets)})
-    ingresses = [{"name": n, "annotations": a} for n, a in sorted(ingress_patches.items())]
+    before = _proxy_annotations(steps)
+    unserved = _not_serving(findings)
+    # "previous": what a rollback restores (None: the annotation was not set); "served": the Ingress served the
+    # requests through it before the patch, so a failure after it is the patch's
+    ingresses = [{"name": n, "annotations": a, "previous": {k: (before.get(n) or {}).get(k) for k in a},
+                  "served": n not in unserved} for n, a in sorted(ingress_patches.items())]
+    rollback = _ingress_rollback(done, unserved)
+    if rollback:
+        actions.append(rollback)
     if ingresses:
         actions.append({"action": "patch_ingress", "reason": sorted(set(ingress_reasons)), "ingresses": ingresses,
                         "description": "merge patch of Ingress annotations: " + "; ".join(
@@ -242,7 +250,7 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
                      min_gunicorn_timeout=min_gunicorn_timeout, rollout_timeout=rollout_timeout,
                      service_links=service_links, ingress_hosts=ingress_hosts(findings)) if targets else {}
     return {"actions": actions, "report_only": uniq, "patch_targets": targets, "patch": bool(targets),
-            "patch_vars": pv, "ingress_patches": ingresses,
+            "patch_vars": pv, "ingress_patches": ingresses + (rollback["ingresses"] if rollback else []),
             "migrate": migrate, "restart": restart, "restart_reason": restart_reason,
             "restart_blockers": blockers, "needed": bool(actions), "findings": added}
 
@@ -254,6 +262,52 @@ def ingress_annotations(f: dict) -> dict:
     if f.get("code") in ("INGRESS_BODY_TOO_SMALL", "INGRESS_UPLOAD_REFUSED"):  # one patch heals both
         return {ev["annotation"]: str(ev["wanted"])}
     return {a: str(ev["wanted"]) for a in sorted(ev.get("annotations") or {})}
+
+
+# what the requests through an Ingress find when it does not serve the server (_ingress_http)
+NOT_SERVING = ("INGRESS_HEALTH_FAILED", "INGRESS_ROOT_FAILED", "INGRESS_UNREACHABLE")
+
+
+def _proxy_annotations(steps) -> dict[str, dict]:
+    """Ingress name -> the patchable annotations as they are now (the ingress step's details)."""
+    step = next((s for s in steps or [] if isinstance(s, dict) and s.get("step") == "ingress"), None) or {}
+    return {d.get("name"): dict(d.get("proxy_annotations") or {})
+            for d in (step.get("details") or {}).get("ingresses") or [] if isinstance(d, dict)}
+
+
+def _not_serving(findings: list[dict]) -> dict[str, list[str]]:
+    """Ingress name -> the NOT_SERVING codes found for it in this check."""
+    out: dict[str, list[str]] = {}
+    for f in findings:
+        if f.get("code") in NOT_SERVING:
+            out.setdefault((f.get("evidence") or {}).get("ingress"), []).append(f["code"])
+    return out
+
+
+def _ingress_rollback(done, unserved: dict[str, list[str]]) -> dict | None:
+    """The rollback of this run's Ingress annotation patch, like the Deployment patch's: an Ingress that served the
+    requests through it before the patch and does not now gets its previous annotations back (once per run; an
+    annotation that was not set is removed: null in the merge patch)."""
+    records = [d for d in done or [] if isinstance(d, dict) and d.get("action") == "patch_ingress"]
+    rolled = {i.get("name") for d in records if d.get("rollback") for i in d.get("ingresses") or []}
+    back, reasons = [], set()
+    for d in records:
+        if d.get("rollback") or not d.get("changed") or d.get("failed"):
+            continue
+        for i in d.get("ingresses") or []:
+            name = i.get("name")
+            if i.get("served") and name in unserved and name not in rolled:
+                back.append({"name": name, "annotations": dict(i.get("previous") or {}),
+                             "previous": dict(i.get("annotations") or {}), "served": False})
+                reasons.update(unserved[name])
+                rolled.add(name)
+    if not back:
+        return None
+    return {"action": "patch_ingress", "rollback": True, "reason": sorted(reasons), "ingresses": back,
+            "description": "rollback of this run's Ingress annotation patch (the Ingress served before it and does "
+                           "not now): " + "; ".join(
+                               f"{i['name']} " + ", ".join(f"{k.rsplit('/', 1)[1]}={'(unset)' if v is None else v}"
+                                                          for k, v in i["annotations"].items()) for i in back)}
 
 
 def ingress_hosts(findings: list[dict]) -> list[str]:

@@ -164,6 +164,7 @@ def _record_actions(reader: Reader, o: Options, st: dict, errors: dict, check_mo
                 applied = all(now[i["name"]].get(k) == v for i in a.get("ingresses") or []
                               for k, v in i["annotations"].items())
                 rec["ingresses"] = [dict(i) for i in a.get("ingresses") or []]
+                rec["rollback"] = bool(a.get("rollback"))
                 rec["changed"] = applied
                 rec["failed"] = bool(err) or not applied
                 rec["description"] = a.get("description", "") + (

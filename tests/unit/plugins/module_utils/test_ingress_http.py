@@ -165,7 +165,8 @@ def test_the_413_shares_the_body_size_patch_and_is_planned_once(edge):
     assert refused["evidence"]["annotation"] == ANN + "proxy-body-size" and refused["evidence"]["value"] == "1m"
     p = plan([step])
     assert [a["action"] for a in p["actions"]] == ["patch_ingress"]
-    assert p["ingress_patches"] == [{"name": "mlflow-ingress", "annotations": {ANN + "proxy-body-size": "20m"}}]
+    assert p["ingress_patches"] == [{"name": "mlflow-ingress", "annotations": {ANN + "proxy-body-size": "20m"},
+                                     "previous": {ANN + "proxy-body-size": "1m"}, "served": True}]
     assert p["actions"][0]["reason"] == ["INGRESS_BODY_TOO_SMALL", "INGRESS_UPLOAD_REFUSED"]
     # the annotation allows the size yet nginx refuses: the limit is elsewhere, reported (nothing to patch)
     alone = plan([{"step": "ingress", "findings": [refused | {"evidence": {"ingress": "mlflow-ingress", "status": 413}}]}])

@@ -327,7 +327,9 @@ def test_body_and_timeout_plan_one_merge_patch_of_only_those_annotations():
     p = plan([st], settings())
     assert [a["action"] for a in p["actions"]] == ["patch_ingress"] and p["needed"] is True
     assert p["ingress_patches"] == [{"name": "mlflow-ingress", "annotations": {
-        "nginx.ingress.kubernetes.io/proxy-body-size": "100m", "nginx.ingress.kubernetes.io/proxy-read-timeout": "300"}}]
+        "nginx.ingress.kubernetes.io/proxy-body-size": "100m", "nginx.ingress.kubernetes.io/proxy-read-timeout": "300"},
+        "previous": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m",
+                     "nginx.ingress.kubernetes.io/proxy-read-timeout": "10"}, "served": True}]
     assert p["actions"][0]["reason"] == ["INGRESS_BODY_TOO_SMALL", "INGRESS_TIMEOUT_TOO_SHORT"]
     assert p["patch"] is False and p["restart"] is False
     # an audit (no remediation kinds) or remediations without patch: reported with the values to set
@@ -340,6 +342,48 @@ def test_body_and_timeout_plan_one_merge_patch_of_only_those_annotations():
                                                                                 "INGRESS_TIMEOUT_TOO_SHORT"],
                                           "changed": True, "failed": False}])
     assert again["actions"] == [] and all("not repeated" in r["message"] for r in again["report_only"])
+
+
+def _not_serving(code: str = "INGRESS_HEALTH_FAILED", name: str = "mlflow-ingress") -> dict:
+    return {"step": "ingress", "findings": [
+        {"code": code, "severity": "critical", "message": f"{name}: 502 through the Ingress",
+         "evidence": {"ingress": name, "status": 502}}], "details": {"ingresses": []}}
+
+
+def test_an_ingress_that_stops_serving_after_the_patch_gets_its_annotations_back_once():
+    """Like the Deployment patch's rollback: the patch of this run (read back as changed) was made on an Ingress that
+    served the requests through it; the next check finds it no longer does, so the plan restores what the patch
+    replaced (an annotation that was not set is removed: null in the merge patch), once per run."""
+    ann = {"nginx.ingress.kubernetes.io/proxy-read-timeout": "10"}  # body size not set: ingress-nginx's 1m
+    first = plan([check([ingress(annotations=ann)])], settings())
+    patched = first["ingress_patches"]
+    assert patched[0]["previous"] == {"nginx.ingress.kubernetes.io/proxy-body-size": None,
+                                      "nginx.ingress.kubernetes.io/proxy-read-timeout": "10",
+                                      "nginx.ingress.kubernetes.io/proxy-send-timeout": None}
+    done = [{"action": "patch_ingress", "reason": first["actions"][0]["reason"], "ingresses": patched,
+             "changed": True, "failed": False}]
+    p = plan([_not_serving()], settings(), done=done)
+    [rb] = [a for a in p["actions"] if a.get("rollback")]
+    assert rb["action"] == "patch_ingress" and rb["reason"] == ["INGRESS_HEALTH_FAILED"]
+    assert rb["ingresses"] == [{"name": "mlflow-ingress", "annotations": patched[0]["previous"],
+                                "previous": patched[0]["annotations"], "served": False}]
+    assert p["ingress_patches"] == rb["ingresses"] and p["needed"] is True
+    assert "proxy-body-size=(unset)" in rb["description"] and "proxy-read-timeout=10" in rb["description"]
+    # once per run: after the rollback, a still broken Ingress is reported, not rolled back again
+    done.append({"action": "patch_ingress", "rollback": True, "reason": rb["reason"], "ingresses": rb["ingresses"],
+                 "changed": True, "failed": False})
+    assert not [a for a in plan([_not_serving()], settings(), done=done)["actions"] if a.get("rollback")]
+
+
+def test_no_rollback_when_the_ingress_did_not_serve_before_or_the_patch_did_not_happen():
+    ann = {"nginx.ingress.kubernetes.io/proxy-read-timeout": "10"}
+    already_broken = plan([check([ingress(annotations=ann)]), _not_serving("INGRESS_ROOT_FAILED")], settings())
+    assert already_broken["ingress_patches"][0]["served"] is False
+    entry = already_broken["ingress_patches"]
+    for rec in ({"changed": True, "failed": False, "ingresses": entry},  # it did not serve before the patch
+                {"changed": False, "failed": True, "ingresses": [dict(entry[0], served=True)]}):  # nothing changed
+        p = plan([_not_serving()], settings(), done=[{"action": "patch_ingress", "reason": [], **rec}])
+        assert not [a for a in p["actions"] if a.get("rollback")], rec
 
 
 def test_a_helm_managed_ingress_is_reported_with_the_values_not_patched():
