@@ -43,8 +43,8 @@ def dep(command, args=None, image=V3, grace=None):
                      "template": {"metadata": {"labels": {"app": "m"}}, "spec": spec}}}
 
 
-def script_after(d, targets=ONLY_EXEC):
-    r = compliance(d, targets)
+def script_after(d, targets=None):
+    r = compliance(d, ONLY_EXEC if targets is None else targets)
     c = r["after"]
     return r, (c.get("args") or c.get("command"))
 
@@ -82,7 +82,7 @@ def test_the_patch_is_that_one_element_guarded_and_reversible():
 
 
 def test_script_in_command_is_patched_in_command():
-    r, _ = script_after(dep(["sh", "-ec", SERVER]))
+    r = compliance(dep(["sh", "-ec", SERVER]), ONLY_EXEC)
     assert {"op": "replace", "path": "/spec/template/spec/containers/0/command/2", "value": f"exec {SERVER}"} in r["patch"]
 
 
