@@ -25,6 +25,7 @@ import re
 
 from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
+from ansible_collections.asgard.mlflow.plugins.module_utils._server_command import shell_wrapper
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import container_view, contains_credentials, redact
 from ansible_collections.asgard.mlflow.plugins.module_utils._settings import (
     effective,
@@ -69,6 +70,9 @@ DEFAULT_TARGETS = {
     "startup_probe": dict(R.PROBE_TIMINGS["startup_probe"]),
     "readiness_probe": dict(R.PROBE_TIMINGS["readiness_probe"]),
     "liveness_probe": dict(R.PROBE_TIMINGS["liveness_probe"]),
+    # True: write `exec ` before the mlflow command of a one-command `sh -c` script (the shell-wrapper rule,
+    # _server_command.shell_wrapper); False/None: leave the script's process tree as it is
+    "shell_exec": False,
     "mlflow_version": None,  # override when the image tag does not tell (digest, latest)
     "container": None,  # name of the container, when several run mlflow server
     "annotation": "asgard.mlflow/patch",
@@ -90,6 +94,8 @@ def norm_targets(targets):
         v = t[k]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise MlflowSettingsError(f"targets.{k}: expected a positive integer or null (off), got {v!r}")
+    if t["shell_exec"] is not None and not isinstance(t["shell_exec"], bool):
+        raise MlflowSettingsError(f"targets.shell_exec: expected true, false or null, got {t['shell_exec']!r}")
     if t["port"] is not None and (not isinstance(t["port"], int) or not 1 <= t["port"] <= 65535):
         raise MlflowSettingsError(f"targets.port: expected an integer 1-65535 or null (off), got {t['port']!r}")
     for k in ("gunicorn_timeout_mode", "workers_mode"):
@@ -125,7 +131,8 @@ def norm_targets(targets):
 def enforced_fingerprint(targets):
     """Stable short string recording what was enforced (the pod template annotation value)."""
     t = norm_targets(targets)
-    keys = [k for k in sorted(t) if k not in ("annotation", "container")]
+    # shell_exec joins the fingerprint only when on (the annotations written before it existed stay the same)
+    keys = [k for k in sorted(t) if k not in ("annotation", "container") and not (k == "shell_exec" and not t[k])]
     blob = json.dumps({k: t[k] for k in keys}, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
     parts = []
@@ -190,6 +197,17 @@ def compliance(deployment, targets=None, configmaps=None):
     # ---- allowed hosts (MLflow >= 3.5) -------------------------------------------------------------
     if t["allowed_hosts"] is not None and R.host_check_applies(p.version):
         _enforce_allowed_hosts(ed, t, kind)
+
+    # ---- the shell wrapper: `exec ` before the mlflow command, so MLflow (not sh) is PID 1 --------------
+    if t["shell_exec"]:
+        sw = shell_wrapper(p.cmd, p.version)
+        if sw and sw["fixable"]:
+            ed.script_edits.append((sw["insert_at"], sw["insert_at"], "exec "))
+            changes.append(f"{sw['where']}: `exec ` before the mlflow command ({sw['shell']} no longer stays PID 1: "
+                           f"SIGTERM reaches MLflow, a pod stop no longer waits the {p.grace_period} s grace period)")
+        elif sw:
+            p.warnings.append(f"{sw['where']}: the {sw['shell']} script runs mlflow server without exec and is not "
+                              f"rewritten: {sw['reason']}")
 
     new_c = ed.render_container()
 
@@ -258,6 +276,15 @@ def _json_patches(deployment, p, new_c, pod_changes, t, targets):
         old = p.container.get(field)
         new = new_c.get(field)
         if old == new:
+            continue
+        changed = [i for i in range(len(new)) if i >= len(old) or old[i] != new[i]] \
+            if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) else None
+        if p.cmd.form == "script" and changed == [p.cmd.script_loc[1]] and field == p.cmd.script_loc[0]:
+            # only the sh -c script changed (edited in place): test and replace that one element
+            i = changed[0]
+            patch.append({"op": "test", "path": f"{cpath}/{field}/{i}", "value": old[i]})
+            patch.append({"op": "replace", "path": f"{cpath}/{field}/{i}", "value": new[i]})
+            rollback.append({"op": "replace", "path": f"{cpath}/{field}/{i}", "value": old[i]})
             continue
         if old is not None:
             patch.append({"op": "test", "path": f"{cpath}/{field}", "value": old})

@@ -22,7 +22,8 @@ SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 ACTIONS = ("patch", "patch_ingress", "migrate", "restart", "report", "none")
 # the settings the patch role can enforce, in the order the report names them
 PATCH_TARGETS = {"workers": "workers", "timeout": "gunicorn timeout/keep-alive",
-                 "static_prefix": "remove the static prefix", "allowed_hosts": "allowed hosts"}
+                 "static_prefix": "remove the static prefix", "allowed_hosts": "allowed hosts",
+                 "shell_exec": "exec before mlflow server in the shell script"}
 STEP_TITLES = {
     "pods": "1. Pod status",
     "settings": "1b. Server settings",
@@ -123,6 +124,17 @@ _ENTRIES = (
             "never guessed"),
     _c("STATIC_PREFIX_SET", "settings", "info", "none",
        "the server runs with the expected --static-prefix: the dashboard is under the prefix", "none"),
+    _c("SHELL_WRAPPER_NO_EXEC", "settings", "warning", "patch",
+       "a `sh -c` script runs `mlflow server` without `exec`: the shell is the container's PID 1, has no SIGTERM "
+       "handler and drops the kubelet's SIGTERM, so every pod stop (rollout, restart, heal, delete) waits the whole "
+       "terminationGracePeriodSeconds",
+       "write `exec mlflow server ...` in the script (or give mlflow server as command/args lists)",
+       targets=("shell_exec",),
+       docs="`exec ` is inserted before the mlflow command only when the script is that one simple command (env "
+            "assignments and redirections allowed) and MLflow is 3.x; a script with `;`, `&&`, `||`, pipes or "
+            "several commands, or MLflow 2.x (whose CLI does not pass SIGTERM on), is reported with the next step. "
+            "The patch rolls the pods once (that rollout still waits the grace period); bash execs a lone last "
+            "command itself and is not reported"),
     # -------------------------------------------------------------------------------------- step 2: logs
     _c("WORKER_TIMEOUT", "logs", "warning", "patch", "gunicorn killed a worker that exceeded its timeout",
        "raise gunicorn --timeout and --workers", targets=("workers", "timeout"),

@@ -29,7 +29,7 @@ TARGET_KINDS = {
     "workers_mode": ("exact", "at_least"), "static_prefix": "str", "allowed_hosts": "list",
     "allowed_hosts_mode": ("include", "exact"), "port": "port", "host": "str", "enable_service_links": "bool",
     "probes": "bool", "startup_probe": "dict", "readiness_probe": "dict", "liveness_probe": "dict",
-    "annotation": "str",
+    "annotation": "str", "shell_exec": "bool",
 }
 _TRUE = ("true", "yes", "on", "1", "y", "t")
 _FALSE = ("false", "no", "off", "0", "n", "f")

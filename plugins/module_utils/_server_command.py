@@ -13,6 +13,10 @@ Command forms: ``mlflow server``, ``python -m mlflow server``, ``/opt/venv/bin/m
 ``tini --``, ``env VAR=x``, ``exec``; a ``sh -c`` / ``bash -c`` / ``sh -ec`` script in which exactly one simple
 command runs ``mlflow server``.
 
+:func:`shell_wrapper`: **the shell-wrapper rule** (finding ``SHELL_WRAPPER_NO_EXEC``, patch target ``shell_exec``):
+a ``sh -c`` script that runs ``mlflow server`` without ``exec`` leaves the shell as the container's PID 1; it has
+no SIGTERM handler, so the kubelet's SIGTERM is dropped and every pod stop waits the whole grace period.
+
 :func:`parse_command` -> :class:`ServerCommand`: the words after ``server``, where each one is (list element or
 script span) and every occurrence of every ``mlflow server`` flag (:class:`Occ`).
 
@@ -119,6 +123,67 @@ def runs_mlflow_server(container):
     if match_mlflow(argv) is not None:
         return ("argv", None), None
     return None, f"command {shorten(' '.join(argv))!r}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The shell-wrapper rule: does a shell stay PID 1 between the kubelet and MLflow?
+# --------------------------------------------------------------------------------------------------
+# bash execs the last simple command of a -c script itself (bash 5.2, measured: `bash -c "sleep 9"`, also after
+# `;`/`&&`); dash (Debian's /bin/sh, the MLflow images') and busybox ash keep running as the parent
+_EXECING_SHELLS = {"bash"}
+_SEPARATORS = {"\n", ";", "&&", "||", "|", "&", ";;", "(", ")"}
+# words before which `exec ` cannot be written (keywords, negation, grouping)
+_NOT_AFTER_EXEC = {"!", "{", "(", "then", "do", "else", "time", "if", "while", "until"}
+
+
+def shell_wrapper(cmd, mlflow_version=None):
+    """The shell-wrapper rule for a parsed command (:class:`ServerCommand`).
+
+    None when no shell stays between the kubelet and MLflow: a command/args list, a script whose ``mlflow server``
+    command starts with ``exec``, or bash running it as the script's last command (bash execs that itself).
+    Otherwise ``{shell, where, fixable, insert_at, reason}``: ``fixable`` when the script is one simple command
+    (optionally with ``VAR=value`` assignments and redirections): ``exec `` is then inserted at ``insert_at`` (an
+    offset in the script, before the program word). A script with ``;``, ``&&``, ``||``, pipes, ``&`` or several
+    commands is never rewritten: ``reason`` says why and what to do. MLflow 2.x (``mlflow_version`` < 3) is not
+    fixable either: its CLI does not pass SIGTERM on to gunicorn, so ``exec`` alone would not stop it sooner.
+    """
+    if cmd.form != "script" or not cmd.prog_words:
+        return None
+    if any(w.value == "exec" for w in cmd.prog_words):
+        return None
+    tokens = lex(cmd.script)
+    cmds = simple_commands(tokens)
+    ops = {t[1] for t in tokens if isinstance(t, tuple) and t[1] in _SEPARATORS} - {"\n"}
+    shell = _basename(cmd.shell[0]) if cmd.shell else "sh"
+    if shell == "busybox":
+        shell = "sh"
+    is_last = bool(cmds) and cmds[-1][0].start == cmd.prog_words[0].start
+    if shell in _EXECING_SHELLS and is_last and not ops & {"|", "&", "(", ")"}:
+        return None
+    field, idx = cmd.script_loc
+    out = {"shell": " ".join(cmd.shell or []), "where": f"{field}[{idx}]", "fixable": False, "insert_at": None,
+           "reason": ""}
+    first = next((w for w in cmd.prog_words if not _ASSIGN_RE.match(w.value)), None)
+    if len(cmds) != 1 or ops - {";"}:
+        out["reason"] = ("the script runs more than one command (" + ", ".join(sorted(
+            o for o in ops | ({"newline"} if len(cmds) > 1 and not ops else set()))) + "): it is not rewritten. "
+            "Write `exec` before `mlflow server` yourself (as the script's last command), or move the other commands "
+            "to an init container")
+    elif first is None or first.value in _NOT_AFTER_EXEC:
+        out["reason"] = "the mlflow command starts with a shell keyword: write `exec` before `mlflow server` yourself"
+    elif mlflow_version and _major(mlflow_version) < 3:
+        out["reason"] = (f"MLflow {mlflow_version}'s CLI does not pass SIGTERM on to gunicorn: `exec` alone would "
+                         "not stop the pod sooner; upgrade to MLflow 3, where the CLI forwards SIGTERM")
+    else:
+        out["fixable"] = True
+        out["insert_at"] = first.start
+        out["reason"] = "one simple command: `exec ` is inserted before it"
+    return out
+
+
+def _major(version):
+    m = re.match(r"^\s*(\d+)", str(version))
+    return int(m.group(1)) if m else 99
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ Where each setting comes from:
   ``workers``, or ``gunicorn.timeout`` / ``uvicorn.timeout_keep_alive``): a flag over its env var, a repeated
   flag, ``GUNICORN_CMD_ARGS`` under ``--gunicorn-opts``, a ``--workers`` in the options under mlflow's own.
   ``warnings``: what could not be read (Secret references, ``$EXTRA_ARGS`` on the command line, ...).
+Pod stop:
+  ``grace_period``: the pod's ``terminationGracePeriodSeconds`` (30 when unset).
+  ``shell_wrapper``: None, or the shell-wrapper rule's verdict (``_server_command.shell_wrapper``) when a ``sh -c``
+  script runs ``mlflow server`` without ``exec``: the shell is PID 1 and every pod stop waits ``grace_period``;
+  ``{shell, where, fixable, insert_at, reason}``.
 
 Pure Python (no Ansible, no Kubernetes client).
 """
@@ -56,6 +61,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._server_command impo
     parse_command,
     pod_spec_of,
     server_container,
+    shell_wrapper,
 )
 from ansible_collections.asgard.mlflow.plugins.module_utils._shell import split_opts
 
@@ -77,6 +83,7 @@ class ParsedServer:
         self.env_from = []
         self.configmaps = {}
         self.warnings = []
+        self.grace_period = 30  # the pod's terminationGracePeriodSeconds (Kubernetes' default when unset)
 
     def env_value(self, envvar):
         """(value, source, where) of env var ``envvar`` as the container gets it; None when it is not set.
@@ -203,6 +210,9 @@ def parse_deployment(deployment, configmaps=None, mlflow_version=None, container
         p.version = R.version_from_image(p.image)
         p.version_source = "image tag" if p.version else "unknown"
 
+    grace = spec.get("terminationGracePeriodSeconds")
+    if isinstance(grace, int) and not isinstance(grace, bool):
+        p.grace_period = grace
     p.cmd = parse_command(c, how)
     p.warnings.extend(p.cmd.warnings)
     return p
@@ -511,6 +521,8 @@ def settings_dict(p):
         "script_location": f"{cmd.script_loc[0]}[{cmd.script_loc[1]}]" if cmd.script_loc else None,
         **eff,
         "backend_store_uri": redact(effective(p, "backend_store_uri")),
+        "grace_period": p.grace_period,
+        "shell_wrapper": shell_wrapper(cmd, p.version),
         "sources": sources,
         "gunicorn": None,
         "uvicorn": None,

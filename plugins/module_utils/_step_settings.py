@@ -56,6 +56,17 @@ def port(s: dict | None) -> int | None:
     return p if isinstance(p, int) and not isinstance(p, bool) else None
 
 
+def shell_wrapper(s: dict | None) -> dict | None:
+    """The shell-wrapper rule's verdict (``_server_command.shell_wrapper``), None when no shell stays PID 1."""
+    sw = (s or {}).get("shell_wrapper")
+    return sw if isinstance(sw, dict) else None
+
+
+def grace_period(s: dict | None) -> int:
+    g = (s or {}).get("grace_period")
+    return g if isinstance(g, int) and not isinstance(g, bool) else 30
+
+
 def expected_prefix(value) -> str:
     """verify_expected_static_prefix: None or '' (no prefix expected) or a path like /mlflow (no trailing slash)."""
     if value is None or value == "":
@@ -107,6 +118,16 @@ def settings_findings(settings, *, min_workers: int = 4, min_gunicorn_timeout: i
     elif actual:
         findings.append(finding("STATIC_PREFIX_SET", f"the server runs with --static-prefix={actual} as expected: the "
                                 f"dashboard is under {actual}/, not /", {"static_prefix": actual, "expected": expected}))
+    sw = shell_wrapper(s)
+    if sw:
+        grace = grace_period(s)
+        findings.append(finding(
+            "SHELL_WRAPPER_NO_EXEC",
+            f"`{sw.get('shell') or 'sh -c'}` runs mlflow server without exec ({sw.get('where')}): the shell is PID 1 and "
+            f"drops SIGTERM, so every rollout, restart and heal waits the whole grace period ({grace} s) for each old "
+            "pod" + ("" if sw.get("fixable") else f"; {sw.get('reason')}"),
+            {"where": sw.get("where"), "shell": sw.get("shell"), "grace_period": grace, "fixable": bool(sw.get("fixable")),
+             **({} if sw.get("fixable") else {"next_step": sw.get("reason")})}))
     return step_result("settings", findings, summary(s), _details(s))
 
 

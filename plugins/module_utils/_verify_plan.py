@@ -33,7 +33,8 @@ ACTION_ORDER = ("migrate", "patch", "restart")  # patch_ingress is a patch (veri
 PATCH_VARS = ("patch_workers", "patch_workers_mode", "patch_gunicorn_timeout", "patch_gunicorn_timeout_mode",
               "patch_gunicorn_keep_alive", "patch_uvicorn_timeout_keep_alive", "patch_static_prefix",
               "patch_allowed_hosts_enabled", "patch_probes", "patch_port", "patch_enable_service_links",
-              "patch_wait_timeout", "patch_wait_sleep", "patch_allow_helm_managed", "patch_rollback")
+              "patch_wait_timeout", "patch_wait_sleep", "patch_allow_helm_managed", "patch_rollback",
+              "patch_shell_exec")
 # failed requests of the deep check that WORKER_KILLED_DURING_REQUEST explains
 _KILLED_REQUEST_CODES = {"WRITE_FAILED", "ARTIFACT_UPLOAD_FAILED", "ARTIFACT_DOWNLOAD_FAILED",
                          "TRANSACTION_READ_FAILED"}
@@ -120,6 +121,8 @@ def plan(steps, settings=None, *, max_restarts: int = 1, enabled=None, done=None
             if code == "ROOT_NOT_FOUND" and S.static_prefix(s) == expected:
                 hint = (f"the server runs with the expected --static-prefix={expected} but {expected}/ does not answer "
                         "with the MLflow UI: read the server log and the probe evidence")
+        if code == "SHELL_WRAPPER_NO_EXEC" and not (f.get("evidence") or {}).get("fixable"):
+            action, tgts = "report", []  # a script of several commands (or MLflow 2.x) is never rewritten
         if code == "SHORT_WORKER_TIMEOUT" and server not in (None, "gunicorn"):
             continue
         if code in ("WORKER_TIMEOUT", "WORKER_KILLED") and server not in (None, "gunicorn"):
@@ -341,6 +344,7 @@ def _patch_vars(targets: list[str], s: dict, overrides: dict, *, min_workers: in
         "patch_wait_sleep": 1,
         "patch_allow_helm_managed": False,
         "patch_rollback": True,
+        "patch_shell_exec": "shell_exec" in targets,
     }
     pv.update(overrides)
     return pv

@@ -53,7 +53,12 @@ options:
         C(gunicorn_timeout_mode) and C(workers_mode) (V(exact) or V(at_least)), C(gunicorn_worker_class),
         C(static_prefix) (V("") for none, or C(/prefix)), C(allowed_hosts) (a list of Host patterns) and
         C(allowed_hosts_mode) (V(include) or V(exact)), C(port) (1-65535), C(host), C(enable_service_links) and
-        C(probes) (booleans), C(startup_probe), C(readiness_probe), C(liveness_probe) (probe timings), C(annotation).
+        C(probes) (booleans), C(startup_probe), C(readiness_probe), C(liveness_probe) (probe timings), C(annotation),
+        C(shell_exec) (boolean, default false).
+      - C(shell_exec=true) writes C(exec) before the C(mlflow server) command of a C(sh -c) script that is that one
+        simple command (env assignments and redirections allowed; MLflow 3), so MLflow instead of the shell is the
+        container's PID 1 and gets the kubelet's SIGTERM; the patch replaces that one C(command)/C(args) element.
+        A script of several commands is never rewritten (a warning says what to do).
     type: dict
     default: {}
   option_prefix:

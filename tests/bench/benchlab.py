@@ -126,8 +126,9 @@ def healthy_objects(ns: str, workers: int = 1) -> list[dict]:
     dep = copy.deepcopy(next(o for o in seed if o["kind"] == "Deployment"))
     svc = copy.deepcopy(next(o for o in seed if o["kind"] == "Service"))
     c = dep["spec"]["template"]["spec"]["containers"][0]
+    # `exec`: MLflow is PID 1 (a healthy server has no SHELL_WRAPPER_NO_EXEC)
     c["args"] = [
-        "mlflow server --host=0.0.0.0 --port=5000 --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} "
+        "exec mlflow server --host=0.0.0.0 --port=5000 --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} "
         f"--default-artifact-root=${{MLFLOW_DEFAULT_ARTIFACT_ROOT}} --serve-artifacts --workers {workers}"
     ]
     c["env"].append({"name": "MLFLOW_SERVER_ALLOWED_HOSTS",

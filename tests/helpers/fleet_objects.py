@@ -1,6 +1,6 @@
 """MLflow fleets for the lab: the Deployments/Services the fleet tests and the bench create (plain dicts).
 
-- :func:`healthy`: a small healthy MLflow (uvicorn, one worker, job execution off, SQLite on an emptyDir, allowed
+- :func:`healthy`: a small healthy MLflow (``sh -c "exec mlflow server ..."``, uvicorn, one worker, job execution off, SQLite on an emptyDir, allowed
   hosts incl. the Service DNS name, readiness on /health), with any Deployment/Service name and labels: an
   unlabelled one (``run: tracking``) or a renamed one is the point of discovery;
 - :func:`lookalike`: a Deployment labelled ``app: mlflow`` whose container only tails MLflow's log (busybox): it
@@ -34,8 +34,9 @@ def healthy(ns: str, name: str = "mlflow-deployment", labels: dict | None = None
     dep["spec"]["template"]["metadata"] = {"labels": dict(labels)}
     c = dep["spec"]["template"]["spec"]["containers"][0]
     c["name"] = container
+    # `exec`: MLflow, not sh, is the container's PID 1 (a shell wrapper without it is SHELL_WRAPPER_NO_EXEC)
     c["args"] = [
-        "mlflow server --host=0.0.0.0 --port=5000 --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} "
+        "exec mlflow server --host=0.0.0.0 --port=5000 --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} "
         "--default-artifact-root=${MLFLOW_DEFAULT_ARTIFACT_ROOT} --serve-artifacts --workers 1"
     ]
     c["env"].append({"name": "MLFLOW_SERVER_ALLOWED_HOSTS",

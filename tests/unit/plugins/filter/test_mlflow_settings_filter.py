@@ -109,9 +109,9 @@ def test_through_ansible_playbook(tmp_path):
     assert shown["settings"]["static_prefix"] == "/static"
     plan = shown["plan"]
     assert plan["compliant"] is False
-    new_args = [op for op in plan["patch"] if op["op"] == "replace" and op["path"].endswith("/args")][0]["value"]
-    assert new_args == [
+    new_args = [op for op in plan["patch"] if op["op"] == "replace" and op["path"].endswith("/args/0")][0]["value"]
+    assert new_args == (
         'mlflow server \\\n  --host=0.0.0.0 \\\n  --port=5000 \\\n  --gunicorn-opts="--timeout 300 --workers 4 '
         '--worker-class sync --keep-alive 5" \\\n  --workers=4\n'
-    ]
+    )
     assert "no container runs `mlflow server`" in res.task("Report the failure")[0]["msg"]

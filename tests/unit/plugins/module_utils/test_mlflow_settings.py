@@ -225,8 +225,10 @@ def test_patch_ops_are_guarded_and_address_the_container():
     result = compliance(seed(), CMD_ONLY)
     ops = result["patch"]
     assert ops[0] == {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": "mlflow"}
-    assert {"op": "test", "path": "/spec/template/spec/containers/0/args", "value": [SEED_BEFORE]} in ops
-    assert {"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": [SEED_AFTER]} in ops
+    # the script is edited in place: only that one element of args is tested and replaced
+    assert {"op": "test", "path": "/spec/template/spec/containers/0/args/0", "value": SEED_BEFORE} in ops
+    assert {"op": "replace", "path": "/spec/template/spec/containers/0/args/0", "value": SEED_AFTER} in ops
+    assert not [op for op in ops if op["path"].endswith("/args")]
     # command was not touched, so it is not in the patch
     assert not [op for op in ops if op["path"].endswith("/command")]
 
