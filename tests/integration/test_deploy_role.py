@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from helpers.ansible_runner import run_playbook
+from helpers.lab_objects import api_get, ready_pod_ip
 from helpers.postgres import PostgresServer
 
 pytestmark = pytest.mark.lab
@@ -26,23 +27,8 @@ def deploy(lab, ns: str, check: bool = False, diff: bool = False, **variables):
                         timeout=900)
 
 
-def get(lab, path: str) -> dict:
-    r = lab.request("GET", path)
-    r.raise_for_status()
-    return r.json()
-
-
-def ready_pod_ip(lab, ns: str) -> str:
-    pods = get(lab, f"/api/v1/namespaces/{ns}/pods?labelSelector=app%3Dmlflow")["items"]
-    ready = [p for p in pods if not p["metadata"].get("deletionTimestamp")
-             and all(c.get("ready") for c in p["status"].get("containerStatuses", [{}]))
-             and p["status"].get("podIP")]
-    assert len(ready) == 1, [(p["metadata"]["name"], p["status"].get("phase")) for p in pods]
-    return ready[0]["status"]["podIP"]
-
-
 def deployment(lab, ns: str) -> dict:
-    return get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
+    return api_get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
 
 
 def result_fact(res) -> dict:
@@ -155,7 +141,7 @@ def test_upgrade_runs_migration_and_failed_migration_keeps_old_version(lab, lab_
     new = deploy(lab, ns, **store)
     assert new.rc == 0, new.output
     assert result_fact(new)["db_upgraded"] is True
-    job = get(lab, f"/apis/batch/v1/namespaces/{ns}/jobs/mlflow-deployment-db-upgrade")
+    job = api_get(lab, f"/apis/batch/v1/namespaces/{ns}/jobs/mlflow-deployment-db-upgrade")
     assert job["status"].get("succeeded") == 1
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
     ip = ready_pod_ip(lab, ns)
@@ -194,7 +180,7 @@ def test_inline_credentials_only_in_a_secret_never_logged(lab, lab_namespace):
         assert password not in res.stdout and password not in res.stderr
         assert "ESTABLISH LOCAL CONNECTION" in res.stdout  # really -vvv
         assert "Secret" in res.stdout and "(content redacted)" in res.stdout, res.output
-        secret = get(lab, f"/api/v1/namespaces/{ns}/secrets/mlflow-backend-store")
+        secret = api_get(lab, f"/api/v1/namespaces/{ns}/secrets/mlflow-backend-store")
         assert base64.b64decode(secret["data"]["uri"]).decode() == uri
         dep = deployment(lab, ns)
         c = dep["spec"]["template"]["spec"]["containers"][0]

@@ -40,25 +40,12 @@ from fault_matrix_lab import (LOCAL_HOST, PVC, assert_store, create,  # noqa: E4
                               deployment, healed_row, new_namespace, pod_log, seed_store, server_args,
                               service, serving_pod, slow_post, start_healthy, store_via_file, verify)
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("fault_matrix_rows")]
 OLD_IMAGE = "ghcr.io/mlflow/mlflow:v2.22.5"
 OLDEST = "2.16.2"  # an MLflow the lab has no image for: written from the host (helpers.postgres.seed_store)
 REV_2_16_2 = "4465047574b1"  # alembic revision a 2.16.2 store is left at
 HEAD_2_22_5 = "0584bdc529eb"  # what 2.22.5 expects
 P = "patch_"  # patch role variable prefix
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _matrix_report(request):
-    yield
-    report.finish_module(request.config)
-
-
-@pytest.fixture
-def ns(lab):
-    name = new_namespace(lab)
-    yield name
-    lab.request("DELETE", f"/api/v1/namespaces/{name}")
 
 
 # ------------------------------------------------------------------------------------------------ the matrix

@@ -29,7 +29,6 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fault_matrix_report as report  # noqa: E402
 from fault_matrix_lab import (LOCAL_HOST, allowed_hosts, assert_store, deployment, healed_row,  # noqa: E402
                               new_namespace, server_args, serving_pod, slow_post, start_healthy)
 from helpers.ansible_runner import run_playbook  # noqa: E402
@@ -37,25 +36,12 @@ from helpers.ingress import create as create_object  # noqa: E402
 from helpers.ingress import request, tls_secret, wait_for, wait_synced  # noqa: E402
 from helpers.lab_objects import codes, get_deployment  # noqa: E402
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("fault_matrix_rows")]
 ANN = "nginx.ingress.kubernetes.io/"
 ING_PATH = "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses"
 UPLOAD = "/api/2.0/mlflow-artifacts/artifacts/fault-matrix/upload.bin"
 # what the deploy role writes for this server (no body limit, timeouts = gunicorn's 300 s): each row changes one
 SIZED = {ANN + "proxy-body-size": "0", ANN + "proxy-read-timeout": "300", ANN + "proxy-send-timeout": "300"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _matrix_report(request):
-    yield
-    report.finish_module(request.config)
-
-
-@pytest.fixture
-def ns(lab):
-    name = new_namespace(lab)
-    yield name
-    lab.request("DELETE", f"/api/v1/namespaces/{name}")
 
 
 @pytest.fixture(scope="module")
