@@ -306,11 +306,11 @@ def _ingress_rollback(done, unserved: dict[str, list[str]]) -> dict | None:
                 rolled.add(name)
     if not back:
         return None
+    restored = "; ".join(f"{i['name']} " + ", ".join(f"{k.rsplit('/', 1)[1]}={'(unset)' if v is None else v}"
+                                                     for k, v in i["annotations"].items()) for i in back)
     return {"action": "patch_ingress", "rollback": True, "reason": sorted(reasons), "ingresses": back,
             "description": "rollback of this run's Ingress annotation patch (the Ingress served before it and does "
-                           "not now): " + "; ".join(
-                               f"{i['name']} " + ", ".join(f"{k.rsplit('/', 1)[1]}={'(unset)' if v is None else v}"
-                                                          for k, v in i["annotations"].items()) for i in back)}
+                           f"not now): {restored}"}
 
 
 def ingress_hosts(findings: list[dict]) -> list[str]:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.ansible_runner import REPO, run_playbook  # noqa: E402
 from helpers.kubectl import PortForward  # noqa: E402
 from helpers.lab_objects import free_port, get_deployment  # noqa: E402
-from test_fault_matrix import PVC, create, deployment, server_args, service, serving_pod, store_via_api  # noqa: E402
+from fault_matrix_lab import PVC, create, deployment, server_args, service, serving_pod, store_via_api  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
@@ -65,6 +65,7 @@ BOOLEANS = {
     "patch_wait": ("other", "waits for the rollout (reads)"),
     "patch_rollback": ("gate", "rolls a failed rollout back"),
     "patch_enable_service_links": ("value", "pod spec enableServiceLinks"),
+    "patch_shell_exec": ("gate", "writes exec in front of mlflow server in a sh -c wrapper"),
     # verify
     "verify_validate_certs": ("other", "TLS verification of the API server"),
     "verify_probe_api_check": ("other", "one more read through the tunnel"),
@@ -252,6 +253,32 @@ def patch_deployment(name: str, labels: dict | None = None) -> dict:
 def patch_run(lab, ns: str, name: str, values: dict, check=False):
     argv = ["-e", f"patch_namespace={ns}", "-e", f"patch_name={name}"] + as_typed("patch", values)
     return run_playbook("playbooks/patch.yml", env=lab.env(), check=check, timeout=600, argv=argv)
+
+
+def test_patch_shell_exec_said_no_keeps_the_wrapper(lab, lab_namespace):
+    """A `sh -c "mlflow server ..."` Deployment: with every other setting compliant, patch_shell_exec typed as no
+    (false / no / 0) writes nothing and the script keeps its form; typed as yes, `exec` goes in front of
+    `mlflow server` (only that args element)."""
+    ns = lab_namespace
+    dep = patch_deployment("wrapped")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c["command"], c["args"] = ["/bin/sh", "-c"], ["mlflow " + " ".join(c["args"])]
+    create(lab, ns, dep)
+    values = {"patch_allowed_hosts_enabled": "yes", "patch_probes": "true", "patch_workers": "2",
+              "patch_gunicorn_timeout": "120"}
+    res = patch_run(lab, ns, "wrapped", {**values, "patch_shell_exec": "false"})
+    assert res.rc == 0, res.output
+    script = get_deployment(lab, ns, "wrapped")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert script.startswith("mlflow server"), script
+    for no in NO:
+        mark = lab.log_mark()
+        res = patch_run(lab, ns, "wrapped", {**values, "patch_shell_exec": no})
+        assert res.rc == 0, f"patch_shell_exec={no}\n{res.output}"
+        assert writes_in(lab, mark, ns) == [], f"patch_shell_exec={no}: wrote to the cluster"
+    res = patch_run(lab, ns, "wrapped", {**values, "patch_shell_exec": "yes"})
+    assert res.rc == 0, res.output
+    after = get_deployment(lab, ns, "wrapped")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert after == ["exec " + script], after
 
 
 def test_patch_said_no_changes_nothing(lab, lab_namespace, tmp_path):

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.ansible_runner import run_playbook  # noqa: E402
 from helpers.lab_objects import free_port, get_deployment  # noqa: E402
 from helpers.postgres import PostgresServer, ensure_lab_driver  # noqa: E402
-from test_fault_matrix import serving_pod  # noqa: E402
+from fault_matrix_lab import serving_pod  # noqa: E402
 
 pytestmark = pytest.mark.lab
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.ansible_runner import run_playbook  # noqa: E402
 from helpers.lab_objects import get_deployment, live_pods  # noqa: E402
-from test_fault_matrix import create  # noqa: E402
+from fault_matrix_lab import create  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
