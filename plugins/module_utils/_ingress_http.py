@@ -21,7 +21,6 @@ adds the socket (TCP or TLS) and the judgement. A 401 is "authentication require
 
 from __future__ import annotations
 
-import base64
 import socket
 import ssl
 import time
@@ -32,7 +31,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._findings import fin
 from ansible_collections.asgard.mlflow.plugins.module_utils._mlflow_rules import nginx_size_bytes
 from ansible_collections.asgard.mlflow.plugins.module_utils._probe import TITLE
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
-from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import TunnelError, TunnelTimeout, http_request
+from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import TunnelError, TunnelTimeout, basic_auth, http_request
 
 _REGEX_CHARS = "([*?$^{|\\"
 SETTLE_SECONDS = 5.0  # how long a 413 is asked again when the annotation allows the size
@@ -160,18 +159,12 @@ def connect(ep: Endpoint, timeout: float, ctx: ssl.SSLContext | None) -> _Conn:
         raise Unreachable(f"TLS handshake failed: {exc}") from exc
 
 
-def _auth_header(auth: tuple[str, str] | None) -> dict:
-    if not auth:
-        return {}
-    return {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()}
-
-
 def get(ep: Endpoint, path: str, *, timeout: float, ctx: ssl.SSLContext | None = None,
         auth: tuple[str, str] | None = None):
     """One GET on a new connection: the ``_tunnel.HTTPResult``."""
     conn = connect(ep, timeout, ctx)
     try:
-        return http_request(conn, "GET", path, ep.host, headers={"Connection": "close", **_auth_header(auth)},
+        return http_request(conn, "GET", path, ep.host, headers={"Connection": "close", **basic_auth(auth)},
                             timeout=timeout, max_body=1 << 20)
     finally:
         conn.close()
@@ -185,7 +178,7 @@ def expect_continue(ep: Endpoint, path: str, length: int, *, timeout: float, ctx
     conn = connect(ep, timeout, ctx)
     try:
         hdrs = {"Host": ep.host, "User-Agent": "asgard.mlflow-probe/0.1", "Content-Type": "application/octet-stream",
-                "Content-Length": str(length), "Expect": "100-continue", "Connection": "close", **_auth_header(auth)}
+                "Content-Length": str(length), "Expect": "100-continue", "Connection": "close", **basic_auth(auth)}
         conn.sendall((f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
                       + "\r\n").encode("latin-1"))
         end = time.monotonic() + timeout

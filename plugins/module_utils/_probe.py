@@ -16,7 +16,6 @@ Service only when the tunnel to the given pod fails (then the target is resolved
 
 from __future__ import annotations
 
-import base64
 import random
 import re
 import time
@@ -35,6 +34,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._transaction import 
 from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import (
     TunnelError,
     TunnelTimeout,
+    basic_auth,
     http_request,
 )
 
@@ -187,7 +187,7 @@ class _Session:
 
     def request(self, path: str, host: str, timeout: float | None = None, auth: bool = False):
         """(HTTPResult, None) or (None, finding) for one GET; ``auth``: with the options' basic-auth credentials."""
-        headers = auth_headers(self.opts.auth) if auth else None
+        headers = basic_auth(self.opts.auth) if auth else None
         attempt = 0
         while True:
             left = self.remaining()
@@ -419,13 +419,6 @@ def _probe_checks(s: _Session, opts: ProbeOptions, target: Target, res: Resolved
     elif not ok and ares.status != 401:
         findings.append(finding("API_FAILED", f"GET {apath} answers {ares.status}",
                                 {"host_header": host, "status": ares.status, "body": ares.text[:300]}))
-
-
-def auth_headers(auth: tuple | None) -> dict:
-    """The ``Authorization`` header of HTTP basic auth for ``(user, password)``; none without credentials."""
-    if not auth:
-        return {}
-    return {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()}
 
 
 def auth_finding(checks: dict, opts: ProbeOptions) -> list[dict]:

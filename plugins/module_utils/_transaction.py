@@ -15,7 +15,6 @@ by the server before it answered anything) is re-sent once on a fresh tunnel.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -30,6 +29,7 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._kube import KubeErr
 from ansible_collections.asgard.mlflow.plugins.module_utils._tunnel import (
     TunnelError,
     TunnelTimeout,
+    basic_auth,
     http_request,
 )
 
@@ -120,10 +120,7 @@ class _Txn:
         self.started_wall = time.time()
         self.log_reader = log_reader
         self.log_checked = False
-        self.headers = {}
-        if topts.username:
-            cred = base64.b64encode(f"{topts.username}:{topts.password}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {cred}"
+        self.headers = basic_auth((topts.username, topts.password) if topts.username else None)
 
     # ---------------------------------------------------------------- HTTP
     def send(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None,

@@ -16,6 +16,7 @@ and nothing from Ansible.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import select
@@ -264,6 +265,14 @@ class HTTPResult:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+
+def basic_auth(auth: tuple | None) -> dict:
+    """The ``Authorization`` header of HTTP basic auth for ``(user, password)`` (MLflow --app-name basic-auth);
+    none without credentials."""
+    if not auth:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()}
 
 
 def http_request(stream, method: str, path: str, host: str, headers: dict | None = None,
