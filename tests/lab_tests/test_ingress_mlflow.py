@@ -54,8 +54,8 @@ def test_mlflow_through_ingress_and_httproute(lab):
                  what="Ingress status")
         health = wait_for(lambda: (r := get(lab, host, "/health")).status_code == 200 and r, 30, what="/health through the Ingress")
         assert health.text.strip() == "OK"
-        ui = get(lab, host, "/")
-        assert ui.status_code == 200 and "<title>MLflow</title>" in ui.text
+        ui = wait_for(lambda: (r := get(lab, host, "/")).status_code == 200 and r, 30, what="/ through the Ingress")
+        assert "<title>MLflow</title>" in ui.text
         created = request(lab, "POST", host, "/api/2.0/mlflow/experiments/create", json={"name": f"through-{ns}"})
         assert created.status_code == 200, created.text
         exp_id = created.json()["experiment_id"]
