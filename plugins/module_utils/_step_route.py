@@ -24,7 +24,7 @@ import re
 from ansible_collections.asgard.mlflow.plugins.module_utils import _step_settings as S
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._proxy_fit import needed_timeout, path_fits, refused_hosts
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import condition, helm_release, obj, objs
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import condition, condition_in, helm_release, obj, objs
 
 GROUP = "gateway.networking.k8s.io"
 _DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")  # GEP-2257, as the HTTPRoute CRD validates it
@@ -149,10 +149,6 @@ def _parent_status(route: dict, parent: dict) -> dict | None:
     return None
 
 
-def _cond(entry: dict, ctype: str) -> dict:
-    return next((c for c in entry.get("conditions") or [] if c.get("type") == ctype), {})
-
-
 def _judge(route: dict, svc: dict, settings: dict, gateways: dict, gateway_errors: dict, *, service_name: str,
            timeout: int, details: list) -> list[dict]:
     name, ns = _name(route), _ns(route)
@@ -169,7 +165,8 @@ def _judge(route: dict, svc: dict, settings: dict, gateways: dict, gateway_error
     for p in gateway_parents(route):
         key = f"{p['namespace']}/{p['name']}"
         st = _parent_status(route, p)
-        acc, res = (_cond(st, "Accepted"), _cond(st, "ResolvedRefs")) if st else ({}, {})
+        conds = (st or {}).get("conditions")
+        acc, res = condition_in(conds, "Accepted"), condition_in(conds, "ResolvedRefs")
         pd = {"gateway": key, "section": p["sectionName"], "accepted": acc.get("status"),
               "resolved_refs": res.get("status")}
         d["parents"].append(pd)

@@ -57,10 +57,13 @@ def as_int(value, field: str, minimum: int | None = None) -> int:
 
 
 def condition(o: dict, ctype: str) -> dict:
-    for cond in (o.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return {}
+    """The condition of type ``ctype`` in an object's ``status.conditions`` ({} when absent)."""
+    return condition_in((o.get("status") or {}).get("conditions"), ctype)
+
+
+def condition_in(conditions: list | None, ctype: str) -> dict:
+    """The condition of type ``ctype`` in a conditions list (a route's per-parent status has one of its own)."""
+    return next((c for c in conditions or [] if c.get("type") == ctype), {})
 
 
 def selector_matches(selector: dict, labels: dict) -> bool:

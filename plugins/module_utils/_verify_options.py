@@ -154,12 +154,11 @@ class Options:
                      "letters, digits and '-', at most 63 characters)")
         if not _DNS_SUBDOMAIN.match(self.deployment) or len(self.deployment) > 253:
             e.append(f"{n('deployment')}: {self.deployment!r} is not a Deployment name (a DNS-1123 name)")
-        if self.ingress_name and (not _DNS_SUBDOMAIN.match(self.ingress_name) or len(self.ingress_name) > 253):
-            e.append(f"{n('ingress_name')}: {self.ingress_name!r} is not an Ingress name (a DNS-1123 name, or empty for "
-                     "the Ingresses that route to the Service)")
-        if self.route_name and (not _DNS_SUBDOMAIN.match(self.route_name) or len(self.route_name) > 253):
-            e.append(f"{n('route_name')}: {self.route_name!r} is not an HTTPRoute name (a DNS-1123 name, or empty for "
-                     "the HTTPRoutes whose backendRefs name the Service)")
+        for name, kind, default in (("ingress_name", "an Ingress", "the Ingresses that route to the Service"),
+                                    ("route_name", "an HTTPRoute", "the HTTPRoutes whose backendRefs name the Service")):
+            value = getattr(self, name)
+            if value and (not _DNS_SUBDOMAIN.match(value) or len(value) > 253):
+                e.append(f"{n(name)}: {value!r} is not {kind} name (a DNS-1123 name, or empty for {default})")
         if nginx_size_bytes(self.ingress_min_body_size) is None:
             e.append(f"{n('ingress_min_body_size')}: expected an nginx size such as 0 (no limit), 512k, 100m or 5g, "
                      f"got {self.ingress_min_body_size!r}")

@@ -267,8 +267,10 @@ def ingress_annotations(f: dict) -> dict:
     return {a: str(ev["wanted"]) for a in sorted(ev.get("annotations") or {})}
 
 
-# what the requests through an Ingress find when it does not serve the server (_ingress_http)
-NOT_SERVING = ("INGRESS_HEALTH_FAILED", "INGRESS_ROOT_FAILED", "INGRESS_UNREACHABLE")
+# what the requests through an Ingress find when it does not serve the server (_ingress_http): an answer that is not
+# MLflow's. INGRESS_UNREACHABLE (no connection, no answer) is not one: an annotation patch does not take the
+# controller's address away, and a network hiccup between two checks must not undo a good patch
+NOT_SERVING = ("INGRESS_HEALTH_FAILED", "INGRESS_ROOT_FAILED")
 
 
 def _proxy_annotations(steps) -> dict[str, dict]:

@@ -300,6 +300,7 @@ def _probe(api, o: Options, hint: dict | None, transaction: bool = False, patien
         params.update(transaction_username=user or None, transaction_password=pw or None)
         opts.transaction = TransactionOptions.from_params(params)
         opts.auth = (user, pw) if user else None
+        opts.auth_source = o.n("transaction_password") if o.transaction_username else o.auth_source
     else:
         opts = ProbeOptions(host_header=o.probe_host_header or None, api_check=o.probe_api_check,
                             timeout=o.probe_timeout, deadline=o.probe_deadline, retries=o.probe_retries)

@@ -18,6 +18,7 @@ Kubernetes documentation (kubernetes/website):
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
@@ -114,6 +115,9 @@ def test_pod_stays_terminating_for_the_grace_period_when_pid_1_ignores_sigterm(l
     apply(lab, ns, pod("stuck", [{"name": "c", "image": BB, "command": ["sleep", "3600"]}], grace=6))
     apply(lab, ns, pod("polite", [{"name": "c", "image": BB, "command": ["python3", "-c", HANDLER]}]))
     stuck, polite = running(lab, ns, "stuck"), running(lab, ns, "polite")
+    # started is not yet handling: python prints "up" after it installed its handler (on a loaded machine the TERM
+    # could otherwise come first, and a PID 1 without a handler ignores it for the whole 30 s)
+    wait_for(lambda: "up" in kubectl(lab, "-n", ns, "logs", "polite").stdout, 30, "polite's SIGTERM handler installed")
     t0 = time.monotonic()
     kubectl(lab, "-n", ns, "delete", "pod", "stuck", "polite", "--wait=false")
     wait_for(lambda: gone(lab, ns, "polite"), 20, "the pod whose PID 1 handles SIGTERM to go")
@@ -167,3 +171,55 @@ def test_prestop_exec_runs_before_sigterm_and_failures_are_events(lab, ns, tmp_p
         assert not tagged_processes(cid(p, 0 if n == "good" else 1))
     events = [e for e in get(lab, f"/api/v1/namespaces/{ns}/events")["items"] if e["reason"] == "FailedPreStopHook"]
     assert [(e["involvedObject"]["fieldPath"], e["message"]) for e in events] == [("spec.containers{bad}", "PreStopHook failed")]
+
+
+def _ts(value: str) -> float:
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+
+
+def test_deletion_timestamp_is_when_the_grace_period_ends_and_only_shortens(lab, ns):
+    """ObjectMeta API reference (kubernetes/website content/en/docs/reference/kubernetes-api/common-definitions/
+    object-meta.md, deletionTimestamp): "RFC 3339 date and time at which this resource will be deleted ... Once
+    the deletionTimestamp is set, this value may not be unset or be set further into the future, although it may
+    be shortened"; deletionGracePeriodSeconds: "Number of seconds allowed for this object to gracefully terminate
+    before it will be removed from the system. Only set when deletionTimestamp is also set. May only be shortened."
+    The apiserver (k8s.io/apiserver registry/rest/delete.go BeforeDelete) sets now + the grace period; a second
+    delete with a shorter grace period moves both earlier, a longer one changes nothing."""
+    apply(lab, ns, pod("p", [{"name": "c", "image": BB, "command": ["sleep", "3600"]}], grace=60))
+    running(lab, ns, "p")
+    t0 = time.time()
+    kubectl(lab, "-n", ns, "delete", "pod", "p", "--wait=false")
+    md = get(lab, f"/api/v1/namespaces/{ns}/pods/p")["metadata"]
+    assert md["deletionGracePeriodSeconds"] == 60
+    assert t0 + 60 - 2 <= _ts(md["deletionTimestamp"]) <= time.time() + 60 + 1, md["deletionTimestamp"]
+    first = md["deletionTimestamp"]
+    kubectl(lab, "-n", ns, "delete", "pod", "p", "--wait=false", "--grace-period=90")
+    md = get(lab, f"/api/v1/namespaces/{ns}/pods/p")["metadata"]
+    assert (md["deletionTimestamp"], md["deletionGracePeriodSeconds"]) == (first, 60)  # never further into the future
+    kubectl(lab, "-n", ns, "delete", "pod", "p", "--wait=false", "--grace-period=3")
+    md = get(lab, f"/api/v1/namespaces/{ns}/pods/p")["metadata"]
+    assert md["deletionGracePeriodSeconds"] == 3 and _ts(md["deletionTimestamp"]) == _ts(first) - 57
+    wait_for(lambda: gone(lab, ns, "p"), 20, "the pod to go once its shortened grace period is over")
+
+
+def test_an_object_held_by_a_finalizer_is_marked_now_with_no_grace_period(lab, ns):
+    """ObjectMeta API reference, finalizers/deletionTimestamp: an object with finalizers is not removed on delete;
+    its deletionTimestamp is set and it stays until the finalizers are removed. The apiserver
+    (k8s.io/apiserver registry/generic/registry/store.go markAsDeleting) sets deletionTimestamp to now,
+    deletionGracePeriodSeconds to 0 and bumps a generation it has."""
+    apply(lab, ns, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["example.com/keep"]}})
+    t0 = time.time()
+    kubectl(lab, "-n", ns, "delete", "configmap", "held", "--wait=false")
+    md = get(lab, f"/api/v1/namespaces/{ns}/configmaps/held")["metadata"]
+    assert md["deletionGracePeriodSeconds"] == 0
+    assert t0 - 2 <= _ts(md["deletionTimestamp"]) <= time.time() + 1, md["deletionTimestamp"]
+    kubectl(lab, "-n", ns, "patch", "configmap", "held", "--type=merge", "-p", '{"metadata": {"finalizers": null}}')
+    assert lab.request("GET", f"/api/v1/namespaces/{ns}/configmaps/held").status_code == 404
+    apply(lab, ns, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "held", "finalizers": ["example.com/keep"]},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "held"}},
+                             "template": {"metadata": {"labels": {"app": "held"}}, "spec": {"containers": [{"name": "c", "image": BB}]}}}})
+    generation = get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/held")["metadata"]["generation"]
+    kubectl(lab, "-n", ns, "delete", "deployment", "held", "--wait=false")
+    md = get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/held")["metadata"]
+    assert md["generation"] == generation + 1 and md["deletionGracePeriodSeconds"] == 0
+    kubectl(lab, "-n", ns, "patch", "deployment", "held", "--type=merge", "-p", '{"metadata": {"finalizers": null}}')

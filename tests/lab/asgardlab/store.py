@@ -62,6 +62,12 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_in(seconds: float, start: str | None = None) -> str:
+    """The RFC 3339 time ``seconds`` after ``start`` (an RFC 3339 time; default now)."""
+    t0 = _dt.datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC) if start else _dt.datetime.now(_dt.UTC)
+    return (t0 + _dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class ApiError(Exception):
     """An error the API answers with a ``Status`` object."""
 
@@ -352,12 +358,27 @@ class Store:
                 self._emit("MODIFIED", rt, obj, old)
             return clone(obj)
         if graceful or md.get("finalizers"):
+            # as the apiserver marks an object deleted (k8s.io/apiserver registry/rest/delete.go BeforeDelete for a
+            # graceful delete, registry/generic/registry/store.go markAsDeleting for one held by finalizers):
+            # deletionTimestamp = now + the grace period (the time the object will be gone), the grace period in
+            # deletionGracePeriodSeconds (0 when not graceful), generation + 1 where the object has one; a second
+            # graceful delete may only shorten a running grace period
+            gp = 0
+            if graceful:
+                gp = grace_period if grace_period is not None else obj["spec"].get("terminationGracePeriodSeconds", 30)
+                gp = 1 if gp < 0 else gp
             if not md.get("deletionTimestamp"):
                 old = clone(obj)
-                md["deletionTimestamp"] = now_iso()
-                if rt.key == R.PODS.key:
-                    gp = grace_period if grace_period is not None else obj["spec"].get("terminationGracePeriodSeconds", 30)
-                    md["deletionGracePeriodSeconds"] = gp
+                md["deletionTimestamp"] = iso_in(gp)
+                md["deletionGracePeriodSeconds"] = gp
+                if md.get("generation", 0) > 0:
+                    md["generation"] += 1
+                md["resourceVersion"] = self._next_rv()
+                self._emit("MODIFIED", rt, obj, old)
+            elif graceful and grace_period is not None and 0 < gp < (md.get("deletionGracePeriodSeconds") or 0):
+                old = clone(obj)
+                md["deletionTimestamp"] = iso_in(gp - md["deletionGracePeriodSeconds"], md["deletionTimestamp"])
+                md["deletionGracePeriodSeconds"] = gp
                 md["resourceVersion"] = self._next_rv()
                 self._emit("MODIFIED", rt, obj, old)
             if propagation != "Orphan":

@@ -386,6 +386,17 @@ def test_no_rollback_when_the_ingress_did_not_serve_before_or_the_patch_did_not_
         assert not [a for a in p["actions"] if a.get("rollback")], rec
 
 
+def test_an_unreachable_ingress_after_the_patch_is_not_rolled_back():
+    """No connection after the patch is a network problem between verify and the controller, not the annotations':
+    reported (a warning), the patch kept."""
+    ann = {"nginx.ingress.kubernetes.io/proxy-read-timeout": "10"}
+    first = plan([check([ingress(annotations=ann)])], settings())
+    done = [{"action": "patch_ingress", "reason": first["actions"][0]["reason"], "ingresses": first["ingress_patches"],
+             "changed": True, "failed": False}]
+    p = plan([_not_serving("INGRESS_UNREACHABLE")], settings(), done=done)
+    assert not [a for a in p["actions"] if a.get("rollback")]
+
+
 def test_a_helm_managed_ingress_is_reported_with_the_values_not_patched():
     ing = ingress(annotations={}, labels={"app.kubernetes.io/managed-by": "Helm"})
     ing["metadata"]["annotations"] = {"meta.helm.sh/release-name": "tracking"}

@@ -182,3 +182,18 @@ def test_probe_401_with_wrong_credentials_is_auth_rejected(basic_auth_mlflow):
     assert "wrong-Pw-000" not in repr(r)
     step = probe_result(r)
     assert step["status"] == "failed" and [x["code"] for x in step["findings"]] == ["AUTH_REJECTED"]
+
+
+def test_deep_check_credentials_rejected_name_their_own_variables(basic_auth_mlflow):
+    """verify_transaction_username/password (the deep check's own credentials) refused: AUTH_REJECTED names them as
+    the source, not the round's (there are none here) nor "the options"."""
+    from ansible_collections.asgard.mlflow.plugins.module_utils import _verify_round
+    from test_verify_round import opts
+
+    kube, server = basic_auth_mlflow
+    o = opts(namespace="asgard", transaction_username="admin", transaction_password="wrong-Pw-000",
+             transaction_options={"timeout": 5, "deadline": 30})
+    r = _verify_round._probe(kube, o, None, transaction=True)
+    rejected = [f for f in r["findings"] if f["code"] == "AUTH_REJECTED"]
+    assert rejected and rejected[0]["evidence"]["source"] == "verify_transaction_password", r["findings"]
+    assert "wrong-Pw-000" not in repr(r)
