@@ -38,14 +38,13 @@ def mlflow_server_facts(image, mlflow_version="", static_prefix="", server=""):
             source = "image tag" if version else "unknown"
     except MlflowSettingsError as exc:
         raise AnsibleFilterError(f"asgard.mlflow.mlflow_server_facts: {exc}") from exc
-    uvicorn_ok = version is None or R.version_tuple(version) >= R.UVICORN_DEFAULT_FROM
     default = R.server_kind(version)
     return {
         "mlflow_version": version or "",
         "version_source": source,
         "server": server or default,
         "default_server": default,
-        "uvicorn_available": uvicorn_ok,
+        "uvicorn_available": R.uvicorn_available(version),
         "host_check": R.host_check_applies(version),
         "health_path": R.health_path(static_prefix or "", version),
         "workers": R.DEFAULT_WORKERS,

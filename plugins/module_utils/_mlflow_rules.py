@@ -178,6 +178,11 @@ def server_kind(version, gunicorn_opts_given=False, waitress_opts_given=False):
     return "uvicorn"
 
 
+def uvicorn_available(version):
+    """True when ``mlflow server`` of this version can run uvicorn (3.3 and later; an unknown version counts as new)."""
+    return _v(version) >= UVICORN_DEFAULT_FROM
+
+
 def host_check_applies(version):
     """True when the version checks the Host header (``--allowed-hosts``); an unknown version counts as newest."""
     return _v(version) >= HOST_CHECK_FROM
