@@ -66,7 +66,6 @@ def create(lab, ns: str, objs: list[dict]) -> None:
         assert r.status_code == 201, r.text
 
 
-
 def wait_serving(lab, ns: str, prefix: str = "", timeout: float = 240) -> str:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -94,7 +93,6 @@ def verify(lab, ns: str, tmp_path: Path, name: str, check: bool = False, **extra
     TIMINGS[name] = round(time.monotonic() - t0, 1)
     rep = json.loads(rep_path.read_text()) if rep_path.exists() else {}
     return res, rep
-
 
 
 # ------------------------------------------------------------------------------------------------ the tests
