@@ -251,20 +251,25 @@ def with_password(dep):
 
 def test_patch_that_cannot_become_ready_is_rolled_back(lab, lab_namespace):
     ns = lab_namespace
-    create(lab, f"/apis/apps/v1/namespaces/{ns}/deployments", with_password(seed_deployment(ns)))
+    # the seed with one gunicorn worker: the number of workers is not what this test is about (each one imports MLflow)
+    one_worker = BEFORE.replace("--workers 2", "--workers 1")
+    assert one_worker != BEFORE
+    create(lab, f"/apis/apps/v1/namespaces/{ns}/deployments", with_password(seed_deployment(ns, script=one_worker)))
     old_pod, _ip = wait_http_ok(lab, ns, "/static/health")
     before = get_deployment(lab, ns)["spec"]["template"]
     # a worker class gunicorn cannot load: the new pod never becomes ready. Typed as an operator types it, at -vvv:
     # the failing rollout path prints no credential (issue 14 item 2: it printed the password twice at default
     # verbosity when the wait task failed)
-    res = patch(lab, ns, verbosity=3, cli=["patch_gunicorn_worker_class=nosuchworker", "patch_wait_timeout=60",
+    # 40 s: time for the failing pod to start and crash at least once under load (its log is the evidence), without
+    # the crash loop running on (each restart imports MLflow again)
+    res = patch(lab, ns, verbosity=3, cli=["patch_gunicorn_worker_class=nosuchworker", "patch_wait_timeout=40",
                                            "patch_rollback=true", "patch_wait=yes"])
     assert res.rc != 0, res.output
     assert PW not in res.stdout + res.stderr
     failed = [h for t in res.tasks() for h in t["hosts"].values() if h.get("failed") and not h.get("ignored")]
     msg = failed[-1]["msg"]
     print("\nfailure message:", msg)
-    assert "did not become ready within 60s" in msg
+    assert "did not become ready within 40s" in msg
     assert "Rolled back to the previous revision" in msg
     # the evidence: gunicorn's own error in the last log lines
     assert "nosuchworker" in msg.split("Last log lines:", 1)[1]
@@ -302,7 +307,10 @@ def test_bad_input_fails_clearly_and_changes_nothing(lab, lab_namespace):
     # an unparseable script
     r = lab.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}")
     assert r.status_code in (200, 202), r.text
-    time.sleep(1)
+    end = time.monotonic() + 30
+    while lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{NAME}").status_code != 404:
+        assert time.monotonic() < end, f"Deployment {ns}/{NAME} still there 30s after its DELETE"
+        time.sleep(0.2)
     create(
         lab,
         f"/apis/apps/v1/namespaces/{ns}/deployments",

@@ -6,10 +6,13 @@ real PostgreSQL (tests/helpers/postgres.py).
   carries the URI only as a secretKeyRef.
 - Port-forwards listen on loopback only unless explicitly asked (allow_non_loopback).
 - TLS verification stays on by default: a kubeconfig with another CA fails clearly and changes nothing.
-- The least-privilege RBAC of deploy/rbac/ (ServiceAccount, Role, RoleBinding, namespace reader): deploy and
+- The least-privilege RBAC of deploy/rbac/ (ServiceAccount, Role, RoleBinding, namespace reader): deploy, patch and
   verify pass as that account (the lab enforces RBAC for it, see tests/lab/asgardlab/rbac.py), without a single
   403, and it may do nothing more (other namespaces, secrets, namespaces, cluster roles, exec, escalation).
 - The deployed pod runs non-root with the hardened securityContext (spec, and the running processes' /proc).
+
+One MLflow serves the whole module: ``deployed`` runs deploy, patch and verify once, as the automation account, at
+-vvv --diff with an Ansible log file; the secrets, RBAC, port-forward and hardening tests read that one result.
 """
 
 from __future__ import annotations
@@ -107,39 +110,6 @@ def postgres(lab, tmp_path_factory):
     # not under pytest's tmp dirs: they are private to root, and the server runs as the postgres user
     with PostgresServer(Path(tempfile.mkdtemp(prefix="asgard-sec-pg-")), password=PASSWORD) as pg:
         yield pg
-
-
-@pytest.fixture(scope="module")
-def secure_ns(lab):
-    name = f"t-sec-{uuid.uuid4().hex[:8]}"
-    yield name
-    lab.request("DELETE", f"/api/v1/namespaces/{name}")
-
-
-@pytest.fixture(scope="module")
-def deployed(lab, postgres, secure_ns, tmp_path_factory):
-    """deploy, patch, verify at -vvv --diff with the default (human) callback and an Ansible log file."""
-    tmp = tmp_path_factory.mktemp("sec")
-    uri = postgres.uri()
-    log = tmp / "ansible.log"
-    env = lab.env(ANSIBLE_LOG_PATH=str(log))
-    report = tmp / "report.json"
-    common = {"deploy_workers": 1}
-    runs = {
-        "deploy": run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=env, verbosity=3, diff=True,
-                               json_output=False, extra_vars={**common, "deploy_namespace": secure_ns,
-                                                              "deploy_backend_store_uri": uri,
-                                                              "deploy_wait_timeout": 300}),
-    }
-    runs["patch"] = run_playbook("playbooks/patch.yml", kubeconfig=lab.kubeconfig, env=env, verbosity=3, diff=True,
-                                 json_output=False, extra_vars={"patch_namespace": secure_ns,
-                                                                "patch_workers": 1})
-    runs["verify"] = run_playbook("playbooks/verify.yml", kubeconfig=lab.kubeconfig, env=env, verbosity=3, diff=True,
-                                  json_output=False, extra_vars={"verify_namespace": secure_ns, "verify_min_workers": 1,
-                                                                 "verify_port_forward": False,
-                                                                 "verify_report_path": str(report),
-                                                                 "verify_patch_vars": {"patch_workers": 1}})
-    return {"runs": runs, "log": log, "report": report, "uri": uri, "ns": secure_ns}
 
 
 # --------------------------------------------------------------------------- 1. secrets never in output
@@ -348,27 +318,50 @@ def automation(lab, tmp_path_factory):
             lab.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{d['metadata']['name']}")
 
 
-def test_playbooks_pass_with_the_least_privilege_role(lab, automation, tmp_path):
+@pytest.fixture(scope="module")
+def deployed(lab, postgres, automation, tmp_path_factory):
+    """deploy (inline PostgreSQL URI: the role creates the Secret), patch and verify at -vvv --diff with the default
+    (human) callback and an Ansible log file, as the least-privilege automation account into its namespace. The
+    verify leaves the dashboard port-forward: its listeners are read, then it is stopped. ``mine``: what that
+    account sent to the API during these runs."""
+    tmp = tmp_path_factory.mktemp("sec")
+    uri = postgres.uri()
     ns, kc = automation["ns"], automation["kubeconfig"]
-    env = lab.env(KUBECONFIG=str(kc))
+    log = tmp / "ansible.log"
+    env = lab.env(KUBECONFIG=str(kc), ANSIBLE_LOG_PATH=str(log))
+    report = tmp / "report.json"
     mark = lab.log_mark()
-    dep = run_playbook("playbooks/deploy.yml", kubeconfig=kc, env=env, extra_vars={
-        "deploy_namespace": ns, "deploy_create_namespace": False, "deploy_workers": 1,
-        "deploy_wait_timeout": 300})
-    assert dep.rc == 0, dep.output
+    runs = {
+        "deploy": run_playbook("playbooks/deploy.yml", kubeconfig=kc, env=env, verbosity=3, diff=True,
+                               json_output=False, extra_vars={"deploy_namespace": ns, "deploy_create_namespace": False,
+                                                              "deploy_workers": 1, "deploy_backend_store_uri": uri,
+                                                              "deploy_wait_timeout": 300}),
+    }
+    runs["patch"] = run_playbook("playbooks/patch.yml", kubeconfig=kc, env=env, verbosity=3, diff=True,
+                                 json_output=False, extra_vars={"patch_namespace": ns, "patch_workers": 1})
     port = _free_port()
-    ver = run_playbook("playbooks/verify.yml", kubeconfig=kc, env=env, extra_vars={
-        "verify_namespace": ns, "verify_min_workers": 1, "verify_port_forward": True,
-        "verify_port_forward_local_port": port, "verify_report_path": str(tmp_path / "report.json"),
-        "verify_patch_vars": {"patch_workers": 1}})
+    runs["verify"] = run_playbook("playbooks/verify.yml", kubeconfig=kc, env=env, verbosity=3, diff=True,
+                                  json_output=False, extra_vars={"verify_namespace": ns, "verify_min_workers": 1,
+                                                                 "verify_port_forward": True,
+                                                                 "verify_port_forward_local_port": port,
+                                                                 "verify_report_path": str(report),
+                                                                 "verify_patch_vars": {"patch_workers": 1}})
     try:
-        assert ver.rc == 0, ver.output
-        assert _listeners(port) == {"0100007F"}  # the forward verify left: 127.0.0.1 only
+        listeners = _listeners(port)  # the forward verify left
     finally:
-        stop = _tasks_playbook(tmp_path, "stop", [{"name": "stop", "asgard.mlflow.port_forward": {
+        stop = _tasks_playbook(tmp, "stop", [{"name": "stop", "asgard.mlflow.port_forward": {
             "namespace": ns, "service": "mlflow-service", "local_port": port, "state": "absent"}}])
-        run_playbook(stop, kubeconfig=kc, env=env)
+        run_playbook(stop, kubeconfig=kc, env=lab.env(KUBECONFIG=str(kc)))
     mine = [e for e in lab.requests_since(mark) if e.get("user") == automation["user"]]
+    return {"runs": runs, "log": log, "report": report, "uri": uri, "ns": ns, "listeners": listeners, "mine": mine}
+
+
+def test_playbooks_pass_with_the_least_privilege_role(deployed):
+    runs = deployed["runs"]
+    for name, res in runs.items():
+        assert res.rc == 0, f"{name}: {res.output}"
+    assert deployed["listeners"] == {"0100007F"}  # the forward verify left: 127.0.0.1 only
+    mine = deployed["mine"]
     assert mine, "the playbooks did not authenticate as the automation account"
     # asgard.mlflow.cluster_access asks its permissions with SelfSubjectAccessReviews, which every authenticated
     # account may create on a real cluster (ClusterRole system:basic-user); a lab without that API or role answers

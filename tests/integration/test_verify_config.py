@@ -1,7 +1,8 @@
 """playbooks/verify.yml on the lab: a crash loop from a bad flag (CONTAINER_CONFIG_ERROR, never restarted), the
 expected static prefix (kept, the dashboard checked under it; a different one reported), the dashboard
 port-forward refused by an unrelated process on the local port (the run fails naming it; AWX/CI unaffected)
-and two remediation rounds (a patch, then a restart for what showed only after it)."""
+and two remediation rounds (a patch, then a restart for what showed only after it). The static-prefix and port tests
+read one MLflow (module fixture ``prefixed``; neither changes it) and one port held by an unrelated process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -64,10 +66,6 @@ def create(lab, ns: str, objs: list[dict]) -> None:
         assert r.status_code == 201, r.text
 
 
-
-
-
-
 def wait_serving(lab, ns: str, prefix: str = "", timeout: float = 240) -> str:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -97,10 +95,6 @@ def verify(lab, ns: str, tmp_path: Path, name: str, check: bool = False, **extra
     return res, rep
 
 
-
-
-
-
 # ------------------------------------------------------------------------------------------------ the tests
 def test_crash_loop_from_a_bad_flag_is_a_config_error_never_restarted(lab, lab_namespace, tmp_path):
     ns = lab_namespace
@@ -125,12 +119,47 @@ def test_crash_loop_from_a_bad_flag_is_a_config_error_never_restarted(lab, lab_n
     assert "--no-such-flag" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
-def test_expected_static_prefix_is_kept_and_the_dashboard_checked_under_it(lab, lab_namespace, tmp_path):
-    ns = lab_namespace
+@pytest.fixture(scope="module")
+def prefixed(lab):
+    """A namespace with MLflow serving under --static-prefix=/mlflow, shared by the tests that only read it (each
+    asserts that its verify runs changed nothing)."""
+    ns = f"t-{uuid.uuid4().hex[:10]}"
+    r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    assert r.status_code == 201, r.text
     create(lab, ns, objects(ns, server_args("--static-prefix=/mlflow")))
     wait_serving(lab, ns, "/mlflow")
+    yield ns
+    lab.request("DELETE", f"/api/v1/namespaces/{ns}")
+
+
+@pytest.fixture(scope="module")
+def held_port(tmp_path_factory):
+    """(port, process): a local port held by an unrelated process (python -m http.server) while the module runs."""
+    port = free_port()
+    other = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                             cwd=tmp_path_factory.mktemp("held"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        yield port, other
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_expected_static_prefix_is_kept_and_the_dashboard_checked_under_it(lab, prefixed, held_port, tmp_path):
+    ns = prefixed
     gen = get_deployment(lab, ns)["metadata"]["generation"]
-    res, rep = verify(lab, ns, tmp_path, "prefix-kept", verify_expected_static_prefix="/mlflow")
+    # also the AWX/CI case of the port test: verify_port_forward false, so the local port an unrelated process holds
+    # does not matter: the run passes and changes nothing
+    port, other = held_port
+    res, rep = verify(lab, ns, tmp_path, "prefix-kept", verify_expected_static_prefix="/mlflow",
+                      verify_port_forward_local_port=port)
+    assert other.poll() is None, "verify killed an unrelated process"
     assert res.rc == 0, res.output
     assert res.changed == 0, res.changed_tasks()
     assert rep["status"] == "healthy", rep["remaining"]
@@ -155,41 +184,27 @@ def test_expected_static_prefix_is_kept_and_the_dashboard_checked_under_it(lab, 
     assert res.rc != 0 and "verify_expected_static_prefix" in res.output and rep == {}
 
 
-def test_port_held_by_an_unrelated_process_fails_the_run_naming_it(lab, lab_namespace, tmp_path):
-    ns = lab_namespace
-    create(lab, ns, objects(ns, server_args()))
-    wait_serving(lab, ns)
-    port = free_port()
-    other = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        res, rep = verify(lab, ns, tmp_path, "port-held", verify_port_forward=True,
-                          verify_port_forward_local_port=port)
-        assert other.poll() is None, "verify killed an unrelated process"
-        assert res.rc != 0, "verify passed although the port-forward asked for could not start"
-        assert rep["status"] == "degraded" and rep["healthy"] is True, rep["remaining"]
-        [pf] = [f for f in rep["remaining"] if f["code"] == "PORT_FORWARD_FAILED"]
-        assert str(other.pid) in pf["message"] and "http.server" in pf["message"], pf
-        assert pf["evidence"]["holder"]["pid"] == other.pid
-        assert rep["meta"]["dashboard_url"] == ""
-        assert any(n.startswith("PORT_FORWARD_FAILED: the dashboard port-forward could not start: free the local")
-                   for n in rep["next_steps"]), rep["next_steps"]
-        assert f"the dashboard port-forward on 127.0.0.1:{port} could not start" in res.output
-        assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # still the http.server
-
-        # AWX/CI (verify_port_forward false): the same state passes, nothing changed
-        res, rep = verify(lab, ns, tmp_path, "port-held-awx", verify_port_forward_local_port=port)
-        assert res.rc == 0, res.output
-        assert res.changed == 0 and rep["status"] == "healthy", rep["remaining"]
-    finally:
-        other.kill()
-        other.wait()
+def test_port_held_by_an_unrelated_process_fails_the_run_naming_it(lab, prefixed, held_port, tmp_path):
+    # the MLflow of the static-prefix test (serving under /mlflow, which is expected: healthy but for the forward);
+    # the AWX/CI case of the same state (verify_port_forward false) is that test's first run
+    ns = prefixed
+    port, other = held_port
+    gen = get_deployment(lab, ns)["metadata"]["generation"]
+    res, rep = verify(lab, ns, tmp_path, "port-held", verify_port_forward=True,
+                      verify_port_forward_local_port=port, verify_expected_static_prefix="/mlflow")
+    assert other.poll() is None, "verify killed an unrelated process"
+    assert res.rc != 0, "verify passed although the port-forward asked for could not start"
+    assert rep["status"] == "degraded" and rep["healthy"] is True, rep["remaining"]
+    [pf] = [f for f in rep["remaining"] if f["code"] == "PORT_FORWARD_FAILED"]
+    assert str(other.pid) in pf["message"] and "http.server" in pf["message"], pf
+    assert pf["evidence"]["holder"]["pid"] == other.pid
+    assert rep["meta"]["dashboard_url"] == ""
+    assert any(n.startswith("PORT_FORWARD_FAILED: the dashboard port-forward could not start: free the local")
+               for n in rep["next_steps"]), rep["next_steps"]
+    assert f"the dashboard port-forward on 127.0.0.1:{port} could not start" in res.output
+    assert requests.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200  # still the http.server
+    assert res.changed == 0, res.changed_tasks()
+    assert get_deployment(lab, ns)["metadata"]["generation"] == gen
     print("\nverify wall times (s):", json.dumps(TIMINGS))
 
 

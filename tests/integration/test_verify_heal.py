@@ -4,6 +4,7 @@ state to a healthy one (or, report-only, a failure naming the finding), idempote
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -90,9 +91,12 @@ def test_seed_incident_check_mode_audit_heal_and_idempotent_rerun(lab, lab_names
     # verify then times out (TIMEOUT, RETRIED) and / is never seen answering 404; wait until a worker serves
     wait_serving(lab, ns, "app=mlflow", "/static/health", timeout=300)
     gen0 = deployment(lab, ns)["metadata"]["generation"]
+    # the number of workers is not what this test is about: keep the seed's 2 (the default target is 4, and each
+    # gunicorn worker imports MLflow again when the healed pod starts)
+    workers = {"verify_min_workers": 2, "verify_patch_vars": {"patch_workers": 2}}
 
     # check mode: reports what it would remediate, changes nothing
-    res, rep = verify(lab, ns, tmp_path, "check", check=True)
+    res, rep = verify(lab, ns, tmp_path, "check", check=True, **workers)
     assert res.rc == 0, res.output
     assert rep["status"] == "unhealthy"
     assert [a["action"] for a in rep["plan"]["actions"]] == ["patch"]
@@ -100,7 +104,7 @@ def test_seed_incident_check_mode_audit_heal_and_idempotent_rerun(lab, lab_names
     assert deployment(lab, ns)["metadata"]["generation"] == gen0
 
     # report-only audit: fails on the unhealthy server, changes nothing
-    res, rep = verify(lab, ns, tmp_path, "audit", verify_remediate=False)
+    res, rep = verify(lab, ns, tmp_path, "audit", verify_remediate=False, **workers)
     assert res.rc != 0
     assert res.changed == 0, res.changed_tasks()
     assert "ROOT_NOT_FOUND" in codes(rep["remaining"])
@@ -108,7 +112,7 @@ def test_seed_incident_check_mode_audit_heal_and_idempotent_rerun(lab, lab_names
     assert deployment(lab, ns)["metadata"]["generation"] == gen0
 
     # the heal
-    res, rep = verify(lab, ns, tmp_path, "heal")
+    res, rep = verify(lab, ns, tmp_path, "heal", **workers)
     assert res.rc == 0, res.output
     assert rep["status"] == "healthy", rep["remaining"]
     assert rep["remediated"][0]["action"] == "patch" and rep["remediated"][0]["changed"] is True
@@ -123,9 +127,10 @@ def test_seed_incident_check_mode_audit_heal_and_idempotent_rerun(lab, lab_names
     assert dep["metadata"]["generation"] > gen0
     script = dep["spec"]["template"]["spec"]["containers"][0]["args"][0]
     assert "--static-prefix" not in script and "--timeout 300" in script
+    assert re.search(r"--workers[= ]2\b", script), script
 
     # a second run after the remediation changes nothing
-    res, rep = verify(lab, ns, tmp_path, "rerun")
+    res, rep = verify(lab, ns, tmp_path, "rerun", **workers)
     assert res.rc == 0, res.output
     assert res.changed == 0, res.changed_tasks()
     assert rep["status"] == "healthy" and rep["remediated"] == []
