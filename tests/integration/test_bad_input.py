@@ -210,18 +210,18 @@ def target_ns(lab):
     for path, obj in _seed_objects():
         r = lab.request("POST", path.format(ns=ns), json=obj)
         assert r.status_code == 201, r.text
-    # the controllers write the Deployment's status right after creation: wait until the resourceVersions settle,
-    # or the first case compares against a snapshot taken mid-reconcile
+    # the controllers write the Deployment's status right after creation: wait until it is observed and the
+    # resourceVersions settle (unchanged for 0.6 s; the lab's controllers run every 0.05 s), or the first case
+    # compares against a snapshot taken mid-reconcile
     deadline = time.monotonic() + 30
-    last = snapshot(lab, ns)
-    while time.monotonic() < deadline:
-        time.sleep(1)
+    last, since = snapshot(lab, ns), time.monotonic()
+    while not (time.monotonic() - since >= 0.6 and _observed(lab, ns)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"namespace {ns} did not settle within 30 s: {last}")
+        time.sleep(0.1)
         now = snapshot(lab, ns)
-        if now == last:
-            break
-        last = now
-    else:
-        pytest.fail(f"namespace {ns} did not settle within 30 s: {last}")
+        if now != last:
+            last, since = now, time.monotonic()
     yield ns
     lab.request("DELETE", f"/api/v1/namespaces/{ns}")
 
@@ -253,6 +253,12 @@ def kubeconfigs(lab, tmp_path_factory) -> dict[str, Path]:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+def _observed(lab, ns: str) -> bool:
+    """The Deployment controller has written the seed Deployment's status (its generation observed)."""
+    dep = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment").json()
+    return (dep.get("status") or {}).get("observedGeneration") == dep["metadata"].get("generation")
+
+
 def snapshot(lab, ns: str) -> dict[str, str]:
     out = {}
     for kind, path in KINDS.items():

@@ -19,6 +19,7 @@ local/remote temp dirs).
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import json
 import subprocess
 import sys
@@ -129,7 +130,7 @@ def test_no_credential_in_any_output_at_any_verbosity(lab, field, postgres, out_
                    "-e", "verify_port_forward=true", "-e", f"verify_port_forward_local_port={port}",
                    "-e", f"verify_report_path={out_dir}/verify.json",
                    "-e", f"verify_markdown_report_path={out_dir}/verify.md"]
-    patch_args = ["-e", f"patch_namespace={ns}", "-e", "patch_wait_timeout=40", "-e", "patch_wait_sleep=2"]
+    patch_args = ["-e", f"patch_namespace={ns}", "-e", "patch_wait_timeout=15", "-e", "patch_wait_sleep=2"]
     deploy_ns = f"{ns}-d"
     deploy_args = ["-e", f"deploy_namespace={deploy_ns}", "-e", "deploy_replicas=0",
                    "-e", f"deploy_backend_store_uri={field['uri']}", "-e", "deploy_pvc_enabled=false"]
@@ -143,9 +144,11 @@ def test_no_credential_in_any_output_at_any_verbosity(lab, field, postgres, out_
         return res
 
     gen0 = get_deployment(lab, ns)["metadata"]["generation"]
-    run("verify-check-diff", "playbooks/verify.yml", verify_args, verbosity=3, check=True, diff=True)
-    run("patch-check-diff", "playbooks/patch.yml", patch_args + ["-e", "patch_workers=1"], verbosity=3, check=True,
-        diff=True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the two check-mode runs only read: at the same time
+        checking = pool.submit(run, "patch-check-diff", "playbooks/patch.yml", patch_args + ["-e", "patch_workers=1"],
+                               verbosity=3, check=True, diff=True)
+        run("verify-check-diff", "playbooks/verify.yml", verify_args, verbosity=3, check=True, diff=True)
+        checking.result(timeout=1800)
     assert get_deployment(lab, ns)["metadata"]["generation"] == gen0, "check mode changed the Deployment"
     heal = run("verify-heal", "playbooks/verify.yml", verify_args, verbosity=3, diff=True)
     report_path = out_dir / "verify.json"
@@ -153,10 +156,22 @@ def test_no_credential_in_any_output_at_any_verbosity(lab, field, postgres, out_
     healed_gen = get_deployment(lab, ns)["metadata"]["generation"]
     did = []  # what each path really did (checked after the leaks, so that a leak is always what fails first)
 
+    def deploy_runs():  # another namespace: runs while the failing patches below wait for their rollouts
+        run("deploy-check-diff", "playbooks/deploy.yml", deploy_args, verbosity=3, check=True, diff=True)
+        r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                             "metadata": {"name": deploy_ns}})
+        assert r.status_code == 201, r.text
+        try:
+            run("deploy", "playbooks/deploy.yml", deploy_args, verbosity=3, diff=True)
+        finally:
+            lab.request("DELETE", f"/api/v1/namespaces/{deploy_ns}")
+
     # a patch whose new pod never starts: the rollout fails and is rolled back (-vvv, and at default verbosity)
     template = get_deployment(lab, ns)["spec"]["template"]
     r = lab.request("POST", f"/lab/pods/{ns}/*/fault", json={"delayStartSeconds": 3600})
     assert r.status_code in (200, 201), r.text
+    deployer = concurrent.futures.ThreadPoolExecutor(1)
+    deploying = deployer.submit(deploy_runs)
     try:
         for name, workers, verbosity in (("patch-failing-rollout", 2, 3),
                                          ("patch-failing-rollout-default-verbosity", 3, 0)):
@@ -169,15 +184,8 @@ def test_no_credential_in_any_output_at_any_verbosity(lab, field, postgres, out_
                         res.rc != 0 and dep["metadata"]["generation"] >= gen + 2 and dep["spec"]["template"] == template))
     finally:
         lab.request("DELETE", f"/lab/pods/{ns}/*/fault")
-
-    run("deploy-check-diff", "playbooks/deploy.yml", deploy_args, verbosity=3, check=True, diff=True)
-    r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                                         "metadata": {"name": deploy_ns}})
-    assert r.status_code == 201, r.text
-    try:
-        run("deploy", "playbooks/deploy.yml", deploy_args, verbosity=3, diff=True)
-    finally:
-        lab.request("DELETE", f"/api/v1/namespaces/{deploy_ns}")
+        deployer.shutdown(wait=True)
+        deploying.result()
 
     found = needles(lab, field["uri"])
     problems = []
