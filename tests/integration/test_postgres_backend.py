@@ -143,6 +143,20 @@ def revision(pg: PostgresServer) -> str:
     return pg.psql("SELECT version_num FROM alembic_version")
 
 
+def wait_pod_log(lab, ns: str, text: str, skip: set[str] = frozenset(), timeout: float = 420) -> bool:
+    """Poll the mlflow container logs (current and previous) of the live MLflow pods, but those named in ``skip``,
+    until one holds ``text``; False after ``timeout`` (the crash-loop back-off grows to minutes; a loaded machine
+    starts 2.22.5 slowly)."""
+    end = time.monotonic() + timeout
+    while not any(text in lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{p['metadata']['name']}/log",
+                                      params={"container": "mlflow", "previous": prev}).text
+                  for p in live_pods(lab, ns) if p["metadata"]["name"] not in skip for prev in ("false", "true")):
+        if time.monotonic() > end:
+            return False
+        time.sleep(3)
+    return True
+
+
 def job_pod_log(lab, ns: str, job: str) -> str:
     pods = get(lab, f"/api/v1/namespaces/{ns}/pods", labelSelector=f"job-name={job}")["items"]
     assert pods, f"no pod of Job {job}"
@@ -236,12 +250,7 @@ def test_outdated_schema_is_found_and_migrated_by_verify(lab, lab_namespace, pg,
     broken = deploy(lab, ns, pg, OLD, deploy_pvc_enabled=False, deploy_db_upgrade=False, deploy_wait_timeout=20)
     assert broken.rc != 0
     refused = "Detected out-of-date database schema (found version 4465047574b1, but expected 0584bdc529eb)"
-    end = time.monotonic() + 420  # the crash-loop back-off grows to minutes; a loaded machine starts 2.22.5 slowly
-    while not any(refused in lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{p['metadata']['name']}/log",
-                                         params={"container": "mlflow", "previous": prev}).text
-                  for p in live_pods(lab, ns) for prev in ("false", "true")):
-        assert time.monotonic() < end, broken.output
-        time.sleep(3)
+    assert wait_pod_log(lab, ns, refused), broken.output
     assert revision(pg) == REV_2_16_2
 
     # audit only: fails naming the finding, changes nothing
@@ -270,10 +279,18 @@ def test_outdated_schema_is_found_and_migrated_by_verify(lab, lab_namespace, pg,
     assert "DB_SCHEMA_OUTDATED" in failing.stdout
     pg.psql("ALTER TABLE alembic_version OWNER TO mlflow")
     assert revision(pg) == REV_2_16_2
+    # the crash-looping pod's last log is still the permission error and its back-off is long by now: a fresh pod
+    # shows the refusal again at once, so verify's first check can see DB_SCHEMA_OUTDATED (no round spent restarting
+    # a crash loop that has not logged the schema line yet)
+    stale = {p["metadata"]["name"] for p in live_pods(lab, ns)}
+    for name in stale:
+        lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}").raise_for_status()
+    assert wait_pod_log(lab, ns, refused, skip=stale)
 
     # heal: the migration Job (2.22.5's `mlflow db upgrade`), then the pods pick the schema up
-    # three rounds: the pods' last log may still be the permission error of the step before (no schema line), so
-    # the first round can be a restart, the second the migration, the third the restart that picks it up
+    # three rounds allowed: had the pods' last log still been the permission error of the step before (no schema line;
+    # the fresh pod above shows the schema line), the first round would be a restart, the second the migration, the
+    # third the restart that picks it up; with the schema line seen, migrate -> restart
     heal, rep = verify(lab, ns, tmp_path, "heal", verify_remediation_rounds=3)
     assert heal.rc == 0, heal.output
     # the schema finding is in the first check, or (the pods' last log still the permission error) in the check after
