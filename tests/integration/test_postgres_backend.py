@@ -1,10 +1,12 @@
 """MLflow on a real PostgreSQL backend store (Debian's postgresql on the host, reached by pods at 10.244.0.1).
 
 - The deploy role's upgrade path (issue 5): MLflow 2.22.5 -> 3.17.2 runs the role's `mlflow db upgrade` Job
-  before the rollout; alembic_version moves to 3.17.2's head; experiments and runs keep their ids.
-- What MLflow itself does when the image changes without the role (measured, kept as a test): 3.17.2 migrates a
-  2.22.5 store by itself at start (its table check is a subset check: 46 tables are missing, so it "initializes"
-  and that runs every migration), so no out-of-date schema arises on that path.
+  before the rollout; alembic_version moves to 3.17.2's head; experiments and runs keep their ids. The same test
+  checks the inline credentials: the URI with its password only in a Secret, never in -vvv or --diff output.
+- What MLflow itself does when the image changes without the role (measured, kept as a test, at the end of the
+  verify test on its healed 2.22.5): 3.17.2 migrates a 2.22.5 store by itself at start (its table check is a subset
+  check: 46 tables are missing, so it "initializes" and that runs every migration), so no out-of-date schema
+  arises on that path.
 - The out-of-date schema that does arise (issue 7): a store written by MLflow 2.16.2 (revision 4465047574b1, the
   same tables as 2.22.5) under a 2.22.5 server: "Detected out-of-date database schema", the server exits, the
   pod crash-loops. verify.yml finds DB_SCHEMA_OUTDATED, runs the migration Job and heals it; audit mode fails.
@@ -18,6 +20,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -59,14 +62,18 @@ def _print_timings():
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def deploy(lab, ns: str, pg: PostgresServer, image: str, **variables):
+def deploy(lab, ns: str, pg: PostgresServer, image: str, run_kw: dict | None = None, **variables):
+    """playbooks/deploy.yml with the store URI inline (the role puts it in a Secret); ``run_kw`` goes to run_playbook
+    (verbosity, diff, json_output). The password, as typed and as encoded in the URI, is in no output."""
     extra = {"deploy_namespace": ns, "deploy_workers": 1, "deploy_wait_timeout": 300, "deploy_image": image,
              "deploy_backend_store_uri": pg.uri("10.244.0.1"), "deploy_pvc_size": "1Gi", **variables}
     t0 = time.monotonic()
-    res = run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=lab.env(), extra_vars=extra, timeout=900)
+    res = run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=lab.env(), extra_vars=extra, timeout=900,
+                       **(run_kw or {}))
     TIMINGS[f"{ns} deploy {image.rsplit(':', 1)[-1]} #{len([k for k in TIMINGS if k.startswith(ns)])}"] = \
         round(time.monotonic() - t0, 1)
-    assert PASSWORD not in res.stdout + res.stderr
+    for secret in (PASSWORD, quote(PASSWORD, safe="")):
+        assert secret not in res.stdout + res.stderr
     return res
 
 
@@ -136,6 +143,20 @@ def revision(pg: PostgresServer) -> str:
     return pg.psql("SELECT version_num FROM alembic_version")
 
 
+def wait_pod_log(lab, ns: str, text: str, skip: set[str] = frozenset(), timeout: float = 420) -> bool:
+    """Poll the mlflow container logs (current and previous) of the live MLflow pods, but those named in ``skip``,
+    until one holds ``text``; False after ``timeout`` (the crash-loop back-off grows to minutes; a loaded machine
+    starts 2.22.5 slowly)."""
+    end = time.monotonic() + timeout
+    while not any(text in lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{p['metadata']['name']}/log",
+                                      params={"container": "mlflow", "previous": prev}).text
+                  for p in live_pods(lab, ns) if p["metadata"]["name"] not in skip for prev in ("false", "true")):
+        if time.monotonic() > end:
+            return False
+        time.sleep(3)
+    return True
+
+
 def job_pod_log(lab, ns: str, job: str) -> str:
     pods = get(lab, f"/api/v1/namespaces/{ns}/pods", labelSelector=f"job-name={job}")["items"]
     assert pods, f"no pod of Job {job}"
@@ -144,16 +165,31 @@ def job_pod_log(lab, ns: str, job: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- tests
 def test_upgrade_2_22_5_to_3_17_2_runs_the_migration_job_and_keeps_the_data(lab, lab_namespace, pg):
+    """Also the inline credentials (was test_deploy_role's test_inline_credentials_only_in_a_secret_never_logged):
+    the URI with its password is stored in a Secret, passed by secretKeyRef, the server starts on it, and the
+    password is absent from every output: -vvv stdout/stderr and the --diff of the first run and of the rerun."""
     ns = lab_namespace
-    old = deploy(lab, ns, pg, OLD)
-    assert old.rc == 0, old.output
+    uri = pg.uri("10.244.0.1")
+    vvv = {"diff": True, "verbosity": 3, "json_output": False}
+    old = deploy(lab, ns, pg, OLD, run_kw=vvv)
+    assert old.rc == 0, old.output.replace(PASSWORD, "<PASSWORD>").replace(quote(PASSWORD, safe=""), "<PASSWORD>")
+    assert "ESTABLISH LOCAL CONNECTION" in old.stdout  # really -vvv
+    assert "Secret" in old.stdout and "(content redacted)" in old.stdout, old.output
     assert revision(pg) == HEAD_2_22_5
     secret = get(lab, f"/api/v1/namespaces/{ns}/secrets/mlflow-backend-store")
-    assert base64.b64decode(secret["data"]["uri"]).decode() == pg.uri("10.244.0.1")
+    assert base64.b64decode(secret["data"]["uri"]).decode() == uri
+    dep = get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert PASSWORD not in str(dep) and quote(PASSWORD, safe="") not in str(dep)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-backend-store", "key": "uri"}
+    assert not any(a.startswith("--backend-store-uri") for a in c["args"])
     pod = ready_pod(lab, ns, OLD)
     ip = pod["status"]["podIP"]
     assert requests.get(f"http://{ip}:5000/version", timeout=15).text == "2.22.5"
     exp_id = api(ip, "POST", "experiments/create", json={"name": "before-upgrade"})["experiment_id"]
+    # the server really uses that database: the experiment created through it is a row in PostgreSQL
+    assert pg.psql(f"SELECT name FROM experiments WHERE experiment_id = {int(exp_id)}") == "before-upgrade"
     run = api(ip, "POST", "runs/create", json={"experiment_id": exp_id, "run_name": "r1", "start_time": 1700000000000})
     run_id = run["run"]["info"]["run_id"]
     api(ip, "POST", "runs/log-parameter", json={"run_id": run_id, "key": "lr", "value": "0.1"})
@@ -182,36 +218,26 @@ def test_upgrade_2_22_5_to_3_17_2_runs_the_migration_job_and_keeps_the_data(lab,
     got = api(ip, "GET", "runs/get", params={"run_id": run_id})["run"]
     assert [(m["key"], m["value"], m["step"]) for m in got["data"]["metrics"]] == [("loss", 0.25, 3)]
 
-    again = deploy(lab, ns, pg, NEW)
-    assert again.rc == 0 and again.changed == 0, again.changed_tasks()
+    dep = get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
+    assert PASSWORD not in str(dep) and quote(PASSWORD, safe="") not in str(dep)
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e for e in c["env"]}["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == \
+        {"name": "mlflow-backend-store", "key": "uri"}
+    assert not any(a.startswith("--backend-store-uri") for a in c["args"])
+
+    # the rerun, -vvv --diff as well: nothing changes, the password is in no output
+    again = deploy(lab, ns, pg, NEW, run_kw=vvv)
+    assert again.rc == 0, again.output.replace(PASSWORD, "<PASSWORD>").replace(quote(PASSWORD, safe=""), "<PASSWORD>")
+    assert "ESTABLISH LOCAL CONNECTION" in again.stdout
+    assert "changed=0" in again.stdout, again.stdout[-3000:].replace(PASSWORD, "<PASSWORD>")
     assert get(lab, f"/apis/batch/v1/namespaces/{ns}/jobs/{JOB}")["metadata"]["uid"] == job["metadata"]["uid"]
 
 
-def test_image_changed_without_the_role_3_17_2_migrates_a_2_22_5_store_itself(lab, lab_namespace, pg, k8s_client):
-    """`kubectl set image` 2.22.5 -> 3.17.2, no migration Job: 3.17.2 does not refuse the store, it migrates it at
+def test_outdated_schema_is_found_and_migrated_by_verify(lab, lab_namespace, pg, tmp_path, k8s_client):
+    """verify.yml finds DB_SCHEMA_OUTDATED and heals it. Then, on the healed 2.22.5 (its store at 2.22.5's head),
+    the image changed without the role (was test_image_changed_without_the_role_3_17_2_migrates_a_2_22_5_store_itself):
+    `kubectl set image` 2.22.5 -> 3.17.2, no migration Job: 3.17.2 does not refuse the store, it migrates it at
     start (measured; so DB_SCHEMA_OUTDATED cannot come from this path)."""
-    ns = lab_namespace
-    old = deploy(lab, ns, pg, OLD, deploy_pvc_enabled=False)
-    assert old.rc == 0, old.output
-    ip = ready_pod(lab, ns, OLD)["status"]["podIP"]
-    api(ip, "POST", "experiments/create", json={"name": "kept"})
-    before = store_snapshot(ip)
-    assert revision(pg) == HEAD_2_22_5
-
-    t0 = time.monotonic()
-    k8s.AppsV1Api(k8s_client).patch_namespaced_deployment(
-        "mlflow-deployment", ns, {"spec": {"template": {"spec": {"containers": [{"name": "mlflow", "image": NEW}]}}}})
-    pod = ready_pod(lab, ns, NEW)
-    TIMINGS[f"{ns} image patch to Ready"] = round(time.monotonic() - t0, 1)
-    slog = pod_log(lab, ns, pod["metadata"]["name"], "mlflow")
-    assert "Creating initial MLflow database tables" in slog and "Updating database tables" in slog, slog[-3000:]
-    assert "out-of-date" not in slog
-    assert revision(pg) == HEAD_3_17_2
-    assert get(lab, f"/apis/batch/v1/namespaces/{ns}/jobs")["items"] == []
-    assert store_snapshot(pod["status"]["podIP"]) == before
-
-
-def test_outdated_schema_is_found_and_migrated_by_verify(lab, lab_namespace, pg, tmp_path):
     ns = lab_namespace
     seeded = seed_store(pg.uri("127.0.0.1"), "2.16.2", ("old-a", "old-b"))
     assert seeded["mlflow_version"] == "2.16.2"
@@ -219,16 +245,12 @@ def test_outdated_schema_is_found_and_migrated_by_verify(lab, lab_namespace, pg,
     rows_before = pg.psql("SELECT experiment_id, name FROM experiments ORDER BY 1; SELECT run_uuid FROM runs ORDER BY 1")
 
     # a 2.22.5 Deployment on that store without the role's migration (deploy_db_upgrade: false, as when
-    # migrations are left to another process): the server refuses the store and exits, the pod crash-loops
-    broken = deploy(lab, ns, pg, OLD, deploy_pvc_enabled=False, deploy_db_upgrade=False, deploy_wait_timeout=40)
+    # migrations are left to another process): the server refuses the store and exits, the pod crash-loops; the
+    # role's rollout wait gives up after 20 s (the pod never gets Ready), the loop below polls for the refusal
+    broken = deploy(lab, ns, pg, OLD, deploy_pvc_enabled=False, deploy_db_upgrade=False, deploy_wait_timeout=20)
     assert broken.rc != 0
     refused = "Detected out-of-date database schema (found version 4465047574b1, but expected 0584bdc529eb)"
-    end = time.monotonic() + 420  # the crash-loop back-off grows to minutes; a loaded machine starts 2.22.5 slowly
-    while not any(refused in lab.request("GET", f"/api/v1/namespaces/{ns}/pods/{p['metadata']['name']}/log",
-                                         params={"container": "mlflow", "previous": prev}).text
-                  for p in live_pods(lab, ns) for prev in ("false", "true")):
-        assert time.monotonic() < end, broken.output
-        time.sleep(3)
+    assert wait_pod_log(lab, ns, refused), broken.output
     assert revision(pg) == REV_2_16_2
 
     # audit only: fails naming the finding, changes nothing
@@ -257,10 +279,18 @@ def test_outdated_schema_is_found_and_migrated_by_verify(lab, lab_namespace, pg,
     assert "DB_SCHEMA_OUTDATED" in failing.stdout
     pg.psql("ALTER TABLE alembic_version OWNER TO mlflow")
     assert revision(pg) == REV_2_16_2
+    # the crash-looping pod's last log is still the permission error and its back-off is long by now: a fresh pod
+    # shows the refusal again at once, so verify's first check can see DB_SCHEMA_OUTDATED (no round spent restarting
+    # a crash loop that has not logged the schema line yet)
+    stale = {p["metadata"]["name"] for p in live_pods(lab, ns)}
+    for name in stale:
+        lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}").raise_for_status()
+    assert wait_pod_log(lab, ns, refused, skip=stale)
 
     # heal: the migration Job (2.22.5's `mlflow db upgrade`), then the pods pick the schema up
-    # three rounds: the pods' last log may still be the permission error of the step before (no schema line), so
-    # the first round can be a restart, the second the migration, the third the restart that picks it up
+    # three rounds allowed: had the pods' last log still been the permission error of the step before (no schema line;
+    # the fresh pod above shows the schema line), the first round would be a restart, the second the migration, the
+    # third the restart that picks it up; with the schema line seen, migrate -> restart
     heal, rep = verify(lab, ns, tmp_path, "heal", verify_remediation_rounds=3)
     assert heal.rc == 0, heal.output
     # the schema finding is in the first check, or (the pods' last log still the permission error) in the check after
@@ -285,3 +315,22 @@ def test_outdated_schema_is_found_and_migrated_by_verify(lab, lab_namespace, pg,
     again, rep = verify(lab, ns, tmp_path, "again")
     assert again.rc == 0 and again.changed == 0, again.changed_tasks()
     assert rep["status"] == "healthy"
+
+    # the image changed without the role: 3.17.2 migrates the 2.22.5 store itself at start, no Job runs for it
+    ip = ready_pod(lab, ns, OLD)["status"]["podIP"]
+    api(ip, "POST", "experiments/create", json={"name": "kept"})
+    before = store_snapshot(ip)
+    assert revision(pg) == HEAD_2_22_5
+    job_uids = [j["metadata"]["uid"] for j in jobs]
+    t0 = time.monotonic()
+    k8s.AppsV1Api(k8s_client).patch_namespaced_deployment(
+        "mlflow-deployment", ns, {"spec": {"template": {"spec": {"containers": [{"name": "mlflow", "image": NEW}]}}}})
+    pod = ready_pod(lab, ns, NEW)
+    TIMINGS[f"{ns} image patch to Ready"] = round(time.monotonic() - t0, 1)
+    slog = pod_log(lab, ns, pod["metadata"]["name"], "mlflow")
+    assert "Creating initial MLflow database tables" in slog and "Updating database tables" in slog, slog[-3000:]
+    assert "out-of-date" not in slog
+    assert revision(pg) == HEAD_3_17_2
+    # no Job for the image change: only the heal's migration Job is there
+    assert [j["metadata"]["uid"] for j in get(lab, f"/apis/batch/v1/namespaces/{ns}/jobs")["items"]] == job_uids
+    assert store_snapshot(pod["status"]["podIP"]) == before
