@@ -11,15 +11,18 @@ a password (the store URI, the admin password) is never shown.
 
 from __future__ import annotations
 
-import json
 import re
 
 from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
+from ansible_collections.asgard.mlflow.plugins.module_utils._kube import DNS1123_LABEL as _DNS_LABEL
+from ansible_collections.asgard.mlflow.plugins.module_utils._kube import DNS1123_SUBDOMAIN as _DNS_SUBDOMAIN
+from ansible_collections.asgard.mlflow.plugins.module_utils._preflight_values import full as _full
+from ansible_collections.asgard.mlflow.plugins.module_utils._preflight_values import is_list as _is_list
+from ansible_collections.asgard.mlflow.plugins.module_utils._preflight_values import shown as _j
+from ansible_collections.asgard.mlflow.plugins.module_utils._preflight_values import whole as _whole
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _DNS_HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _HOST_PATTERN = re.compile(r"[A-Za-z0-9.*?\[\]:_-]+")
 _IMAGE = re.compile(
@@ -28,7 +31,6 @@ _IMAGE = re.compile(
     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?"
 )
 _STATIC_PREFIX = re.compile(r"/[A-Za-z0-9._~/-]*[A-Za-z0-9._~-]")
-_WHOLE = re.compile(r"[0-9]+")
 _POSITIVE = re.compile(r"[1-9][0-9]*")
 _PROBE_KEYS = ("periodSeconds", "timeoutSeconds", "failureThreshold")
 _SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
@@ -50,30 +52,6 @@ DERIVED = {"ingress_hosts": [], "route_hostnames": [], "backend_source": "args",
 
 SUBDOMAIN_EXPECTED = "a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
 HOST_PATTERNS_EXPECTED = "host, host:port or an fnmatch pattern such as 10.* or *.example.com:*"
-
-
-def _j(value) -> str:
-    """A value as the role's messages show it (Ansible's ``to_json``)."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return json.dumps(str(value))
-
-
-def _full(pattern: re.Pattern, value) -> bool:
-    return isinstance(value, str) and pattern.fullmatch(value) is not None
-
-
-def _whole(value) -> int | None:
-    """The integer an operator gave (a number or its digits as a string), None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    text = str(value)
-    return int(text) if _WHOLE.fullmatch(text) else None
-
-
-def _is_list(value) -> bool:
-    return isinstance(value, list | tuple)
 
 
 def _bad_entries(value, strip_scheme: bool = False) -> list[str]:

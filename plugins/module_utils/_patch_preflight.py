@@ -9,15 +9,18 @@ variable and what was expected. The typed conversion of the targets themselves i
 
 from __future__ import annotations
 
-import json
 import re
 
+from ansible_collections.asgard.mlflow.plugins.module_utils._kube import DNS1123_LABEL as _DNS_LABEL
+from ansible_collections.asgard.mlflow.plugins.module_utils._kube import DNS1123_SUBDOMAIN as _DNS_SUBDOMAIN
+from ansible_collections.asgard.mlflow.plugins.module_utils._mlflow_rules import PROBE_DEFAULTS
+from ansible_collections.asgard.mlflow.plugins.module_utils._preflight_values import full as _full
+from ansible_collections.asgard.mlflow.plugins.module_utils._preflight_values import shown as _j
+from ansible_collections.asgard.mlflow.plugins.module_utils._preflight_values import whole
+
 NULLS = ("null", "none", "~")
-PROBE_KEYS = ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold", "failureThreshold")
+PROBE_KEYS = tuple(PROBE_DEFAULTS)  # a probe's timing fields
 _BOOLS = ("true", "false", "yes", "no", "on", "off", "1", "0")
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_DIGITS = re.compile(r"[0-9]+")
 _NUMBERS = ("patch_gunicorn_timeout", "patch_gunicorn_keep_alive", "patch_uvicorn_timeout_keep_alive", "patch_workers",
             "patch_wait_timeout", "patch_wait_sleep", "patch_log_lines")
 _PROBES = ("patch_startup_probe", "patch_readiness_probe", "patch_liveness_probe")
@@ -25,31 +28,20 @@ _MODES = {"patch_gunicorn_timeout_mode": ("exact", "at_least"), "patch_workers_m
           "patch_allowed_hosts_mode": ("include", "exact"), "patch_rollback_method": ("patch", "k8s_rollback")}
 
 
-def _j(value) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return json.dumps(str(value))
-
-
 def _null(value) -> bool:
     return value is None or str(value).lower() in NULLS
 
 
 def _number(value, high: int | None = None) -> bool:
-    text = str(value)
-    return not isinstance(value, bool) and bool(_DIGITS.fullmatch(text)) and 1 <= int(text) <= (high or int(text))
-
-
-def _name(pattern: re.Pattern, value) -> bool:
-    return isinstance(value, str) and pattern.fullmatch(value) is not None
+    n = whole(value)
+    return n is not None and n >= 1 and (high is None or n <= high)
 
 
 def errors(v: dict) -> list[str]:
     """Every problem with the patch role's variables ``v`` (``patch_*`` as given), one message each; [] when none."""
     e = []
     ns, name, service = v.get("patch_namespace"), v.get("patch_name"), v.get("patch_service_name")
-    if not (_name(_DNS_LABEL, ns) and _name(_DNS_SUBDOMAIN, name) and _name(_DNS_LABEL, service)):
+    if not (_full(_DNS_LABEL, ns) and _full(_DNS_SUBDOMAIN, name) and _full(_DNS_LABEL, service)):
         e.append(f"patch_namespace={_j(ns)}, patch_name={_j(name)} and patch_service_name={_j(service)} must be "
                  f"Kubernetes names (lower-case letters, digits and '-', e.g. asgard / mlflow-deployment / mlflow-service)")
     for key in _NUMBERS:
@@ -91,7 +83,7 @@ def errors(v: dict) -> list[str]:
     for key in _PROBES:
         probe = v.get(key)
         if not (isinstance(probe, dict) and set(probe) <= set(PROBE_KEYS)
-                and all(_DIGITS.fullmatch(str(x)) for x in probe.values())):
+                and all(whole(x) is not None for x in probe.values())):
             e.append(f"{key}={_j(probe)} is invalid; expected a mapping of integers with keys among "
                      f"{', '.join(PROBE_KEYS)}, e.g. {{periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3}}")
     return e

@@ -151,6 +151,38 @@ def test_real_playbook_fails_before_any_api_call(tmp_path, api):
     assert api.connections() == 0
 
 
+@pytest.mark.parametrize("mode", [[], ["--check", "--diff"]], ids=["apply", "check-diff"])
+def test_typed_on_the_command_line_at_vvv_every_error_at_once_no_password(tmp_path, api, mode):
+    """As an operator types it: -e name=value strings, -vvv, with and without --check --diff. Every bad variable is
+    named in one failure, the two passwords given are printed 0 times, and nothing reaches the API."""
+    uri_pw, admin_pw = "Uri-Fixture-Pw-7q", "Short-Fx-7"
+    argv = ["-e", "deploy_workers=0", "-e", "deploy_replicas=-1", "-e", "deploy_namespace=Asgard",
+            "-e", f"deploy_backend_store_uri=postgresql://mlflow:{uri_pw}@pg:5432/mlflow",
+            "-e", "deploy_pvc_enabled=no", "-e", "deploy_auth_enabled=true", "-e", f"deploy_auth_admin_password={admin_pw}"]
+    res = run_playbook("playbooks/deploy.yml", kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"), argv=argv + mode,
+                       verbosity=3, json_output=False, timeout=300)
+    assert res.rc != 0
+    out = res.stdout + res.stderr
+    for expected in ('deploy_workers="0" is invalid', 'deploy_replicas="-1" is invalid',
+                     'deploy_namespace="Asgard" is not a valid namespace name', "deploy_auth_admin_password"):
+        assert expected in out, res.output
+    assert out.count(uri_pw) == 0 and out.count(admin_pw) == 0
+    assert api.connections() == 0
+
+
+def test_patch_role_typed_on_the_command_line_every_error_at_once(tmp_path, api):
+    argv = ["-e", "patch_workers=four", "-e", "patch_port=70000", "-e", "patch_static_prefix=static",
+            "-e", "patch_gunicorn_timeout=null"]
+    res = run_playbook("playbooks/patch.yml", kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"), argv=argv,
+                       verbosity=3, check=True, diff=True, json_output=False, timeout=300)
+    assert res.rc != 0
+    for expected in ('patch_workers="four" is invalid', 'patch_port="70000" / patch_service_port=5000 is invalid',
+                     'patch_static_prefix="static" is invalid'):
+        assert expected in res.stdout, res.output
+    assert "patch_gunicorn_timeout" not in res.stdout.split("FAILED!", 1)[1].split("PLAY RECAP", 1)[0], res.output
+    assert api.connections() == 0
+
+
 def test_valid_input_reaches_the_api(tmp_path, api):
     """Control for the two tests above: with good input the role does call the API (and fails there)."""
     res = run_playbook("playbooks/deploy.yml", kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"),

@@ -17,6 +17,7 @@ if str(REPO / ".collections") not in sys.path:
     sys.path.insert(0, str(REPO / ".collections"))
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._deploy_preflight import errors  # noqa: E402
+from ansible_collections.asgard.mlflow.plugins.module_utils._patch_preflight import errors as patch_errors  # noqa: E402
 
 ROLE = REPO / "roles" / "deploy"
 DEFAULTS = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
@@ -102,7 +103,6 @@ def test_switched_off_features_are_not_checked():
 
 
 # ------------------------------------------------------------------------------------------- the patch role's
-from ansible_collections.asgard.mlflow.plugins.module_utils._patch_preflight import errors as patch_errors  # noqa: E402
 
 PATCH_DEFAULTS = yaml.safe_load((REPO / "roles" / "patch" / "defaults" / "main.yml").read_text())
 PATCH_TASK = yaml.safe_load((REPO / "roles" / "patch" / "tasks" / "preflight.yml").read_text())[0]
