@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -218,6 +219,7 @@ def pytest_sessionfinish(session, exitstatus):
         seen.update({k: round(v, 1) for k, v in _MEASURED.items()})
         DURATIONS_OUT.parent.mkdir(parents=True, exist_ok=True)
         DURATIONS_OUT.write_text(json.dumps(dict(sorted(seen.items())), indent=0) + "\n")
+        CPU_OUT.write_text(json.dumps({k: round(v, 1) for k, v in sorted(_CPU.items())}, indent=0) + "\n")
     parts = _HANDED_OVER.pop("fault_matrix", None)
     if not parts:
         return
@@ -309,6 +311,37 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_logreport(report):
     if "lab" in getattr(report, "keywords", {}) or report.nodeid.startswith(("tests/lab_tests/", "tests/integration/")):
         _MEASURED[report.nodeid] = _MEASURED.get(report.nodeid, 0.0) + report.duration
+        for key, value in report.user_properties:
+            if key == "cpu_children":
+                _CPU[report.nodeid] = _CPU.get(report.nodeid, 0.0) + value
+
+
+# CPU seconds of what a test ran (ansible-playbook with its forks and modules, kubectl, ...: the worker's waited-for
+# children, getrusage), setup to teardown; written with the durations to .build/test-logs/cpu.json. The lab's pods
+# (MLflow) are the lab's children, not counted here. Where the suite's CPU goes, per test (docs/HACKING.md).
+CPU_OUT = DURATIONS_OUT.with_name("cpu.json")
+_CPU: dict[str, float] = {}
+_CPU_START = pytest.StashKey[float]()
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    item.stash[_CPU_START] = _children_cpu()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)
+    finally:
+        if _CPU_START in item.stash:
+            item.user_properties.append(("cpu_children", round(_children_cpu() - item.stash[_CPU_START], 2)))
 
 
 def pytest_unconfigure(config):

@@ -199,6 +199,8 @@ class PodWorker:
         if container is not None:
             fp = f"spec.{'initContainers' if container.init else 'containers'}{{{container.name}}}"
         self.k.rec.event(self.pod_ref, etype, reason, message, "kubelet", fp)
+        if etype == "Warning" or reason == "Killing":  # restarts and probe failures, in lab.log too (they cost CPU)
+            log.info("event %s/%s %s %s: %s", self.ns, self.name, etype, reason, message)
 
     def fault(self) -> dict:
         return self.k.faults.get((self.ns, self.name)) or self.k.faults.get((self.ns, "*")) or {}
