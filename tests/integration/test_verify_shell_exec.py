@@ -26,7 +26,8 @@ from helpers.fleet_objects import apply, healthy, wait_serving  # noqa: E402
 from helpers.lab_objects import codes, get_deployment, live_pods  # noqa: E402
 
 pytestmark = pytest.mark.lab
-GRACE = 60  # long, so that "took the grace period" and "stopped on SIGTERM" cannot be confused on a loaded machine
+GRACE = 45  # long, so that "took the grace period" (>= 40 s) and "stopped on SIGTERM" (< 40 s; MLflow exits in
+# seconds) cannot be confused on a loaded machine
 SCRIPT = ("mlflow server --host=0.0.0.0 --port=5000 --backend-store-uri=${MLFLOW_BACKEND_STORE_URI} "
           "--default-artifact-root=${MLFLOW_DEFAULT_ARTIFACT_ROOT} --serve-artifacts --workers 1")
 
@@ -117,6 +118,10 @@ def test_shell_wrapper_without_exec_is_found_healed_and_pods_then_stop_on_sigter
     # after: MLflow is PID 1 and stops on SIGTERM; the deleted pod is gone well before the grace period is over
     pod = [p["metadata"]["name"] for p in live_pods(lab, ns)]
     assert len(pod) == 1
+    # the replacement pod the ReplicaSet then creates is not looked at: it does not start MLflow (the lab's
+    # delayStartSeconds fault on pods created later in the namespace)
+    r = lab.request("POST", f"/lab/pods/{ns}/*/fault", json={"delayStartSeconds": 3600})
+    assert r.status_code in (200, 201), r.text
     t0 = time.monotonic()
     r = lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{pod[0]}")
     assert r.status_code == 200, r.text
