@@ -77,26 +77,6 @@ def test_worker_timeout_under_slow_upload(lab, ns, tmp_path):
                outcome="healed: patch to --timeout 300; the same slow upload then answers 200", store=store)
 
 
-def test_root_404_from_static_prefix(lab, ns, tmp_path):
-    t0 = time.monotonic()
-    pod, base, before = start_healthy(lab, ns, deployment(args=server_args(extra=["--static-prefix=/static"])),
-                                      prefix="/static")
-    assert requests.get(base.removesuffix("/static") + "/", headers={"Host": LOCAL_HOST}, timeout=10).status_code == 404
-    res, rep = verify(lab, ns, tmp_path, "heal")
-    assert res.rc == 0, res.output
-    assert "ROOT_NOT_FOUND" in codes(rep["findings_before"])
-    assert rep["remediated"][0]["action"] == "patch" and "ROOT_NOT_FOUND" in rep["remediated"][0]["reason"]
-    assert rep["status"] == "healthy", rep["remaining"]
-    pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
-    r = requests.get(base2 + "/", headers={"Host": LOCAL_HOST}, timeout=10)
-    assert r.status_code == 200 and "<title>MLflow</title>" in r.text
-    # the API moved from /static/api to /api with the prefix: the same store behind it
-    store = assert_store(lab, ns, {"experiments": before["experiments"], "runs": before["runs"]}, base2)
-    healed_row("static_prefix_404", t0, fault="--static-prefix=/static: GET / answers 404",
-               injected_by="Deployment args", finding="ROOT_NOT_FOUND (probe)", detected_by="verify.yml",
-               outcome="healed: patch removes --static-prefix; GET / 200 with the MLflow title", store=store)
-
-
 def test_invalid_host_403(lab, ns, tmp_path):
     t0 = time.monotonic()
     pod, base, before = start_healthy(lab, ns, deployment(env={"MLFLOW_SERVER_ALLOWED_HOSTS": "localhost:*"}))
@@ -178,27 +158,6 @@ def test_crash_loop_from_bad_flag_is_refused(lab, ns, tmp_path):
                detected_by="verify.yml",
                outcome=f"refused (rc {res.rc}), no restart, flag left in place, generation unchanged; evidence "
                        f"`{cfg['evidence']['line'][:60]}`; next step: fix the container args", store=store)
-
-
-def test_service_selector_mismatch_is_refused(lab, ns, tmp_path):
-    t0 = time.monotonic()
-    pod, base, before = start_healthy(lab, ns, deployment(ns=ns), svc=service(selector={"app": "mlflow-typo"}))
-    svc_rv = lab.request("GET", f"/api/v1/namespaces/{ns}/services/mlflow-service").json()["metadata"]["resourceVersion"]
-    dep_gen = get_deployment(lab, ns)["metadata"]["generation"]
-    res, rep = verify(lab, ns, tmp_path, "refuse")
-    assert res.rc != 0
-    assert rep, f"verify.yml wrote no report:\n{res.output[-5000:]}"
-    found = codes(rep["findings_before"])
-    assert "SERVICE_SELECTOR_MISMATCH" in found, found
-    assert rep["remediated"] == [], rep["remediated"]
-    msgs = [f["message"] for f in rep["remaining"] if f["code"] == "SERVICE_SELECTOR_MISMATCH"]
-    assert msgs and "mlflow-typo" in msgs[0], rep["remaining"]
-    after_rv = lab.request("GET", f"/api/v1/namespaces/{ns}/services/mlflow-service").json()["metadata"]["resourceVersion"]
-    assert after_rv == svc_rv and get_deployment(lab, ns)["metadata"]["generation"] == dep_gen
-    store = assert_store(lab, ns, before, base)
-    healed_row("service_selector_mismatch", t0, fault="Service selector app=mlflow-typo (no pod behind the Service)",
-               injected_by="Service spec", finding="SERVICE_SELECTOR_MISMATCH (service)", detected_by="verify.yml",
-               outcome=f"refused (rc {res.rc}), nothing changed: {msgs[0][:140]}", store=store)
 
 
 def test_service_named_mlflow_with_service_links(lab, ns, tmp_path):
@@ -410,6 +369,42 @@ def test_pod_deleted_mid_probe(lab, healthy, tmp_path):
                outcome=f"healed: the probe followed the replacement pod ({result['pod']}), healthy", store=store)
 
 
+def service_selector(lab, ns: str, app: str) -> str:
+    """Merge-patch the selector of mlflow-service to app=<app>; its resourceVersion after."""
+    r = lab.request("PATCH", f"/api/v1/namespaces/{ns}/services/mlflow-service",
+                    data=json.dumps({"spec": {"selector": {"app": app}}}),
+                    headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200 and r.json()["spec"]["selector"] == {"app": app}, r.text
+    return r.json()["metadata"]["resourceVersion"]
+
+
+def test_service_selector_mismatch_is_refused(lab, healthy, tmp_path):
+    """The shared healthy Deployment, its Service's selector typed wrong (app=mlflow-typo) for this case only (put
+    back after it, before the next case)."""
+    t0 = time.monotonic()
+    ns = healthy["ns"]
+    pod, base = serving_pod(lab, ns)
+    svc_rv = service_selector(lab, ns, "mlflow-typo")
+    try:
+        dep_gen = get_deployment(lab, ns)["metadata"]["generation"]
+        res, rep = verify(lab, ns, tmp_path, "refuse")
+        assert res.rc != 0
+        assert rep, f"verify.yml wrote no report:\n{res.output[-5000:]}"
+        found = codes(rep["findings_before"])
+        assert "SERVICE_SELECTOR_MISMATCH" in found, found
+        assert rep["remediated"] == [], rep["remediated"]
+        msgs = [f["message"] for f in rep["remaining"] if f["code"] == "SERVICE_SELECTOR_MISMATCH"]
+        assert msgs and "mlflow-typo" in msgs[0], rep["remaining"]
+        after_rv = lab.request("GET", f"/api/v1/namespaces/{ns}/services/mlflow-service").json()["metadata"]["resourceVersion"]
+        assert after_rv == svc_rv and get_deployment(lab, ns)["metadata"]["generation"] == dep_gen
+        store = assert_store(lab, ns, healthy["before"], base)
+    finally:
+        service_selector(lab, ns, "mlflow")
+    healed_row("service_selector_mismatch", t0, fault="Service selector app=mlflow-typo (no pod behind the Service)",
+               injected_by="Service spec", finding="SERVICE_SELECTOR_MISMATCH (service)", detected_by="verify.yml",
+               outcome=f"refused (rc {res.rc}), nothing changed: {msgs[0][:140]}", store=store)
+
+
 def controller_port() -> int:
     """127.0.0.1:5000 when free; the lab machine is shared, so another free port otherwise (the row says which)."""
     with socket.socket() as s:
@@ -545,14 +540,17 @@ def claimed_changes(rep: dict) -> int:
     return sum(1 for a in rep.get("remediated") or [] if a.get("changed") and a.get("action") in ("patch", "restart"))
 
 
-def test_audit_typed_and_two_runs_at_once(lab, ns, tmp_path):
-    """Item 1: `-e verify_remediate=false` on the command line is an audit: nothing is written. Item 6: then two
-    verify.yml runs start at the same moment on the broken Deployment: one remediates, the other waits for the
-    Lease or reports REMEDIATION_IN_PROGRESS, and no report claims a change it did not make (the changes the two
-    reports claim are exactly the Deployment's generation steps)."""
-    t0 = time.monotonic()
+def test_static_prefix_audit_typed_then_two_runs_at_once(lab, ns, tmp_path):
+    """Three rows on one broken Deployment (--static-prefix=/static: GET / answers 404). Item 1: `-e
+    verify_remediate=false` on the command line is an audit: nothing is written. Item 6: then two verify.yml runs
+    start at the same moment: one remediates, the other waits for the Lease or reports REMEDIATION_IN_PROGRESS, and
+    no report claims a change it did not make (the changes the two reports claim are exactly the Deployment's
+    generation steps). static_prefix_404: the run that remediated healed the fault (ROOT_NOT_FOUND found, patch,
+    healthy, GET / 200 with the MLflow title), asserted on its report as on a run alone."""
+    t0 = t_start = time.monotonic()
     pod, base, before = start_healthy(lab, ns, deployment(args=server_args(extra=["--static-prefix=/static"]), ns=ns),
                                       prefix="/static")
+    assert requests.get(base.removesuffix("/static") + "/", headers={"Host": LOCAL_HOST}, timeout=10).status_code == 404
     gen = get_deployment(lab, ns)["metadata"]["generation"]
     mark = lab.log_mark()
     res, rep = finished(typed_verify(lab, ns, tmp_path, "audit", "-e", "verify_remediate=false"))
@@ -588,8 +586,20 @@ def test_audit_typed_and_two_runs_at_once(lab, ns, tmp_path):
     lease = lab.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/"
                         "asgard-mlflow-remediation-mlflow-deployment")
     assert lease.status_code == 200 and not lease.json()["spec"].get("holderIdentity"), lease.text
+    # static_prefix_404: what a run alone asserts, on the run that remediated
+    healer_res, healer = (ra, rep_a) if claimed_changes(rep_a) else (rb, rep_b)
+    assert healer_res.rc == 0, healer_res.output
+    assert "ROOT_NOT_FOUND" in codes(healer["findings_before"])
+    assert healer["remediated"][0]["action"] == "patch" and "ROOT_NOT_FOUND" in healer["remediated"][0]["reason"]
+    assert healer["status"] == "healthy", healer["remaining"]
     pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    r = requests.get(base2 + "/", headers={"Host": LOCAL_HOST}, timeout=10)
+    assert r.status_code == 200 and "<title>MLflow</title>" in r.text
+    # the API moved from /static/api to /api with the prefix: the same store behind it
     store = assert_store(lab, ns, before, base2)
+    healed_row("static_prefix_404", t_start, fault="--static-prefix=/static: GET / answers 404",
+               injected_by="Deployment args", finding="ROOT_NOT_FOUND (probe)", detected_by="verify.yml",
+               outcome="healed: patch removes --static-prefix; GET / 200 with the MLflow title", store=store)
     how = "waited for the Lease, then found it healthy" if waiter["status"] == "healthy" else \
         "reported REMEDIATION_IN_PROGRESS"
     healed_row("two_verify_runs_at_once", t0, fault="two verify.yml runs started at the same moment on one broken "

@@ -10,9 +10,9 @@ against the request path as sent, and the request reaches the Service with that 
 concepts/services-networking/ingress "Path types"). MLflow >= 3.5 answers 403 "Invalid Host header" for a Host
 outside ``--allowed-hosts`` / ``MLFLOW_SERVER_ALLOWED_HOSTS`` (mlflow-server-facts.md).
 
-Four rows share one MLflow (gunicorn with one sync worker, so that one slow request really holds the server: the
+All rows share one MLflow (gunicorn with one sync worker, so that one slow request really holds the server: the
 upstream side of a 504); each creates its own Ingress and deletes it after. The allowed-hosts row changes the
-Deployment and has its own."""
+Deployment (its heal restarts MLflow), so it runs last (the module's order), on a host outside the allowed ones."""
 
 from __future__ import annotations
 
@@ -245,10 +245,13 @@ def test_ingress_tls_certificate_expired(lab, behind_ingress, ingress, tmp_path)
                store=store)
 
 
-def test_ingress_host_missing_from_the_allowed_hosts(lab, ns, ingress, tmp_path):
+def test_ingress_host_missing_from_the_allowed_hosts(lab, behind_ingress, ingress, tmp_path):
+    """Last of the module: the heal patches the shared Deployment (the pod is replaced). The host is outside the
+    allowed *.example.test."""
     t0 = time.monotonic()
-    pod, base, before = start_healthy(lab, ns, deployment(ns=ns))
-    name, host = "mlflow-ingress", f"mlflow.{ns}.example.test"
+    ns, before = behind_ingress["ns"], behind_ingress["before"]
+    pod, _ = serving_pod(lab, ns)
+    name, host = "mlflow-ingress", f"mlflow.{ns}.example.org"
     ingress(ns, mlflow_ingress(name, host))
     r = request(lab, "GET", host, "/")
     assert r.status_code == 403 and "Invalid Host header" in r.text, (r.status_code, r.text[:200])
@@ -259,6 +262,7 @@ def test_ingress_host_missing_from_the_allowed_hosts(lab, ns, ingress, tmp_path)
     assert rep["remediated"][0]["action"] == "patch", rep["remediated"]
     assert rep["status"] == "healthy", rep["remaining"]
     pod2, base2 = serving_pod(lab, ns, exclude=(pod,))
+    behind_ingress["base"] = base2  # the shared server's new address (for a case after this one)
     r = request(lab, "GET", host, "/")
     assert r.status_code == 200 and "<title>MLflow</title>" in r.text, (r.status_code, r.text[:200])
     store = assert_store(lab, ns, before, base2)
