@@ -77,21 +77,30 @@ def writes_in(lab, mark: int, ns: str) -> list[str]:
             if r["method"] in WRITES and f"/namespaces/{ns}/" in r["path"]]
 
 
-@pytest.mark.parametrize("no", ["false", "no", "0", "False"])
+def assert_audited(lab, seed_ns: str, mark: int, gen: int, out: str, rep: dict) -> None:
+    """verify_remediate said no: nothing written, the generation unchanged, a report that remediated and planned
+    nothing and still names the seed's fault."""
+    assert writes_in(lab, mark, seed_ns) == [], out[-3000:]
+    assert get_deployment(lab, seed_ns)["metadata"]["generation"] == gen
+    assert rep["meta"]["remediate"] is False and rep["remediated"] == [] and rep["plan"]["actions"] == []
+    assert "ROOT_NOT_FOUND" in {f["code"] for f in rep["remaining"]}
+
+
+# verify_remediate=no and =false are the audits of the two tests below (verify_fail_when_unhealthy said no there);
+# here the other two spellings, with the run failing on the unhealthy seed as an audit does by default
+@pytest.mark.parametrize("no", ["0", "False"])
 def test_audit_given_as_a_string_changes_nothing(lab, seed_ns, tmp_path, no):
     gen = get_deployment(lab, seed_ns)["metadata"]["generation"]
     mark = lab.log_mark()
     rc, out, rep = shell(lab, f"playbooks/verify.yml -e verify_namespace={seed_ns} -e verify_remediate={no} "
                               "-e verify_port_forward=false", tmp_path, f"audit-{no}")
     assert rc != 0, "the audit passed on the broken seed Deployment"
-    assert writes_in(lab, mark, seed_ns) == [], out[-3000:]
-    assert get_deployment(lab, seed_ns)["metadata"]["generation"] == gen
-    assert rep["meta"]["remediate"] is False and rep["remediated"] == [] and rep["plan"]["actions"] == []
-    assert "ROOT_NOT_FOUND" in {f["code"] for f in rep["remaining"]}
+    assert_audited(lab, seed_ns, mark, gen, out, rep)
     assert "MLflow in " + seed_ns + " is unhealthy after this run" in out
 
 
 def test_fail_when_unhealthy_false_and_numbers_as_strings(lab, seed_ns, tmp_path):
+    """Also the audit typed verify_remediate=no."""
     gen = get_deployment(lab, seed_ns)["metadata"]["generation"]
     mark = lab.log_mark()
     rc, out, rep = shell(lab, f"playbooks/verify.yml -e verify_namespace={seed_ns} -e verify_remediate=no "
@@ -99,6 +108,8 @@ def test_fail_when_unhealthy_false_and_numbers_as_strings(lab, seed_ns, tmp_path
                               '-e verify_max_restarts=0 -e verify_remediation_rounds="1" -e verify_min_workers=4 '
                               '-e verify_probe_timeout=5 -e verify_set_stats=false', tmp_path, "no-fail")
     assert rc == 0, out[-3000:]
+    assert_audited(lab, seed_ns, mark, gen, out, rep)
+    assert "is unhealthy after this run" not in out  # verify_fail_when_unhealthy=false: no failure message
     assert rep["status"] == "unhealthy" and rep["healthy"] is False
     assert "transaction" not in {s["step"] for s in rep["steps"]}
     assert {s["step"]: s["status"] for s in rep["steps"]}["port_forward"] == "skipped"
@@ -108,11 +119,15 @@ def test_fail_when_unhealthy_false_and_numbers_as_strings(lab, seed_ns, tmp_path
 
 
 def test_port_forward_false_starts_nothing(lab, seed_ns, tmp_path):
+    """Also the audit typed verify_remediate=false."""
     port = free_port()
+    gen = get_deployment(lab, seed_ns)["metadata"]["generation"]
+    mark = lab.log_mark()
     rc, out, rep = shell(lab, f"playbooks/verify.yml -e verify_namespace={seed_ns} -e verify_remediate=false "
                               f"-e verify_fail_when_unhealthy=no -e verify_port_forward=false "
                               f"-e verify_port_forward_local_port={port}", tmp_path, "no-forward")
     assert rc == 0, out[-3000:]
+    assert_audited(lab, seed_ns, mark, gen, out, rep)
     with socket.socket() as s:
         s.settimeout(1)
         assert s.connect_ex(("127.0.0.1", port)) != 0, "a forwarder was started"
