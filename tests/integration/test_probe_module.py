@@ -75,13 +75,32 @@ def wait_ready(lab, ns: str, app: str, timeout: float = 180, exclude=()) -> str:
     raise AssertionError(f"no Ready pod for {app} in {ns}: {json.dumps(r.json())[:3000]}")
 
 
-def wait_health(lab, ns: str, app: str, timeout: float = 120) -> None:
-    """TCP readiness comes before MLflow answers: wait until /health (or /static/health) is 200 via the probe."""
+def wait_serving(lab, ns: str, app: str, path: str = "/health", timeout: float = 180) -> None:
+    """TCP readiness comes before MLflow answers: wait until a pod of ``app`` answers ``GET path`` with 200 on its
+    pod IP (the tests run in the lab's network namespace), without a playbook run."""
+    import http.client
+
     end = time.monotonic() + timeout
+    last = "no pod yet"
     while time.monotonic() < end:
-        time.sleep(1)
-        if ready_pods(lab, ns, app):
-            return
+        r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": f"app={app}"})
+        for p in r.json().get("items", []) if r.status_code == 200 else []:
+            ip = p.get("status", {}).get("podIP")
+            if not ip or p["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                conn = http.client.HTTPConnection(ip, 5000, timeout=3)
+                conn.request("GET", path, headers={"Host": "localhost:5000"})
+                status = conn.getresponse().status
+                conn.close()
+            except OSError as exc:
+                last = f"{p['metadata']['name']}: {exc}"
+                continue
+            if status == 200:
+                return
+            last = f"{p['metadata']['name']}: HTTP {status}"
+        time.sleep(0.5)
+    raise AssertionError(f"no {app} pod in {ns} answered {path} within {timeout:.0f}s: {last}")
 
 
 def play(tmp_path: Path, module: str, args: dict, check: bool = False, name: str = "run") -> Path:
@@ -101,6 +120,24 @@ def run_module(lab, tmp_path: Path, module: str, args: dict, check: bool = False
     return hosts[0]
 
 
+def run_module_tasks(lab, tmp_path: Path, module: str, args_list: list[dict], check: bool = False) -> list[dict]:
+    """One ansible-playbook run, one task per ``args`` (each ignore_errors, so every one runs): the results in order.
+    For module calls that do not depend on each other (one playbook start instead of one per call)."""
+    pb = tmp_path / f"tasks-{uuid.uuid4().hex[:6]}.yml"
+    pb.write_text(json.dumps([{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "tasks": [{"name": f"call {i}", module: args, "register": f"out{i}", "ignore_errors": True}
+                  for i, args in enumerate(args_list)],
+    }]))
+    res = run_playbook(pb, kubeconfig=lab.kubeconfig, check=check, tmpdir=str(lab.env()["TMPDIR"]))
+    out = []
+    for i in range(len(args_list)):
+        hosts = res.task(f"call {i}")
+        assert hosts, res.output
+        out.append(hosts[0])
+    return out
+
+
 def probe(lab, tmp_path, check=False, **args) -> dict:
     args.setdefault("timeout", 10)
     args.setdefault("deadline", 90)
@@ -112,14 +149,16 @@ def probe(lab, tmp_path, check=False, **args) -> dict:
 
 @pytest.fixture(scope="module")
 def mlflows(lab):
-    """One namespace with three MLflow 3.17 servers: allowed hosts set, Host-restricted, static prefix."""
+    """One namespace with three MLflow 3.17 servers: allowed hosts set, Host-restricted, static prefix; yielded once
+    each answers its health path (so no test needs a warm-up probe run). The last test deletes good's pod."""
     ns = create_namespace(lab)
     deploy_mlflow(lab, ns, "good", service="mlflow-service",
                   env={"MLFLOW_SERVER_ALLOWED_HOSTS": f"mlflow-service.{ns}.svc.cluster.local:5000,localhost:*"})
     deploy_mlflow(lab, ns, "strict", env={"MLFLOW_SERVER_ALLOWED_HOSTS": "localhost:*"})
     deploy_mlflow(lab, ns, "prefixed", args=["--static-prefix=/static"])
-    for app in ("good", "strict", "prefixed"):
+    for app, path in (("good", "/health"), ("strict", "/health"), ("prefixed", "/static/health")):
         wait_ready(lab, ns, app)
+        wait_serving(lab, ns, app, path)
     yield ns
     lab.request("DELETE", f"/api/v1/namespaces/{ns}")
 
@@ -176,7 +215,6 @@ def test_static_prefix_root_not_found_health_under_prefix(lab, mlflows, tmp_path
 
 
 def test_kube_api_429_and_503_are_retried(lab, mlflows, tmp_path):
-    healthy_eventually(lab, tmp_path, namespace=mlflows)
     lab.faults.add(kind="http_status", status=429, count=2, path_regex=f"/namespaces/{mlflows}/services/mlflow-service")
     lab.faults.add(kind="http_status", status=503, count=2, path_regex=f"/namespaces/{mlflows}/pods/[^/]+/portforward")
     mark = lab.log_mark()
@@ -208,44 +246,29 @@ def test_no_ready_pod(lab, mlflows, tmp_path):
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "empty-service"},
            "spec": {"selector": {"app": "nothing-here"}, "ports": [{"port": 5000, "targetPort": 5000}]}}
     assert lab.request("POST", f"/api/v1/namespaces/{mlflows}/services", json=svc).status_code == 201
-    r = probe(lab, tmp_path, namespace=mlflows, service="empty-service", retries=1)
+    base = {"namespace": mlflows, "service": "empty-service", "timeout": 10, "deadline": 90}
+    r, r2 = run_module_tasks(lab, tmp_path, "asgard.mlflow.mlflow_probe", [
+        {**base, "retries": 1}, {**base, "retries": 0, "fail_on_unhealthy": True}])
     assert r["healthy"] is False and not r.get("failed")
     assert codes(r)[0] == "NO_READY_POD"
-    r2 = probe(lab, tmp_path, namespace=mlflows, service="empty-service", retries=0, fail_on_unhealthy=True)
     assert r2["failed"] is True and "NO_READY_POD" in r2["msg"]
 
 
-def test_pod_deleted_during_probe_recovers(lab, tmp_path):
-    ns = create_namespace(lab)
-    try:
-        deploy_mlflow(lab, ns, "victim", service="mlflow-service")
-        old = wait_ready(lab, ns, "victim")
-        healthy_eventually(lab, tmp_path, namespace=ns, api_check=False)
-        # the pod disappears under the probe: the first tunnel is refused as the kubelet does for a gone pod
-        lab.faults.add(kind="http_status", status=404, count=1, path_regex=f"/namespaces/{ns}/pods/[^/]+/portforward")
-        assert lab.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{old}").status_code in (200, 202)
-        r = probe(lab, tmp_path, namespace=ns, api_check=False, retries=10, deadline=120)
-        assert r["healthy"] is True, r
-        assert r["pod"] != old
-        assert "RETRIED" in codes(r)
-    finally:
-        lab.faults.clear()
-        lab.request("DELETE", f"/api/v1/namespaces/{ns}")
-
-
-@pytest.mark.parametrize(("args", "needle"), [
+BAD_INPUT = [
     ({"namespace": "no-such-ns-x1"}, "namespace 'no-such-ns-x1' does not exist"),
     ({"service": "missing-svc"}, "service 'missing-svc' not found in namespace"),
     ({"remote_port": 70000}, "remote_port: 70000 is out of range"),
     ({"namespace": "Bad_Name"}, "namespace: 'Bad_Name' is not a valid namespace name"),
-])
-def test_bad_input_fails_clearly(lab, mlflows, tmp_path, args, needle):
-    args = dict(args)
-    if "namespace" not in args:
-        args["namespace"] = mlflows
-    r = probe(lab, tmp_path, **args)
-    assert r["failed"] is True
-    assert needle in r["msg"]
+]
+
+
+def test_bad_input_fails_clearly(lab, mlflows, tmp_path):
+    """The four bad inputs as four tasks of one playbook run (each its own module call and result)."""
+    calls = [{"namespace": mlflows, "timeout": 10, "deadline": 90, **args} for args, _needle in BAD_INPUT]
+    results = run_module_tasks(lab, tmp_path, "asgard.mlflow.mlflow_probe", calls)
+    for (args, needle), r in zip(BAD_INPUT, results, strict=True):
+        assert r["failed"] is True, (args, r)
+        assert needle in r["msg"], (args, r["msg"])
 
 
 # ------------------------------------------------------------------ an already-resolved target (option resolved)
@@ -271,7 +294,6 @@ def test_resolved_target_reads_neither_service_nor_pods(lab, mlflows, tmp_path):
 
 
 def test_resolved_pod_that_is_gone_falls_back_to_the_service(lab, mlflows, tmp_path):
-    healthy_eventually(lab, tmp_path, namespace=mlflows)
     mark = lab.log_mark()
     r = probe(lab, tmp_path, namespace=mlflows, resolved={"pod": "good-gone-0", "port": 5000})
     paths = _by_path(lab.requests_since(mark), mlflows)
@@ -282,7 +304,6 @@ def test_resolved_pod_that_is_gone_falls_back_to_the_service(lab, mlflows, tmp_p
 
 
 def test_fail_on_unhealthy_message_names_codes_and_messages(lab, mlflows, tmp_path):
-    healthy_eventually(lab, tmp_path, namespace=mlflows, service="prefixed-service")
     r = probe(lab, tmp_path, namespace=mlflows, service="prefixed-service", fail_on_unhealthy=True)
     assert r["failed"] is True
     assert r["msg"].startswith("MLflow is unhealthy (pod prefixed-")
@@ -305,3 +326,19 @@ def test_expired_token_says_the_credentials_were_rejected(lab, mlflows, tmp_path
     assert "rejected the credentials (HTTP 401 Unauthorized)" in said and "refresh the kubeconfig" in said, r
     assert "not allowed" not in said
     assert "expired-or-revoked-token" not in json.dumps(r)
+
+
+def test_pod_deleted_during_probe_recovers(lab, mlflows, tmp_path):
+    """Last in this module: it deletes good's pod (the Deployment starts another; no later test uses it)."""
+    old = wait_ready(lab, mlflows, "good")
+    try:
+        # the pod disappears under the probe: the first tunnel is refused as the kubelet does for a gone pod
+        lab.faults.add(kind="http_status", status=404, count=1,
+                       path_regex=f"/namespaces/{mlflows}/pods/[^/]+/portforward")
+        assert lab.request("DELETE", f"/api/v1/namespaces/{mlflows}/pods/{old}").status_code in (200, 202)
+        r = probe(lab, tmp_path, namespace=mlflows, api_check=False, retries=10, deadline=120)
+        assert r["healthy"] is True, r
+        assert r["pod"] != old
+        assert "RETRIED" in codes(r)
+    finally:
+        lab.faults.clear()

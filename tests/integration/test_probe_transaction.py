@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_probe_module import create_namespace, run_module, wait_ready  # noqa: E402
+from test_probe_module import create_namespace, run_module, run_module_tasks, wait_ready  # noqa: E402
 
 pytestmark = pytest.mark.lab
 V3, V2 = "ghcr.io/mlflow/mlflow:v3.17.2", "ghcr.io/mlflow/mlflow:v2.22.5"
@@ -77,6 +77,15 @@ def deep(lab, tmp_path, ns, service, check=False, **args) -> dict:
     return r
 
 
+def deep_many(lab, tmp_path, ns, service, calls: list[dict], check: bool = False) -> list[dict]:
+    """Deep checks one after the other as tasks of one playbook run (each its own module call and result)."""
+    base = {"namespace": ns, "service": service, "transaction": True, "timeout": 15, "deadline": 120}
+    rs = run_module_tasks(lab, tmp_path, "asgard.mlflow.mlflow_probe", [{**base, **c} for c in calls], check=check)
+    for r in rs:
+        assert "transaction" in r, r
+    return rs
+
+
 def _run_check(lab, tmp_path, args):
     return run_module(lab, tmp_path, "asgard.mlflow.mlflow_probe", args, check=True)
 
@@ -114,19 +123,18 @@ def assert_passed(r: dict) -> dict:
 def test_healthy_server_passes_and_runs_do_not_accumulate(lab, servers, tmp_path):
     ns, pods = servers
     before = active_runs(lab, ns, pods["good"])
-    r1 = deep(lab, tmp_path, ns, "good")
+    r1, r2 = deep_many(lab, tmp_path, ns, "good", [{}, {}])  # two module calls, one playbook run
     t1 = assert_passed(r1)
     assert t1["host_header"] == f"good.{ns}.svc.cluster.local:5000" and t1["api_base"] == "/api"
     assert t1["artifact"]["bytes"] == 65536
     assert [s["name"] for s in t1["steps"]][:2] in (["get_experiment", "create_experiment"],
                                                     ["get_experiment", "create_run"])
-    r2 = deep(lab, tmp_path, ns, "good")
     t2 = assert_passed(r2)
     assert "create_experiment" not in [s["name"] for s in t2["steps"]], "the experiment is reused"
     assert t2["experiment_id"] == t1["experiment_id"]
     assert active_runs(lab, ns, pods["good"]) == before == 0
     # keep the last 2: three runs leave exactly two active synthetic runs
-    kept = [deep(lab, tmp_path, ns, "good", transaction_keep_runs=2)["transaction"] for _ in range(3)]
+    kept = [r["transaction"] for r in deep_many(lab, tmp_path, ns, "good", [{"transaction_keep_runs": 2}] * 3)]
     assert all(k["ok"] for k in kept), kept
     assert len(kept[-1]["kept_runs"]) == 2 and kept[-1]["run_id"] in kept[-1]["kept_runs"]
     assert active_runs(lab, ns, pods["good"]) == 2
@@ -139,11 +147,10 @@ def test_healthy_server_passes_and_runs_do_not_accumulate(lab, servers, tmp_path
 
 def test_check_mode_skips_unless_opted_in(lab, servers, tmp_path):
     ns, pods = servers
-    r = deep(lab, tmp_path, ns, "good", check=True)
+    r, opted_in = deep_many(lab, tmp_path, ns, "good", [{}, {"transaction_in_check_mode": True}], check=True)
     assert r["transaction"]["ok"] is None and "check mode" in r["transaction"]["skipped"]
     assert "TRANSACTION_SKIPPED" in codes(r) and r["healthy"] is True
-    r = deep(lab, tmp_path, ns, "good", check=True, transaction_in_check_mode=True)
-    assert_passed(r)
+    assert_passed(opted_in)
 
 
 def test_static_prefix_server_passes(lab, servers, tmp_path):
@@ -175,8 +182,9 @@ def test_mlflow_2_passes(lab, servers, tmp_path):
 def test_worker_killed_during_slow_upload(lab, servers, tmp_path):
     ns, _ = servers
     # 20 MB at 4 MB/s takes ~5 s: gunicorn --timeout 2 kills the sync worker mid-upload
-    r = deep(lab, tmp_path, ns, "slowgun", transaction_artifact_size=20_000_000, transaction_upload_rate_limit=4000,
-             timeout=20)
+    # then the same server passes a small transaction (the failure is the slow upload, not the server)
+    r, small = deep_many(lab, tmp_path, ns, "slowgun", [
+        {"transaction_artifact_size": 20_000_000, "transaction_upload_rate_limit": 4000, "timeout": 20}, {}])
     t = r["transaction"]
     assert t["ok"] is False and r["healthy"] is False
     assert t["failed_step"] == "upload_artifact", t
@@ -188,8 +196,7 @@ def test_worker_killed_during_slow_upload(lab, servers, tmp_path):
     assert any("WORKER TIMEOUT" in line or "SIGKILL" in line for line in wk["evidence"]["log_lines"])
     # the created run is cleaned up even though the transaction failed
     assert t["run_id"] in t["deleted_runs"]
-    # the same server passes a small transaction (the failure is the slow upload, not the server)
-    assert_passed(deep(lab, tmp_path, ns, "slowgun"))
+    assert_passed(small)
 
 
 def test_read_only_backend_gives_write_failed(lab, servers, tmp_path):
