@@ -1,7 +1,8 @@
 """The deploy role's Ingress, driven as an operator types it (``-e name=value`` strings), then used through the
 lab's real nginx (ingress-nginx behaviour, docs/lab.md "Ingress and Gateway API"): the MLflow UI and health
 answer through it with MLflow 3.x's Host check on, an artifact upload larger than ingress-nginx's 1 MiB default
-goes through, TLS from an existing Secret is served by SNI, and a second run changes nothing."""
+goes through, TLS from an existing Secret is served by SNI, and a second run changes nothing. (The deploy role's
+HTTPRoute is checked in test_verify_route.py, on the Deployment that module's verify tests share.)"""
 
 from __future__ import annotations
 
@@ -121,53 +122,6 @@ def test_ingress_tls_static_prefix_and_operator_annotations(lab, lab_namespace, 
 
     fact = [h for h in res.task("Result | what was deployed")][0]["ansible_facts"]["deploy_result"]
     assert fact["ingress_urls"] == [f"https://{host}/mlflow/"]
-
-    again = deploy(lab, ns, *args)
-    assert again.rc == 0, again.output
-    assert again.changed == 0, again.changed_tasks()
-
-
-def condition(obj_status: dict, kind: str) -> str | None:
-    return next((c["status"] for c in obj_status.get("conditions") or [] if c["type"] == kind), None)
-
-
-def test_httproute_through_the_lab_gateway(lab, lab_namespace):
-    """``deploy_route_enabled`` (strings from ``-e``): an HTTPRoute on an existing Gateway of class ``asgard-lab``;
-    the Gateway API status says Accepted and ResolvedRefs (Gateway API spec, HTTPRoute status conditions), the
-    route's ``timeouts.request``/``backendRequest`` follow ``deploy_proxy_timeout``, its path the static prefix,
-    and MLflow's UI, health and API answer through nginx for both hostnames (in the Host allow-list); a second
-    run changes nothing."""
-    ns = lab_namespace
-    hosts = [f"route.{ns}.example.test", f"gw.{ns}.example.test"]
-    create(lab, ns, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "lab-gw"},
-                     "spec": {"gatewayClassName": "asgard-lab",
-                              "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}})
-    args = ["deploy_route_enabled=true", f"deploy_route_hostnames={hosts[0]},{hosts[1]}",
-            "deploy_route_gateway_name=lab-gw", "deploy_static_prefix=/mlflow", "deploy_proxy_timeout=600"]
-    res = deploy(lab, ns, *args)
-    assert res.rc == 0, res.output
-
-    route_path = f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/mlflow-route"
-    route = wait_for(lambda: (lambda r: r if any(condition(p, "Accepted") == "True" for p in
-                                                 (r.get("status") or {}).get("parents") or []) else None)(
-        api_get(lab, route_path)), 60, 0.2, "HTTPRoute mlflow-route Accepted")
-    parent = route["status"]["parents"][0]
-    assert parent["parentRef"]["name"] == "lab-gw"
-    assert condition(parent, "ResolvedRefs") == "True", parent
-    rule = route["spec"]["rules"][0]
-    assert rule["timeouts"] == {"request": "600s", "backendRequest": "600s"}
-    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/mlflow"}}]
-    assert route["spec"]["hostnames"] == hosts
-    assert set(hosts) <= set(container_env(lab, ns)["MLFLOW_SERVER_ALLOWED_HOSTS"].split(","))
-    wait_synced(lab)
-
-    for host in hosts:
-        ui = get(lab, host, "/mlflow/")
-        assert ui.status_code == 200 and TITLE in ui.text, (host, ui.status_code, ui.text[:300])
-        health = get(lab, host, "/mlflow/health")
-        assert health.status_code == 200 and health.text == "OK", (host, health.status_code, health.text[:300])
-        api = get(lab, host, "/mlflow/api/2.0/mlflow/experiments/search?max_results=1")
-        assert api.status_code == 200 and "experiments" in api.json(), (host, api.status_code, api.text[:300])
 
     again = deploy(lab, ns, *args)
     assert again.rc == 0, again.output

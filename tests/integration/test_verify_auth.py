@@ -1,38 +1,87 @@
 """playbooks/verify.yml against a real MLflow with basic auth (``--app-name basic-auth``), deployed by the deploy role
 with ``deploy_auth_enabled`` (admin credentials in Secret mlflow-auth), driven from a shell with ``-e name=value``.
 
-One Deployment (one MLflow start) for the module: verify with the deploy role's Secret is healthy and changes
-nothing; without credentials AUTH_REQUIRED, with a wrong password AUTH_REJECTED - both reported, nothing restarted,
+One Deployment (one MLflow start) for the module, made by the deploy role at ``-vvv --diff`` with the password in a
+vars file (the first test checks what it made, the password never printed, and that a rerun changes nothing): verify
+with the deploy role's Secret is healthy and changes nothing; without credentials AUTH_REQUIRED, with a wrong password AUTH_REJECTED - both reported, nothing restarted,
 and neither password ever printed (``-vvv``) nor written to the report; bad auth input fails naming the field.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 
 import pytest
+import requests
 
 from helpers.ansible_runner import run_playbook
-from helpers.lab_objects import codes, deploy, get_deployment
+from helpers.lab_objects import api_get, codes, deploy, get_deployment, ready_pod_ip
 
 pytestmark = pytest.mark.lab
 
 PASSWORD = "Vfy-Adm1n-S3cret-Pw"
 WRONG = "Wr0ng-Guess-Pw-4471"
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+def deploy_auth(lab, ns: str):
+    """``-e deploy_auth_enabled=true`` with the password in a vars file (as a vaulted variable arrives), at -vvv and
+    with --diff: the password appears 0 times in the output."""
+    res = deploy(lab, ns, "deploy_auth_enabled=true", verbosity=3, diff=True, json_output=False,
+                 extra_vars={"deploy_auth_admin_password": PASSWORD})
+    out = res.stdout + res.stderr
+    assert res.rc == 0, res.output.replace(PASSWORD, "<PASSWORD>")
+    assert out.count(PASSWORD) == 0
+    assert "ESTABLISH LOCAL CONNECTION" in res.stdout  # really -vvv
+    return res
 
 
 @pytest.fixture(scope="module")
-def auth_ns(lab):
-    """A namespace with MLflow deployed by the deploy role with basic auth on (one MLflow start for the module)."""
+def deployed(lab):
+    """A namespace with MLflow deployed by the deploy role with basic auth on (one MLflow start for the module), and
+    that deploy run."""
     ns = f"t-{uuid.uuid4().hex[:10]}"
     r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
                                                          "metadata": {"name": ns}})
     assert r.status_code == 201, r.text
-    res = deploy(lab, ns, "deploy_auth_enabled=true", extra_vars={"deploy_auth_admin_password": PASSWORD})
-    assert res.rc == 0, res.output.replace(PASSWORD, "<PASSWORD>")
-    yield ns
+    first = deploy_auth(lab, ns)
+    yield ns, first
     lab.request("DELETE", f"/api/v1/namespaces/{ns}")
+
+
+@pytest.fixture
+def auth_ns(deployed):
+    return deployed[0]
+
+
+def test_basic_auth_from_a_created_secret_never_printed(lab, deployed):
+    """The deploy role with MLflow's own basic auth (``--app-name basic-auth``): the admin credentials only in a
+    Secret the role creates (no_log); at -vvv and with --diff the password appears 0 times in the output, twice over
+    (create, then an idempotent rerun); the Secret holds it and the Deployment only references it; MLflow answers
+    401 without or with wrong credentials and 200 with the admin's, while /health stays open for the probes."""
+    ns, first = deployed
+    assert "mlflow-auth keys admin_username, admin_password, flask_secret_key" in first.stdout
+    secret = api_get(lab, f"/api/v1/namespaces/{ns}/secrets/mlflow-auth")
+    assert base64.b64decode(secret["data"]["admin_password"]).decode() == PASSWORD
+    assert base64.b64decode(secret["data"]["admin_username"]).decode() == "admin"
+    dep = api_get(lab, f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment")
+    assert PASSWORD not in str(dep)
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-auth", "key": "admin_password"}
+
+    base = f"http://{ready_pod_ip(lab, ns)}:5000"
+    assert requests.get(base + "/health", timeout=15).status_code == 200
+    assert requests.get(base + SEARCH, timeout=15).status_code == 401
+    assert requests.get(base + SEARCH, auth=("admin", "wrong-password-123"), timeout=15).status_code == 401
+    ok = requests.get(base + SEARCH, auth=("admin", PASSWORD), timeout=15)
+    assert ok.status_code == 200 and "experiments" in ok.json(), (ok.status_code, ok.text[:300])
+
+    again = deploy_auth(lab, ns)
+    assert "changed=0" in again.stdout, again.stdout[-3000:].replace(PASSWORD, "<PASSWORD>")
 
 
 def verify(lab, ns: str, tmp_path, name: str, *cli_vars: str, verbosity: int = 0):

@@ -5,7 +5,11 @@ ingress-nginx: ``proxy-body-size`` is nginx's ``client_max_body_size`` (413 abov
 ``proxy-read-timeout`` / ``proxy-send-timeout`` are unitless seconds (default 60)
 (kubernetes/ingress-nginx docs/user-guide/nginx-configuration/annotations.md and configmap.md). An Ingress path
 is matched against the request path as given (Kubernetes docs, concepts/services-networking/ingress "Path types"),
-so a path ``/mlflow`` in front of a server without ``--static-prefix`` reaches routes MLflow does not have."""
+so a path ``/mlflow`` in front of a server without ``--static-prefix`` reaches routes MLflow does not have.
+
+One MLflow deployed by the deploy role (the module fixture ``shared``) serves the first three tests in file order
+(one worker: ``xdist_group``): the annotations found and healed, then the path the server does not serve (restored
+after), then an Ingress made by hand for a host the server does not allow (its heal restarts the pod: last)."""
 
 from __future__ import annotations
 
@@ -14,18 +18,20 @@ import datetime as dt
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
-from helpers.ingress import create, endpoints, request, tls_secret, wait_for, wait_synced  # noqa: E402
+from helpers.ingress import create, endpoints, merge_patch, request, tls_secret, wait_for, wait_synced  # noqa: E402
 from helpers.lab_objects import codes, free_port  # noqa: E402
 
 pytestmark = pytest.mark.lab
 ANN = "nginx.ingress.kubernetes.io/"
 UPLOAD = "/api/2.0/mlflow-artifacts/artifacts/ingress-verify/blob.bin"
+SHARED = pytest.mark.xdist_group("verify_ingress")
 
 
 def deploy(lab, ns: str, *cli_vars: str):
@@ -55,6 +61,23 @@ def served(lab, ns: str) -> dict:
     return ing
 
 
+@pytest.fixture(scope="module")
+def shared(lab):
+    """A namespace with MLflow deployed by the deploy role with its Ingress for ``mlflow.<ns>.example.test`` and the
+    operator's ``proxy-body-size: 1m`` / ``proxy-read-timeout: 10`` (JSON ``-e``) over the role's annotations."""
+    ns = f"t-{uuid.uuid4().hex[:10]}"
+    r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    assert r.status_code == 201, r.text
+    host = f"mlflow.{ns}.example.test"
+    res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}",
+                 json.dumps({"deploy_ingress_annotations": {ANN + "proxy-body-size": "1m",
+                                                            ANN + "proxy-read-timeout": "10"}}))
+    assert res.rc == 0, res.output
+    served(lab, ns)  # here, right after the deploy: with no Ingress change pending, nginx's sync mark never moves
+    yield ns, host
+    lab.request("DELETE", f"/api/v1/namespaces/{ns}")
+
+
 def step(rep: dict, name: str = "ingress") -> dict:
     return next(s for s in rep["steps"] if s["step"] == name)
 
@@ -66,7 +89,8 @@ def requests_of(rep: dict, name: str = "mlflow-ingress") -> list[tuple]:
     return [(r["check"], r["status"]) for r in d["requests"]]
 
 
-def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, tmp_path):
+@SHARED
+def test_small_body_and_short_timeout_are_found_and_healed(lab, shared, tmp_path):
     """An Ingress with ``proxy-body-size: 1m`` and ``proxy-read-timeout: 10`` (the operator's annotations over the
     deploy role's): a 20 MB upload through nginx is refused with 413. verify.yml, sending its requests through the
     lab's nginx (``-e verify_ingress_url=<its http port>``: the published 127.0.0.1 has no port 80 here) with
@@ -76,13 +100,8 @@ def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, t
     20m and the worker timeout) in one patch, a real 20 MB artifact upload then passes, and a second run changes
     nothing, with health 200, the page 200 and the size check 100 Continue through the Ingress and no ingress
     finding. A wrong ``verify_ingress_url`` (a closed port) is INGRESS_UNREACHABLE with a next step."""
-    ns = lab_namespace
-    host = f"mlflow.{ns}.example.test"
-    res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}",
-                 json.dumps({"deploy_ingress_annotations": {ANN + "proxy-body-size": "1m",
-                                                            ANN + "proxy-read-timeout": "10"}}))
-    assert res.rc == 0, res.output
-    before = served(lab, ns)["metadata"]["annotations"]
+    ns, host = shared
+    before = ingress(lab, ns)["metadata"]["annotations"]
     assert before[ANN + "proxy-body-size"] == "1m" and before[ANN + "proxy-read-timeout"] == "10"
     blob = os.urandom(20 * 1000 * 1000)
     refused = request(lab, "PUT", host, UPLOAD, data=blob, headers={"Content-Type": "application/octet-stream"})
@@ -137,20 +156,33 @@ def test_small_body_and_short_timeout_are_found_and_healed(lab, lab_namespace, t
     assert res.changed == 0, res.changed_tasks()
 
 
-def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_changed(lab, lab_namespace, tmp_path):
-    """The Ingress path ``/mlflow`` in front of a server without a static prefix: through nginx the dashboard
-    answers 404. verify.yml reports INGRESS_PATH_MISMATCH, and through the Ingress endpoint (``-e
-    verify_ingress_url``) INGRESS_HEALTH_FAILED / INGRESS_ROOT_FAILED with the 404 (critical: the run fails naming
-    them) and changes nothing - no path is guessed, no pod is restarted."""
-    ns = lab_namespace
-    host = f"path.{ns}.example.test"
-    res = deploy(lab, ns, "deploy_ingress_enabled=true", f"deploy_ingress_hosts={host}")
-    assert res.rc == 0, res.output
+def set_path(lab, ns: str, path: str) -> None:
     r = lab.request("PATCH", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/mlflow-ingress",
-                    data=json.dumps([{"op": "replace", "path": "/spec/rules/0/http/paths/0/path", "value": "/mlflow"}]),
+                    data=json.dumps([{"op": "replace", "path": "/spec/rules/0/http/paths/0/path", "value": path}]),
                     headers={"Content-Type": "application/json-patch+json"})
     assert r.status_code == 200, r.text
-    wait_synced(lab)
+    wait_synced(lab, rv=r.json()["metadata"]["resourceVersion"])
+
+
+@SHARED
+def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_changed(lab, shared, tmp_path):
+    """The Ingress path ``/mlflow`` in front of a server without a static prefix (the deploy role's Ingress with the
+    role's own annotations: no body limit, 300 s timeouts): through nginx the dashboard answers 404. verify.yml
+    reports INGRESS_PATH_MISMATCH, and through the Ingress endpoint (``-e verify_ingress_url``)
+    INGRESS_HEALTH_FAILED / INGRESS_ROOT_FAILED with the 404 (critical: the run fails naming them) and changes
+    nothing - no path is guessed, no pod is restarted."""
+    ns, host = shared
+    merge_patch(lab, ns, {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "mlflow-ingress"}},
+                {"metadata": {"annotations": {ANN + "proxy-body-size": "0", ANN + "proxy-read-timeout": "300",
+                                              ANN + "proxy-send-timeout": "300"}}})
+    set_path(lab, ns, "/mlflow")
+    try:
+        _path_mismatch(lab, ns, host, tmp_path)
+    finally:
+        set_path(lab, ns, "/")
+
+
+def _path_mismatch(lab, ns: str, host: str, tmp_path: Path) -> None:
     assert request(lab, "GET", host, "/mlflow/").status_code == 404
     ing_before = ingress(lab, ns)
     dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment"
@@ -173,15 +205,18 @@ def test_an_ingress_path_the_server_does_not_serve_is_reported_and_nothing_chang
     assert lab.request("GET", dep_path).json()["metadata"]["generation"] == gen_before
 
 
-def test_an_ingress_host_missing_from_the_allowed_hosts_is_healed(lab, lab_namespace, tmp_path):
-    """An Ingress added by hand for a host the server does not allow (MLflow >= 3.5's Host check answers 403
-    through nginx): verify.yml finds INGRESS_HOST_NOT_ALLOWED and heals it with the allowed-hosts patch of the
-    Deployment, which adds the host (and ``host:*``) and keeps the existing entries; the API then answers 200
-    through the Ingress, and a second run changes nothing."""
-    ns = lab_namespace
+@SHARED
+def test_an_ingress_host_missing_from_the_allowed_hosts_is_healed(lab, shared, tmp_path):
+    """An Ingress added by hand (in place of the deploy role's) for a host the server does not allow (MLflow >=
+    3.5's Host check answers 403 through nginx): verify.yml finds INGRESS_HOST_NOT_ALLOWED and heals it with the
+    allowed-hosts patch of the Deployment, which adds the host (and ``host:*``) and keeps the existing entries; the
+    API then answers 200 through the Ingress, and a second run changes nothing."""
+    ns, _ = shared
     host = f"late.{ns}.example.test"
-    res = deploy(lab, ns)
-    assert res.rc == 0, res.output
+    r = lab.request("DELETE", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/mlflow-ingress")
+    assert r.status_code in (200, 202, 404), r.text
+    wait_for(lambda: lab.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/mlflow-ingress")
+             .status_code == 404, 60, 0.2, "Ingress mlflow-ingress deleted")
     create(lab, ns, {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                      "metadata": {"name": "mlflow-ingress", "annotations": {
                          ANN + "proxy-body-size": "0", ANN + "proxy-read-timeout": "300",

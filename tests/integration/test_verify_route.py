@@ -8,7 +8,8 @@ ResolvedRefs=False, reason BackendNotFound), a Gateway reports ``status.conditio
 Gateway that does not exist gets no status from anyone. ``HTTPRouteRule.timeouts.request`` / ``backendRequest``
 are GEP-2257 durations (https://gateway-api.sigs.k8s.io/geps/gep-1742/).
 
-One MLflow Deployment for the whole module (the tests run in order on it and leave the route healthy)."""
+One MLflow Deployment for the whole module, made by the deploy role with its HTTPRoute (the first test checks what
+it made and that a second deploy run changes nothing; the others run in order on it and leave the route healthy)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ansible_runner import run_playbook  # noqa: E402
-from helpers.ingress import create, request, wait_for, wait_synced  # noqa: E402
+from helpers.ingress import create, get, request, wait_for, wait_synced  # noqa: E402
 from helpers.lab_objects import codes  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.xdist_group("verify_route")]
@@ -31,12 +32,21 @@ GW_API = "/apis/gateway.networking.k8s.io/v1"
 ROUTE_CODES = {"ROUTE_NOT_ACCEPTED", "ROUTE_REFS_UNRESOLVED", "ROUTE_GATEWAY_NOT_PROGRAMMED", "ROUTE_BACKEND_MISMATCH",
                "ROUTE_PATH_MISMATCH", "ROUTE_HOST_NOT_ALLOWED", "ROUTE_TIMEOUT_TOO_SHORT", "ROUTE_NOT_READABLE",
                "ROUTE_NOT_FOUND"}
+TITLE = "<title>MLflow</title>"
+
+
+def deploy_args(ns: str) -> list[str]:
+    """``deploy_route_enabled`` and the rest as an operator types them (``-e name=value`` strings)."""
+    return [f"deploy_namespace={ns}", "deploy_workers=1", "deploy_wait_timeout=240", "deploy_route_enabled=true",
+            f"deploy_route_hostnames=route.{ns}.example.test,gw.{ns}.example.test", "deploy_route_gateway_name=lab-gw",
+            "deploy_static_prefix=/mlflow", "deploy_proxy_timeout=600"]
 
 
 @pytest.fixture(scope="module")
 def served(lab):
-    """A namespace with the Gateway ``lab-gw`` (class asgard-lab) and MLflow deployed with its HTTPRoute
-    (``deploy_route_enabled``, timeouts from the worker timeout), Accepted and served through nginx."""
+    """A namespace with the Gateway ``lab-gw`` (class asgard-lab) and MLflow deployed by the deploy role with its
+    HTTPRoute (``deploy_route_enabled``, two hostnames, static prefix ``/mlflow``, ``deploy_proxy_timeout=600``),
+    Accepted and served through nginx; yields (namespace, first hostname, the deploy run)."""
     ns = f"t-route-{uuid.uuid4().hex[:8]}"
     r = lab.request("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     assert r.status_code == 201, r.text
@@ -45,9 +55,7 @@ def served(lab):
                      "spec": {"gatewayClassName": "asgard-lab",
                               "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}})
     res = run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=lab.env(), timeout=900,
-                       cli_vars=[f"deploy_namespace={ns}", "deploy_workers=1", "deploy_wait_timeout=240",
-                                 "deploy_route_enabled=true", f"deploy_route_hostnames={host}",
-                                 "deploy_route_gateway_name=lab-gw"])
+                       cli_vars=deploy_args(ns))
     assert res.rc == 0, res.output
     wait_for(lambda: any(_cond(p, "Accepted") == "True" for p in (route(lab, ns).get("status") or {}).get("parents")
                          or []), 60, 0.2, "HTTPRoute mlflow-route Accepted")
@@ -93,7 +101,8 @@ def verify(lab, ns: str, tmp_path: Path, name: str, *cli_vars: str, check: bool 
     report = tmp_path / f"{name}.json"
     res = run_playbook("playbooks/verify.yml", kubeconfig=lab.kubeconfig, env=lab.env(), timeout=900, check=check,
                        diff=check, cli_vars=[f"verify_namespace={ns}", "verify_port_forward=false",
-                                             "verify_min_workers=1", f"verify_report_path={report}", *cli_vars])
+                                             "verify_min_workers=1", "verify_expected_static_prefix=/mlflow",
+                                             f"verify_report_path={report}", *cli_vars])
     rep = json.loads(report.read_text()) if report.exists() else {}
     return res, rep
 
@@ -102,11 +111,49 @@ def step(rep: dict) -> dict:
     return next(s for s in rep["steps"] if s["step"] == "ingress")
 
 
+def test_httproute_through_the_lab_gateway(lab, served):
+    """``deploy_route_enabled`` (strings from ``-e``): an HTTPRoute on an existing Gateway of class ``asgard-lab``;
+    the Gateway API status says Accepted and ResolvedRefs (Gateway API spec, HTTPRoute status conditions), the
+    route's ``timeouts.request``/``backendRequest`` follow ``deploy_proxy_timeout``, its path the static prefix,
+    and MLflow's UI, health and API answer through nginx for both hostnames (in the Host allow-list); a second
+    run changes nothing."""
+    ns, _host = served
+    hosts = [f"route.{ns}.example.test", f"gw.{ns}.example.test"]
+    route_ = wait_for(lambda: (lambda r: r if any(_cond(p, "Accepted") == "True" for p in
+                                                  (r.get("status") or {}).get("parents") or []) else None)(
+        route(lab, ns)), 60, 0.2, "HTTPRoute mlflow-route Accepted")
+    parent = route_["status"]["parents"][0]
+    assert parent["parentRef"]["name"] == "lab-gw"
+    assert _cond(parent, "ResolvedRefs") == "True", parent
+    rule = route_["spec"]["rules"][0]
+    assert rule["timeouts"] == {"request": "600s", "backendRequest": "600s"}
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/mlflow"}}]
+    assert route_["spec"]["hostnames"] == hosts
+    dep = lab.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/mlflow-deployment").json()
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert set(hosts) <= set(env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(","))
+    # nginx has the route: the module fixture waited for it right after the deploy
+
+    for host in hosts:
+        ui = get(lab, host, "/mlflow/")
+        assert ui.status_code == 200 and TITLE in ui.text, (host, ui.status_code, ui.text[:300])
+        health = get(lab, host, "/mlflow/health")
+        assert health.status_code == 200 and health.text == "OK", (host, health.status_code, health.text[:300])
+        api = get(lab, host, "/mlflow/api/2.0/mlflow/experiments/search?max_results=1")
+        assert api.status_code == 200 and "experiments" in api.json(), (host, api.status_code, api.text[:300])
+
+    again = run_playbook("playbooks/deploy.yml", kubeconfig=lab.kubeconfig, env=lab.env(), timeout=900,
+                         cli_vars=deploy_args(ns))
+    assert again.rc == 0, again.output
+    assert again.changed == 0, again.changed_tasks()
+
+
 def test_a_healthy_route_has_no_finding(lab, served, tmp_path):
-    """The route deploy made (timeouts = the worker timeout, path /, hostname in the allowed hosts): Accepted,
-    ResolvedRefs, its Gateway Programmed; MLflow answers through the Gateway, and verify finds nothing on it."""
+    """The route deploy made (timeouts above the worker timeout, path = the static prefix, hostnames in the allowed
+    hosts): Accepted, ResolvedRefs, its Gateway Programmed; MLflow answers through the Gateway, and verify finds
+    nothing on it."""
     ns, host = served
-    health = request(lab, "GET", host, "/health")
+    health = request(lab, "GET", host, "/mlflow/health")
     assert health.status_code == 200 and health.text == "OK", (health.status_code, health.text[:300])
     res, rep = verify(lab, ns, tmp_path, "healthy")
     assert res.rc == 0, res.output
