@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import fleet_objects  # noqa: E402
 from helpers.ansible_runner import run_playbook  # noqa: E402
 
 pytestmark = pytest.mark.lab
@@ -78,29 +79,7 @@ def wait_ready(lab, ns: str, app: str, timeout: float = 180, exclude=()) -> str:
 def wait_serving(lab, ns: str, app: str, path: str = "/health", timeout: float = 180) -> None:
     """TCP readiness comes before MLflow answers: wait until a pod of ``app`` answers ``GET path`` with 200 on its
     pod IP (the tests run in the lab's network namespace), without a playbook run."""
-    import http.client
-
-    end = time.monotonic() + timeout
-    last = "no pod yet"
-    while time.monotonic() < end:
-        r = lab.request("GET", f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": f"app={app}"})
-        for p in r.json().get("items", []) if r.status_code == 200 else []:
-            ip = p.get("status", {}).get("podIP")
-            if not ip or p["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                conn = http.client.HTTPConnection(ip, 5000, timeout=3)
-                conn.request("GET", path, headers={"Host": "localhost:5000"})
-                status = conn.getresponse().status
-                conn.close()
-            except OSError as exc:
-                last = f"{p['metadata']['name']}: {exc}"
-                continue
-            if status == 200:
-                return
-            last = f"{p['metadata']['name']}: HTTP {status}"
-        time.sleep(0.5)
-    raise AssertionError(f"no {app} pod in {ns} answered {path} within {timeout:.0f}s: {last}")
+    fleet_objects.wait_serving(lab, ns, f"app={app}", path, timeout)
 
 
 def play(tmp_path: Path, module: str, args: dict, check: bool = False, name: str = "run") -> Path:
