@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/system-packages.sh   # Debian packages of the local lab (nginx)
 py=$(scripts/find-python.sh)
 stamp=.venv/.asgard-setup-stamp
-want=$( (cat requirements.txt requirements-dev.txt; "$py" -V; echo "$py") | sha256sum | cut -d' ' -f1)
+want=$( (cat requirements.txt requirements-dev.txt requirements-schemas.txt; "$py" -V; echo "$py") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/ansible-playbook ]; then
   echo "setup: .venv is up to date ($("$py" -V))"
 else
@@ -18,7 +18,13 @@ else
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
   echo "setup: installing requirements-dev.txt (ansible-core, kubernetes.core via ansible, molecule, MLflow, ...): a few minutes the first time"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import ansible, kubernetes, mlflow, aiohttp, kubernetes_validate' \
+  # kubernetes-validate apart from site-packages (why: requirements-schemas.txt); an older .venv had it inside
+  .venv/bin/python -m pip uninstall -y -q kubernetes-validate 2>/dev/null || true
+  rm -rf .venv/kubernetes-validate
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --target .venv/kubernetes-validate \
+    -r requirements-schemas.txt 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import ansible, kubernetes, mlflow, aiohttp' \
+    && PYTHONPATH=.venv/kubernetes-validate .venv/bin/python -c 'import kubernetes_validate' \
     || { echo "setup: the install did not complete; see the pip output above" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import yaml
+
+# kubernetes-validate lives outside .venv's site-packages (requirements-schemas.txt says why)
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / ".venv" / "kubernetes-validate"))
+import kubernetes_validate  # noqa: E402
 
 from helpers.ansible_runner import run_playbook
 
