@@ -16,9 +16,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import yaml
+from asgardlab.schemas import kubernetes_validate  # installed apart from .venv's site-packages
 
 ROOT = Path(__file__).resolve().parents[2]
 RBAC = ROOT / "deploy" / "rbac"

@@ -11,13 +11,21 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import kubernetes_validate
-
 from . import resources as R
 from .resources import ResourceType
+
+# kubernetes-validate is installed apart from .venv's site-packages, in <repo>/.venv/kubernetes-validate
+# (requirements-schemas.txt says why); the lab and the tests that validate manifests import it from here.
+KUBERNETES_VALIDATE_DIR = Path(__file__).resolve().parents[3] / ".venv" / "kubernetes-validate"
+try:
+    import kubernetes_validate
+except ImportError:
+    sys.path.append(str(KUBERNETES_VALIDATE_DIR))
+    import kubernetes_validate
 
 _PREFERRED = ("v1.37.0-local-strict", "v1.36.0-local-strict", "v1.35.0-local-strict")
 K8S_VERSION = "v1.32.4"

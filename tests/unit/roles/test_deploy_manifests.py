@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-# kubernetes-validate lives outside .venv's site-packages (requirements-schemas.txt says why)
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / ".venv" / "kubernetes-validate"))
-import kubernetes_validate  # noqa: E402
+from asgardlab.schemas import kubernetes_validate  # installed apart from .venv's site-packages
 
 from helpers.ansible_runner import run_playbook
 
