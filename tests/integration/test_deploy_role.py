@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from helpers.ansible_runner import run_playbook
+from helpers import lab_objects
 from helpers.lab_objects import api_get, ready_pod_ip
 
 pytestmark = pytest.mark.lab
@@ -95,9 +96,8 @@ def test_check_mode_on_a_missing_namespace_creates_nothing(lab, lab_namespace):
     """As an operator types it: -e strings (the create switch as "yes"), --check --diff, -vvv. The role does not
     read the namespace when it creates it: the create's method (check mode too) says it does not exist yet."""
     ns = lab_namespace + "-new"
-    res = run_playbook(PLAYBOOK, kubeconfig=lab.kubeconfig, env=lab.env(), check=True, diff=True, verbosity=3,
-                       json_output=False, timeout=900,
-                       argv=["-e", f"deploy_namespace={ns}", "-e", "deploy_create_namespace=yes", "-e", "deploy_workers=1"])
+    res = lab_objects.deploy(lab, ns, "deploy_create_namespace=yes", check=True, diff=True, verbosity=3,
+                             json_output=False)
     assert res.rc == 0, res.output
     assert "ESTABLISH LOCAL CONNECTION" in res.stdout  # really -vvv
     assert "changed=" in res.stdout and "changed=0" not in res.stdout, res.stdout[-3000:]
