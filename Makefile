@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PYTHONPATH := $(CURDIR)/tests/lab
+# The modules run on .venv/ee (requirements.txt only, as in an execution environment; scripts/setup.sh), unless the
+# caller names another Python.
+ANSIBLE_PYTHON_INTERPRETER ?= $(CURDIR)/$(VENV)/ee/bin/python
+export ANSIBLE_PYTHON_INTERPRETER
 LAB := $(BIN)/python -m asgardlab --state-dir $(CURDIR)/.lab
 PYTEST := $(BIN)/python -m pytest
 

@@ -42,6 +42,7 @@ for p in (LAB_PKG, REPO / ".collections"):
         sys.path.insert(0, str(p))
 
 from asgardlab import users as lab_users  # noqa: E402
+from helpers.ansible_runner import MODULE_PYTHON  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -115,7 +116,7 @@ class LabHandle:
         env = dict(os.environ)
         env.update({
             "KUBECONFIG": str(self.kubeconfig),
-            "ANSIBLE_PYTHON_INTERPRETER": str(VENV_BIN / "python"),
+            "ANSIBLE_PYTHON_INTERPRETER": MODULE_PYTHON,
             "TMPDIR": str(self._tmp),
             "PYTHONPATH": str(LAB_PKG),
             "ANSIBLE_NOCOLOR": "1",

@@ -32,8 +32,9 @@ description:
     C(verify_validate_certs) as configured, C(verify_api_key) only as the template configured (rendered by the
     role at run time) - and C(mlflow_credentials) names the options and C(K8S_AUTH_*) variables in use, not their
     values. A literal O(connections[].api_key) is refused."
-  - "Hosts get C(ansible_connection=local) and C(ansible_python_interpreter={{ ansible_playbook_python }}): an
-    instance is an API object, the roles run on the controller (override them with O(compose))."
+  - "Hosts get C(ansible_connection=local) and an C(ansible_python_interpreter) that is C(ANSIBLE_PYTHON_INTERPRETER)
+    when that is set, else C(ansible_playbook_python): an instance is an API object, the roles run on the controller
+    (override them with O(compose))."
   - The configuration file name must end in C(mlflow_servers.yml) or C(mlflow_servers.yaml), and the plugin must
     be enabled (C([inventory] enable_plugins) in ansible.cfg, as this collection's own ansible.cfg does, or C(auto)).
 extends_documentation_fragment:
@@ -227,7 +228,8 @@ from ansible_collections.asgard.mlflow.plugins.module_utils._fleet_naming import
     host_vars,
 )
 
-PYTHON_INTERPRETER = "{{ ansible_playbook_python }}"
+# the modules' Python: ANSIBLE_PYTHON_INTERPRETER when set (as inventory/localhost.yml), else ansible-playbook's own
+PYTHON_INTERPRETER = "{{ lookup('ansible.builtin.env', 'ANSIBLE_PYTHON_INTERPRETER') or ansible_playbook_python }}"
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):

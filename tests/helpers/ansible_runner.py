@@ -23,6 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+# The Python that runs the modules: .venv/ee (requirements.txt only, on Debian's Python: scripts/setup.sh says why),
+# as an execution environment would; the controller's own Python where setup could not make it.
+MODULE_PYTHON = next((str(p) for p in [VENV_BIN.parent / "ee" / "bin" / "python"] if p.exists()), sys.executable)
 
 
 @dataclass
@@ -73,7 +76,7 @@ def ansible_env(kubeconfig: str | os.PathLike | None = None, tmpdir: str | None 
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
-    env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
+    env["ANSIBLE_PYTHON_INTERPRETER"] = MODULE_PYTHON
     env["ANSIBLE_NOCOLOR"] = "1"
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env.pop("K8S_AUTH_KUBECONFIG", None)

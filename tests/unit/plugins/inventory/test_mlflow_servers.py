@@ -85,7 +85,8 @@ def test_hosts_groups_and_role_variables(tmp_path):
     assert (t["mlflow_static_prefix"], t["mlflow_server_kind"], t["mlflow_labels"]) == (
         "/mlflow", "gunicorn", {"run": "tracking", "team": "x"})
     assert "verify_expected_static_prefix" not in t, "verify decides whether a prefix is wanted"
-    assert (t["ansible_connection"], t["ansible_python_interpreter"]) == ("local", "{{ ansible_playbook_python }}")
+    assert (t["ansible_connection"], t["ansible_python_interpreter"]) == (
+        "local", "{{ lookup('ansible.builtin.env', 'ANSIBLE_PYTHON_INTERPRETER') or ansible_playbook_python }}")
     b = hv["lab-b/asgard/mlflow-deployment"]
     assert b["verify_api_key"] == "{{ lookup('ansible.builtin.env', 'CLUSTER_B_TOKEN') }}"
     assert b["mlflow_credentials"] == {"options": ["api_key", "ca_cert", "host"], "environment": []}
