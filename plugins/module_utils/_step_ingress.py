@@ -15,13 +15,14 @@ Secrets are handed in reduced to ``{type, crt}`` (the certificate only; never th
 from __future__ import annotations
 
 import base64
+import sys
 from datetime import UTC, datetime, timedelta
 
 from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
 from ansible_collections.asgard.mlflow.plugins.module_utils import _step_settings as S
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._proxy_fit import needed_timeout, path_fits, refused_hosts
-from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import helm_release, obj, objs, parse_time
+from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError, helm_release, obj, objs, parse_time
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 BODY_ANNOTATION = R.INGRESS_NGINX_ANNOTATION_PREFIX + "proxy-body-size"
@@ -257,10 +258,15 @@ def _tls(name: str, entries: list, secrets: dict, secrets_error: str, min_days: 
 
 
 def _certificate(crt_b64: str):
-    """(notAfter, DNS names) of the first certificate of a Secret's base64 tls.crt; None when it is not one."""
+    """(notAfter, DNS names) of the first certificate of a Secret's base64 tls.crt; None when it is not one.
+    Without the Python library cryptography nothing can be read: VerifyError (not a finding about the Secret)."""
     try:
         from cryptography import x509
-
+    except ImportError as exc:
+        raise VerifyError("verify reads Ingress TLS certificates with the Python library cryptography (>= 42, in the "
+                          f"collection's requirements.txt), which is not installed for {sys.executable}: install "
+                          "it there, or point ansible_python_interpreter at a Python that has it") from exc
+    try:
         pem = base64.b64decode(crt_b64, validate=False)
         cert = x509.load_pem_x509_certificate(pem)
     except Exception:  # pylint: disable=broad-except  # any decoding/parsing failure: not a certificate

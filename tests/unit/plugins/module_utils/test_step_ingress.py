@@ -204,6 +204,14 @@ def test_tls_secret_missing_wrong_type_or_not_a_certificate():
     assert codes(ok) == [] and ok["details"]["ingresses"][0]["tls"][0]["dns_names"] == ["mlflow.example.test"]
 
 
+def test_tls_without_the_cryptography_library_names_it_instead_of_blaming_the_secret(monkeypatch):
+    """An execution environment without cryptography: the certificate is not 'not a PEM certificate'."""
+    tls = [{"hosts": ["mlflow.example.test"], "secretName": "mlflow-tls"}]
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # import cryptography -> ImportError
+    with pytest.raises(VerifyError, match=r"Python library cryptography .*requirements\.txt.*ansible_python_interpreter"):
+        check([ingress(tls=tls)], secrets={"mlflow-tls": secret_summary(tls_secret(base64.b64encode(b"x").decode()))})
+
+
 def test_tls_expiring_expired_or_not_covering_the_host():
     tls = [{"hosts": ["mlflow.example.test"], "secretName": "mlflow-tls"}]
 
