@@ -24,8 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # The Python that runs the modules: .venv/ee (requirements.txt only, on Debian's Python: scripts/setup.sh says why),
-# as an execution environment would; the controller's own Python where setup could not make it.
-MODULE_PYTHON = next((str(p) for p in [VENV_BIN.parent / "ee" / "bin" / "python"] if p.exists()), sys.executable)
+# as an execution environment would; the controller's own Python where there is none (a compat venv).
+EE_PYTHON = VENV_BIN.parent / "ee" / "bin" / "python"
+MODULE_PYTHON = str(EE_PYTHON) if EE_PYTHON.exists() else sys.executable
 
 
 @dataclass

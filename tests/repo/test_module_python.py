@@ -14,9 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.ansible_runner import EE_PYTHON
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-EE_PYTHON = BIN.parent / "ee" / "bin" / "python"
 
 
 def _module_python(*argv: str, interpreter: str | None) -> str:
