@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
 from ansible_collections.asgard.mlflow.plugins.module_utils import _step_settings as S
@@ -85,7 +85,7 @@ def ingress_check(ingresses, service, settings, secrets=None, *, service_name: s
         return step_result("ingress", [], f"no Ingress routes to Service {service_name}: nothing to check", details)
 
     svc = obj(service, "service")
-    now = parse_time(now) or datetime.now(UTC)
+    now = parse_time(now) or datetime.now(timezone.utc)
     timeout = needed_timeout(settings, min_gunicorn_timeout)
     for ing in sorted(chosen, key=lambda i: (i.get("metadata") or {}).get("name") or ""):
         findings += _judge(ing, svc, settings or {}, secrets or {}, service_name=service_name, timeout=timeout,

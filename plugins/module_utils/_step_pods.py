@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._errors import ContainerError
@@ -30,7 +30,7 @@ def pod_status(pods, deployment=None, *, container: str | None = None, now=None,
     """Step 1: phase, readiness, restarts, CrashLoopBackOff, OOMKilled, image pull, Pending, rollout."""
     pods = objs(pods, "pods")
     dep = obj(deployment, "deployment")
-    now_dt = parse_time(now) or datetime.now(UTC)
+    now_dt = parse_time(now) or datetime.now(timezone.utc)
     window = as_int(restart_window_seconds, "restart_window_seconds", 0)
     findings: list[dict] = []
     details: dict = {"pods": [], "rollout": {}}

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 
 class VerifyError(ValueError):
@@ -35,13 +35,13 @@ def parse_time(value, field: str = "now") -> datetime | None:
     if not value:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     text = str(value).strip().replace("Z", "+00:00")
     try:
         dt = datetime.fromisoformat(text)
     except ValueError as exc:
         raise VerifyError(f"{field}: expected an ISO 8601 timestamp such as 2025-10-28T12:00:00Z, got {value!r}") from exc
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def as_int(value, field: str, minimum: int | None = None) -> int:

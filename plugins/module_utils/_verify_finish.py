@@ -5,7 +5,7 @@ and everything the role prints, writes and publishes from it, and whether the ru
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import finding, step_result
 from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact, redact_deep
@@ -73,7 +73,7 @@ def finish(result: dict, *, port_forward: dict | None = None, lock: dict | None 
     pf_ok = bool(port_forward_enabled) and extra[1]["status"] == "ok"
     prefix = ((state.get("last") or {}).get("settings") or {}).get("static_prefix") or ""
     url = ((port_forward or {}).get("url") or f"http://{address}:{local_port}") if pf_ok else ""
-    meta.update(started_at=state.get("started_at"), finished_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    meta.update(started_at=state.get("started_at"), finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 dashboard_url=f"{url.rstrip('/')}{prefix.rstrip('/')}/" if url else "")
     report = build_report(state, extra_steps=extra, extra_findings=lock_findings(lock), meta=meta)
     text = console(extra) + render_text(report)

@@ -17,7 +17,7 @@ Nothing in it is a raw API object; every string from the cluster is redacted.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ansible_collections.asgard.mlflow.plugins.module_utils._findings import PATCH_TARGETS
 from ansible_collections.asgard.mlflow.plugins.module_utils._ingress_http import HttpOptions, through_ingresses
@@ -52,7 +52,7 @@ class InputError(Exception):
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_round(api, o: Options, *, state: dict | None = None, errors: dict | None = None, check_mode: bool = False,
