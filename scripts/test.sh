@@ -13,9 +13,9 @@
 # no timeouts, run at nice 19 and so mostly in the lab steps' waits. unit (timeouts against local servers) and
 # galaxy-importer (it gives the ansible-lint it runs 180 s) run at the normal priority, unit first.
 #
-# Knobs: LAB_WORKERS (pytest-xdist workers for lab+integration, default 3: 4 cost 6% more time, docs/HACKING.md), CHECKS_NICE (niceness of ansible-lint and
-# sanity, default 19; 0 = as the rest), SERIAL=1 (one step after another, as before: for debugging a step that fails
-# only under load).
+# Knobs: LAB_WORKERS (pytest-xdist workers for lab+integration, default 3: 4 cost 6% more time, docs/HACKING.md),
+# CHECKS_NICE (niceness of ansible-lint and sanity, default 19; 0 = as the rest), SERIAL=1 (one step after another,
+# as before: for debugging a step that fails only under load).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg" PYTHONPATH="$PWD/tests/lab"
