@@ -8,20 +8,14 @@
 # step's time and the total wall time, and repeats the failing test ids (pytest's FAILED/ERROR lines, molecule's
 # failed scenarios), since CI often shows only the tail.
 #
-# On 2 cores the suite is CPU-bound, and every process that shares a core with another costs more CPU (the same MLflow
-# start: 2.8 cpu-s two at a time, 3.3 eight at a time): ansible-lint and sanity, which nothing waits on and which have
-# no timeouts, run at nice 19 and so mostly in the lab steps' waits. unit (timeouts against local servers) and
-# galaxy-importer (it gives the ansible-lint it runs 180 s) run at the normal priority, unit first.
-#
-# Knobs: LAB_WORKERS (pytest-xdist workers for lab+integration, default 3: 4 cost 6% more time, docs/HACKING.md),
-# CHECKS_NICE (niceness of ansible-lint and sanity, default 19; 0 = as the rest), SERIAL=1 (one step after another,
-# as before: for debugging a step that fails only under load).
+# Knobs: LAB_WORKERS (pytest-xdist workers for lab+integration, default 3: on 2 cores every process that shares a
+# core costs more CPU, and 4 workers cost ~6% more time; docs/HACKING.md), SERIAL=1 (one step after another, as
+# before: for debugging a step that fails only under load).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg" PYTHONPATH="$PWD/tests/lab"
 LAB_WORKERS=${LAB_WORKERS:-3}
 SERIAL=${SERIAL:-0}
-CHECKS_NICE=${CHECKS_NICE:-19}
 results=()
 failures=()
 failed=0
@@ -89,10 +83,10 @@ if [ -d molecule ] && ls molecule/*/molecule.yml >/dev/null 2>&1; then
   export MOLECULE_FORWARD_PORT
   bg_step molecule molecule test --all --exclude kind
 fi
-step unit python -m pytest tests/unit tests/repo -q -rfE
-step ansible-lint nice -n "$CHECKS_NICE" ansible-lint --profile production
-step sanity nice -n "$CHECKS_NICE" scripts/sanity.sh
+step ansible-lint ansible-lint --profile production
+step sanity scripts/sanity.sh
 step galaxy-importer scripts/galaxy-importer.sh
+step unit python -m pytest tests/unit tests/repo -q -rfE
 bg_wait lab+integration
 bg_wait molecule
 echo
