@@ -5,34 +5,33 @@
 from __future__ import annotations
 
 try:
-    from ansible_collections.asgard.mlflow.plugins.module_utils import _fleet_report as F
-    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import filter_errors
+    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import filter_errors, rules
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
-    from ..module_utils import _fleet_report as F  # type: ignore[no-redef]
-    from ..plugin_utils._filters import filter_errors  # type: ignore[no-redef]
+    from ..plugin_utils._filters import filter_errors, rules  # type: ignore[no-redef]
 
-
-_wrap = filter_errors(F.FleetReportError, KeyError, TypeError)
+# the rules are imported when a filter runs (why: plugin_utils/_filters.py rules()); _fleet_report.FleetReportError
+# is a ValueError
+_wrap = filter_errors(ValueError, KeyError, TypeError)
 
 
 @_wrap
 def fleet_report(instances, discovery_failures=None, meta=None):
-    return F.build(instances, discovery_failures, meta)
+    return rules("_fleet_report").build(instances, discovery_failures, meta)
 
 
 @_wrap
 def fleet_report_markdown(report):
-    return F.markdown(report)
+    return rules("_fleet_report").markdown(report)
 
 
 @_wrap
 def fleet_report_failure(report):
-    return F.failure_message(report)
+    return rules("_fleet_report").failure_message(report)
 
 
 @_wrap
 def fleet_stats(report, query):
-    return F.stats(report, query)
+    return rules("_fleet_report").stats(report, query)
 
 
 class FilterModule:

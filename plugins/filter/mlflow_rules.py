@@ -12,21 +12,20 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 try:
-    from ansible_collections.asgard.mlflow.plugins.module_utils import _mlflow_rules as R
     from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
     from ansible_collections.asgard.mlflow.plugins.module_utils._plain import plain as _plain
-    from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact as _redact
-    from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact_deep as _redact_deep
+    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import rules
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
-    from ..module_utils import _mlflow_rules as R  # type: ignore[no-redef]
     from ..module_utils._errors import MlflowSettingsError  # type: ignore[no-redef]
     from ..module_utils._plain import plain as _plain  # type: ignore[no-redef]
-    from ..module_utils._redact import redact as _redact  # type: ignore[no-redef]
-    from ..module_utils._redact import redact_deep as _redact_deep  # type: ignore[no-redef]
+    from ..plugin_utils._filters import rules  # type: ignore[no-redef]
+
+# _mlflow_rules and _redact are imported when a filter runs (why: plugin_utils/_filters.py rules())
 
 
 def mlflow_server_facts(image, mlflow_version="", static_prefix="", server=""):
     """What ``mlflow server`` of this image does: version, server kind, Host check, health path."""
+    R = rules("_mlflow_rules")
     if not isinstance(image, str) or not image:
         raise AnsibleFilterError(f"asgard.mlflow.mlflow_server_facts: expected an image reference, got {image!r}")
     try:
@@ -55,6 +54,7 @@ def mlflow_server_facts(image, mlflow_version="", static_prefix="", server=""):
 def mlflow_allowed_hosts(service, namespace, service_port=5000, cluster_domain="cluster.local", ingress_hosts=None,
                          pod_ranges=None, extra=None):
     """THE Host allow-list an MLflow server behind Service ``service`` needs (MLflow >= 3.5)."""
+    R = rules("_mlflow_rules")
     try:
         port = int(service_port)
     except (TypeError, ValueError) as exc:
@@ -72,16 +72,17 @@ def mlflow_allowed_hosts(service, namespace, service_port=5000, cluster_domain="
 def mlflow_proxy_settings(worker_timeout, body_size="0"):
     """The ingress-nginx annotations and HTTPRoute timeouts that let uploads and slow requests through."""
     try:
-        return R.proxy_settings(worker_timeout, body_size)
+        return rules("_mlflow_rules").proxy_settings(worker_timeout, body_size)
     except MlflowSettingsError as exc:
         raise AnsibleFilterError(f"asgard.mlflow.mlflow_proxy_settings: {exc}") from exc
 
 
 def redact(value, limit=0):
     """Credentials masked in a string, or in every string of a structure (env entries, Secrets, annotations)."""
+    rule = rules("_redact")
     if isinstance(value, (dict, list, tuple)):
-        return _redact_deep(_plain(value), limit=int(limit or 0))
-    return _redact(value, limit=int(limit or 0))
+        return rule.redact_deep(_plain(value), limit=int(limit or 0))
+    return rule.redact(value, limit=int(limit or 0))
 
 
 class FilterModule:

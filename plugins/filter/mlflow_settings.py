@@ -10,15 +10,15 @@ from __future__ import annotations
 from ansible.errors import AnsibleFilterError
 
 try:
-    from ansible_collections.asgard.mlflow.plugins.module_utils._compliance import compliance as _compliance
     from ansible_collections.asgard.mlflow.plugins.module_utils._errors import MlflowSettingsError
     from ansible_collections.asgard.mlflow.plugins.module_utils._plain import plain as _plain
-    from ansible_collections.asgard.mlflow.plugins.module_utils._settings import server_settings as _server_settings
+    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import rules
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
-    from ..module_utils._compliance import compliance as _compliance  # type: ignore[no-redef]
     from ..module_utils._errors import MlflowSettingsError  # type: ignore[no-redef]
     from ..module_utils._plain import plain as _plain  # type: ignore[no-redef]
-    from ..module_utils._settings import server_settings as _server_settings  # type: ignore[no-redef]
+    from ..plugin_utils._filters import rules  # type: ignore[no-redef]
+
+# _settings and _compliance are imported when a filter runs (why: plugin_utils/_filters.py rules())
 
 
 def _configmaps(configmaps):
@@ -47,7 +47,7 @@ def _deployment(deployment):
 def mlflow_server_settings(deployment, configmaps=None, mlflow_version=None, container=None):
     """Effective `mlflow server` settings of a Deployment, with where each one is set."""
     try:
-        return _server_settings(_deployment(deployment), _configmaps(configmaps), mlflow_version, container)
+        return rules("_settings").server_settings(_deployment(deployment), _configmaps(configmaps), mlflow_version, container)
     except MlflowSettingsError as exc:
         raise AnsibleFilterError(f"asgard.mlflow.mlflow_server_settings: {exc}") from exc
 
@@ -57,7 +57,7 @@ def mlflow_compliance(deployment, targets=None, configmaps=None):
     if targets is not None and not isinstance(targets, dict):
         raise AnsibleFilterError(f"targets: expected a dict of target settings, got {type(targets).__name__}")
     try:
-        return _compliance(_deployment(deployment), _plain(targets or {}), _configmaps(configmaps))
+        return rules("_compliance").compliance(_deployment(deployment), _plain(targets or {}), _configmaps(configmaps))
     except MlflowSettingsError as exc:
         raise AnsibleFilterError(f"asgard.mlflow.mlflow_compliance: {exc}") from exc
 

@@ -9,11 +9,9 @@ Documentation: deploy_preflight.yml and patch_preflight.yml next to this file (a
 from __future__ import annotations
 
 try:
-    from ansible_collections.asgard.mlflow.plugins.module_utils import _deploy_preflight, _patch_preflight
-    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import filter_errors
+    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import filter_errors, rules
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
-    from ..module_utils import _deploy_preflight, _patch_preflight  # type: ignore[no-redef]
-    from ..plugin_utils._filters import filter_errors  # type: ignore[no-redef]
+    from ..plugin_utils._filters import filter_errors, rules  # type: ignore[no-redef]
 
 
 def _mapping(variables, role):
@@ -24,12 +22,12 @@ def _mapping(variables, role):
 
 @filter_errors(ValueError)
 def deploy_preflight(variables, derived=None):
-    return _deploy_preflight.errors(_mapping(variables, "deploy"), derived if isinstance(derived, dict) else None)
+    return rules("_deploy_preflight").errors(_mapping(variables, "deploy"), derived if isinstance(derived, dict) else None)
 
 
 @filter_errors(ValueError)
 def patch_preflight(variables):
-    return _patch_preflight.errors(_mapping(variables, "patch"))
+    return rules("_patch_preflight").errors(_mapping(variables, "patch"))
 
 
 class FilterModule:

@@ -9,53 +9,48 @@ Documentation of each filter: verify_*.yml next to this file (ansible-doc -t fil
 from __future__ import annotations
 
 try:
-    from ansible_collections.asgard.mlflow.plugins.module_utils import _migration_job, _verify_env, _verify_render
-    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import filter_errors
-    from ansible_collections.asgard.mlflow.plugins.module_utils._redact import redact
-    from ansible_collections.asgard.mlflow.plugins.module_utils._verify_data import VerifyError
-    from ansible_collections.asgard.mlflow.plugins.module_utils._verify_finish import finish
+    from ansible_collections.asgard.mlflow.plugins.plugin_utils._filters import filter_errors, rules
 except ImportError:  # pragma: no cover - when loaded outside a collection tree
-    from ..module_utils import _migration_job, _verify_env, _verify_render  # type: ignore[no-redef]
-    from ..plugin_utils._filters import filter_errors  # type: ignore[no-redef]
-    from ..module_utils._redact import redact  # type: ignore[no-redef]
-    from ..module_utils._verify_data import VerifyError  # type: ignore[no-redef]
-    from ..module_utils._verify_finish import finish  # type: ignore[no-redef]
+    from ..plugin_utils._filters import filter_errors, rules  # type: ignore[no-redef]
 
-
-_wrap = filter_errors(VerifyError, ValueError)
+# the rules are imported when a filter runs (why: plugin_utils/_filters.py rules()); _verify_data.VerifyError is a
+# ValueError
+_wrap = filter_errors(ValueError)
 
 
 @_wrap
 def verify_report(result, port_forward=None, lock=None, port_forward_enabled=True, fail_when_unhealthy=True,
                   address="127.0.0.1", local_port=5000):
-    return finish(result, port_forward=port_forward, lock=lock, port_forward_enabled=port_forward_enabled,
-                  fail_when_unhealthy=fail_when_unhealthy, address=address, local_port=local_port)
+    return rules("_verify_finish").finish(result, port_forward=port_forward, lock=lock,
+                                          port_forward_enabled=port_forward_enabled,
+                                          fail_when_unhealthy=fail_when_unhealthy, address=address,
+                                          local_port=local_port)
 
 
 @_wrap
 def verify_report_text(report):
-    return _verify_render.render_text(report)
+    return rules("_verify_render").render_text(report)
 
 
 @_wrap
 def verify_report_markdown(report):
-    return _verify_render.render_markdown(report)
+    return rules("_verify_render").render_markdown(report)
 
 
 @_wrap
 def verify_redact(text, limit=400):
-    return redact("" if text is None else str(text), limit=int(limit)) or ""
+    return rules("_redact").redact("" if text is None else str(text), limit=int(limit)) or ""
 
 
 @_wrap
 def verify_unattended(hostvars=None, environ=None):
-    return _verify_env.unattended(environ, hostvars if isinstance(hostvars, dict) else None)
+    return rules("_verify_env").unattended(environ, hostvars if isinstance(hostvars, dict) else None)
 
 
 @_wrap
 def verify_migration_job(deployment, container=None, name="", active_deadline_seconds=None):
-    return _migration_job.migration_job(deployment, container=container or None, name=name or "",
-                                        active_deadline_seconds=active_deadline_seconds)
+    return rules("_migration_job").migration_job(deployment, container=container or None, name=name or "",
+                                                 active_deadline_seconds=active_deadline_seconds)
 
 
 class FilterModule:
