@@ -50,8 +50,8 @@ def synced(lab) -> dict:
 
 def wait_synced(lab, timeout: float = 30.0, rv: int | None = None) -> dict:
     """Wait until nginx serves a configuration that includes every API change made before this call, or, with
-    ``rv``, the change of that resourceVersion (when the newest change is to an object the controller does not
-    watch, e.g. verify's Lease, the controller never reaches the latest resourceVersion)."""
+    ``rv``, the change of that resourceVersion. (A change of an object the controller does not watch, e.g. verify's
+    Lease or another test's pod, moves synced.json on too, once the watched ones are live: asgardlab.ingress.controller.)"""
     want = current_rv(lab) if rv is None else int(rv)
     deadline = time.monotonic() + timeout
     while True:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers.ingress import (  # noqa: E402
     backend,
     create,
+    current_rv,
     deploy_echo,
     endpoints,
     events,
@@ -171,6 +172,24 @@ def test_routing_by_host_and_path(lab, ns):
     assert seen["path"] == "/b/c?x=1" and seen["headers"]["Host"] == f"one.{ns}.test"
     assert seen["headers"]["X-Forwarded-Host"] == f"one.{ns}.test" and seen["headers"]["X-Forwarded-Proto"] == "http"
     assert seen["headers"]["X-Request-ID"] and seen["headers"]["X-Test"] == "1"
+
+
+def test_synced_reaches_a_change_the_controller_does_not_watch(lab, ns):
+    """``synced.json`` means "nginx serves every change up to RV": after a change nothing nginx serves depends on (a
+    ConfigMap; a Lease, a pod's status or an Event alike), RV reaches the store's resourceVersion without waiting for
+    a change of an Ingress, Service, EndpointSlice or Secret. Before, it stayed at the last watched change, so
+    ``wait_synced(lab)`` ("every change so far") timed out when another pytest-xdist worker's write to such an object
+    landed between a test's deploy and its wait (a failed `make test`: test_deploy_ingress waited 30 s for 5139,
+    synced said 5138)."""
+    serve(lab, ns, ingress("then-unwatched", [rule(f"unwatched.{ns}.test", ("/", "Prefix", "a"))]))
+    wait_synced(lab)
+    r = lab.request("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                    json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "not-watched"}, "data": {"k": "v"}})
+    assert r.status_code == 201, r.text
+    want = current_rv(lab)
+    s = wait_synced(lab, timeout=5)
+    assert int(s["resourceVersion"]) >= want and s["ok"] is True, s
+    assert who(get(lab, f"unwatched.{ns}.test", "/")) == "a"
 
 
 def test_path_types(lab, ns):

@@ -19,7 +19,10 @@ serves the new configuration it publishes ``status.loadBalancer.ingress: [{ip: <
 serves (ingress-nginx with ``--publish-status-address=<address>``), the Gateway API status, Events on the
 Ingresses (Normal "Sync" "Scheduled for sync" as ingress-nginx records; Warning "Sync" for what the lab could not
 honour), and ``<state>/ingress/synced.json`` (``{"resourceVersion": RV, "generation": N, "ok": bool}``: every
-object change up to RV is live in nginx; tests wait on it instead of sleeping).
+object change up to RV is live in nginx; tests wait on it instead of sleeping). A change of any other object (a
+Lease, a pod's status, an Event) only moves RV on to the store's resourceVersion, once the changes it watches are
+synced: nothing nginx serves depends on it, and a test waiting for "every change so far" would otherwise wait for a
+watched change that never comes (seen: another xdist worker's write landed between a test's deploy and its wait).
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class IngressController:
         self.json_path = state_dir / "ingress.json"
         self.nginx: Nginx | None = None
         self.wake = asyncio.Event()
+        self.dirty = True  # a watched object changed since the last sync began (the first sync: start())
+        self.synced: dict = {}  # what synced.json says
         self.task: asyncio.Task | None = None
         self.generation = 0
         self._last = ""
@@ -132,19 +137,33 @@ class IngressController:
 
     def _on_change(self, etype, rt, obj, old) -> None:
         if rt.key in WATCHED:
-            self.wake.set()
+            self.dirty = True
+        self.wake.set()
 
     async def _loop(self) -> None:
         while True:
             await self.wake.wait()
             await asyncio.sleep(0.05)
             self.wake.clear()
+            if not self.dirty:
+                self._caught_up()
+                continue
+            self.dirty = False  # a watched change during the sync sets it again: one more sync follows
             try:
                 await self.sync()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the controller keeps running; the next change retries
+                self.dirty = True
                 log.exception("ingress controller sync failed")
+
+    def _caught_up(self) -> None:
+        """Only objects the controller does not watch changed since the last sync: nginx serves every change up to the
+        store's resourceVersion now, and synced.json says so."""
+        rv = self.store.resource_version
+        if self.synced and int(rv) > int(self.synced["resourceVersion"]):
+            self.synced = {**self.synced, "resourceVersion": rv}
+            self._write_json(self.prefix / "synced.json", self.synced)
 
     # ------------------------------------------------------------------ one sync
     def _translate(self, excluded: dict | None = None):
@@ -207,8 +226,8 @@ class IngressController:
             self._gc_certs(b.cert_files)
         self._publish_ingresses(results, ours, ok, error)
         self._publish_gateway(gwt, ok, error)
-        self._write_json(self.prefix / "synced.json", {"resourceVersion": rv, "generation": self.generation, "ok": ok,
-                                                       **({"error": error} if error else {})})
+        self.synced = {"resourceVersion": rv, "generation": self.generation, "ok": ok, **({"error": error} if error else {})}
+        self._write_json(self.prefix / "synced.json", self.synced)
 
     # ------------------------------------------------------------------ status
     def _publish_ingresses(self, results: dict, ours: list[dict], ok: bool, error: str) -> None:
